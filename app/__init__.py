@@ -1,0 +1,1 @@
+"""The inference service: FastAPI over a model-store entry."""

@@ -1,0 +1,96 @@
+"""Gather concurrent requests into micro-batches: one model pass per batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """Runs `run_batch` on up to `max_size` queued items at a time in `executor`.
+
+    After the first item it takes whatever else is already queued, and waits up to
+    `max_wait_s` for more only while callers announced with `expecting()` are still
+    preparing theirs, so a lone request never pays the wait."""
+
+    def __init__(self, run_batch: Callable[[list[Item]], list[Result]], executor: Executor,
+                 max_size: int, max_wait_s: float) -> None:
+        self._run_batch, self._executor = run_batch, executor
+        self._max_size, self._max_wait_s = max_size, max_wait_s
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
+        self._worker: asyncio.Task | None = None
+        self._expected = 0  # items announced and not yet answered
+        self._waiting = 0  # items submitted and not yet answered
+        self.batch_sizes: list[int] = []
+
+    @contextmanager
+    def expecting(self, count: int) -> Iterator[None]:
+        self._expected += count
+        try:
+            yield
+        finally:
+            self._expected -= count
+
+    async def submit(self, item: Item) -> Result:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting += 1
+        try:
+            await self._queue.put((item, future))
+            return await future
+        finally:
+            self._waiting -= 1
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def _collect(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait_s
+        while len(batch) < self._max_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            still_preparing = self._expected - self._waiting
+            if remaining <= 0 or still_preparing <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            live = [(item, future) for item, future in batch if not future.done()]
+            if not live:
+                continue
+            self.batch_sizes.append(len(live))
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._run_batch, [item for item, _ in live]
+                )
+            except Exception as error:  # the batch's callers get the error, the worker lives
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(live, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

@@ -1,0 +1,82 @@
+"""Turn uploaded bytes into RGB pixels safely: format and size are checked from the
+header before anything is decoded into memory."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+
+SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp",
+                     "TIFF": "image/tiff", "WEBP": "image/webp"}
+MIN_IMAGE_SIDE = 8
+# Magic numbers of the formats above, so text and garbage are told apart from images.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+_UNSUPPORTED_SIGNATURES = {b"GIF8": "GIF", b"%PDF": "PDF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+                           b"\x00\x00\x01\x00": "ICO"}
+
+
+def decode_image(encoded: bytes, max_pixels: int) -> np.ndarray:
+    """Encoded image -> RGB uint8 [H, W, 3], EXIF orientation applied."""
+    if not encoded:
+        raise InvalidImage("the image is empty (0 bytes)", code="empty_image")
+    for signature, name in _UNSUPPORTED_SIGNATURES.items():
+        if encoded.startswith(signature):
+            raise UnsupportedMediaType(
+                f"{name} images are not supported; send one of {', '.join(SUPPORTED_FORMATS)}"
+            )
+    if not encoded.startswith(_SIGNATURES):
+        raise InvalidImage(
+            "the bytes are not an image this service decodes (expected "
+            f"{', '.join(SUPPORTED_FORMATS)}); they start with {encoded[:8]!r}"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(encoded), formats=list(SUPPORTED_FORMATS))
+        except (UnidentifiedImageError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning, OSError, ValueError) as error:
+            raise InvalidImage(f"cannot read the image header: {error}") from None
+        _check_header(image, max_pixels)
+        try:
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise InvalidImage(
+                f"cannot decode the {image.format} image: {error}", code="corrupt_image"
+            ) from None
+
+
+def _check_header(image: Image.Image, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); "
+            f"the limit is {max_pixels / 1e6:g} megapixels",
+            code="image_too_large",
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise InvalidImage(
+            f"image is {width}x{height} pixels; the minimum is {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
+            code="image_too_small",
+        )
+    if getattr(image, "n_frames", 1) > 1 and image.format != "TIFF":
+        raise UnsupportedMediaType(f"animated {image.format} images are not supported")
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Greyscale, palette, 16-bit and alpha images all become 8-bit RGB (alpha over white)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if pixels.max() > 255 else 255.0
+        grey = np.clip(pixels * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))

@@ -1,0 +1,58 @@
+"""Heat maps to pictures: upsampling, colour maps, overlays, fast PNG encoding."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+COLORMAPS = {
+    "jet": cv2.COLORMAP_JET,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "magma": cv2.COLORMAP_MAGMA,
+    "plasma": cv2.COLORMAP_PLASMA,
+    "turbo": cv2.COLORMAP_TURBO,
+}
+# Level 1 of zlib: a few times faster than the default for ~10% larger files.
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
+def upsample(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
+    """[h, w] map in [0, 1] -> [height, width] float32, bilinear."""
+    resized = cv2.resize(heatmap.astype(np.float32), (width, height),
+                         interpolation=cv2.INTER_LINEAR)
+    return np.clip(resized, 0.0, 1.0)
+
+
+def colorize(heatmap: np.ndarray, colormap: str) -> np.ndarray:
+    """[H, W] map in [0, 1] -> RGB uint8 [H, W, 3] (OpenCV colour maps come out BGR)."""
+    bgr = cv2.applyColorMap(_to_uint8(heatmap), COLORMAPS[colormap])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def overlay(image_rgb: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float,
+            threshold: float) -> np.ndarray:
+    """Blend the coloured map onto the image with opacity `alpha` where heat >= threshold."""
+    colored = colorize(heatmap, colormap).astype(np.float32)
+    weight = np.where(heatmap >= threshold, alpha, 0.0).astype(np.float32)[:, :, None]
+    blended = image_rgb.astype(np.float32) * (1.0 - weight) + colored * weight
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """RGB [H, W, 3] or single-channel [H, W] uint8 -> PNG bytes."""
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", pixels, _PNG_PARAMS)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def heatmap_png(heatmap: np.ndarray) -> bytes:
+    """The normalised map as an 8-bit greyscale PNG (0 = no heat, 255 = the peak)."""
+    return encode_png(_to_uint8(heatmap))
+
+
+def _to_uint8(heatmap: np.ndarray) -> np.ndarray:
+    return np.clip(heatmap * 255.0 + 0.5, 0, 255).astype(np.uint8)

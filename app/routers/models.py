@@ -1,0 +1,22 @@
+from fastapi import APIRouter, Depends
+
+from app.dependencies import get_service
+from app.explainers import METHODS
+from app.schemas import ModelInfo, ModelsResponse
+from app.service import InferenceService
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", response_model=ModelsResponse)
+def models(service: InferenceService = Depends(get_service)) -> ModelsResponse:
+    """The served model: classes, input size, explanation layers and evaluation metrics."""
+    runtime = service.runtime
+    manifest = runtime.manifest
+    return ModelsResponse(models=[ModelInfo(
+        name=manifest.name, version=manifest.version, classes=manifest.class_names,
+        input_size=manifest.input_size, explanation_layer=manifest.layers.explanation,
+        explainable_layers=runtime.explainable_layers(), methods=sorted(METHODS),
+        device=runtime.device, created_at=manifest.created_at.isoformat(),
+        metrics=manifest.metrics,
+    )])

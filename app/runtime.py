@@ -1,0 +1,143 @@
+"""The loaded model and its compiled forward and gradient functions (no HTTP here)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from app.errors import InvalidParameter
+from model_store.manifest import Manifest
+from model_store.preprocessing import to_model_input
+from model_store.store import entry_dir, load_entry
+
+log = logging.getLogger(__name__)
+
+
+def configure_tensorflow() -> str:
+    """Let TensorFlow grow GPU memory instead of taking it all; return the serving device."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: growth was set earlier
+            pass
+    return "GPU:0" if gpus else "CPU:0"
+
+
+@dataclass
+class Gradients:
+    """What every explanation method starts from, for a batch."""
+
+    activations: np.ndarray  # [N, h, w, K] of the explained layer
+    gradients: np.ndarray  # d logit[target] / d activations, same shape
+    probabilities: np.ndarray  # [N, classes]
+    targets: np.ndarray  # [N] the class each map explains
+
+
+class ModelRuntime:
+    """A model-store entry loaded once, with one compiled function per kind of pass."""
+
+    def __init__(self, manifest: Manifest, model: keras.Model, directory: Path, device: str):
+        self.manifest, self.model, self.directory, self.device = manifest, model, directory, device
+        height, width = manifest.input_size
+        self._input_spec = tf.TensorSpec([None, height, width, 3], tf.float32)
+        self._forward = tf.function(
+            lambda x: model(x, training=False), input_signature=[self._input_spec]
+        )
+        self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, store_dir: Path, name: str, version: int | None) -> ModelRuntime:
+        started = time.perf_counter()
+        device = configure_tensorflow()
+        directory = entry_dir(store_dir, name, version)
+        manifest, model = load_entry(directory)
+        runtime = cls(manifest, model, directory, device)
+        runtime.warm_up()
+        runtime.load_seconds = time.perf_counter() - started
+        log.info("loaded %s v%s from %s on %s in %.2fs", manifest.name, manifest.version,
+                 directory, device, runtime.load_seconds)
+        return runtime
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""
+        return to_model_input(rgb, self.manifest.input_size, self.manifest.preprocessing).numpy()
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities [N, classes] for a batch of preprocessed inputs."""
+        return self._forward(tf.convert_to_tensor(inputs)).numpy()
+
+    def predict_each(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The micro-batcher's entry: one forward pass for a list of inputs."""
+        return list(self.predict(np.stack(inputs)))
+
+    def gradients(self, inputs: np.ndarray, targets: np.ndarray, layer: str) -> Gradients:
+        """One backward pass for a batch: each item's target logit w.r.t. `layer`; a target
+        of -1 stands for the item's predicted class."""
+        outputs = self._gradient_fn(layer)(
+            tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets, tf.int32)
+        )
+        return Gradients(*(tensor.numpy() for tensor in outputs))
+
+    def dense_weights(self) -> np.ndarray:
+        """The logits layer's kernel [K, classes]: CAM's class weights."""
+        return self.model.get_layer(self.manifest.layers.logits).kernel.numpy()
+
+    def check_layer(self, layer: str) -> str:
+        try:
+            shape = self.model.get_layer(layer).output.shape
+        except ValueError:
+            raise InvalidParameter(
+                f"layer {layer!r} is not in the model; explainable layers are "
+                f"{self.explainable_layers()}", code="unknown_layer",
+            ) from None
+        if len(shape) != 4:
+            raise InvalidParameter(
+                f"layer {layer!r} has output shape {tuple(shape)}; explanations need a "
+                f"spatial [N, h, w, channels] layer such as {self.explainable_layers()[-3:]}",
+                code="unknown_layer",
+            )
+        return layer
+
+    def explainable_layers(self) -> list[str]:
+        return [layer.name for layer in self.model.layers
+                if len(layer.output.shape) == 4 and not layer.name.endswith("_bn")
+                and layer.name != "image"]
+
+    def _gradient_fn(self, layer: str):
+        if layer not in self._gradient_fns:
+            names = self.manifest.layers
+            extractor = keras.Model(
+                self.model.inputs,
+                [self.model.get_layer(layer).output, self.model.get_layer(names.logits).output,
+                 self.model.output],
+            )
+
+            @tf.function(input_signature=[self._input_spec, tf.TensorSpec([None], tf.int32)])
+            def gradient_fn(inputs, targets):
+                with tf.GradientTape() as tape:
+                    activations, logits, probabilities = extractor(inputs, training=False)
+                    predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+                    targets = tf.where(targets < 0, predicted, targets)
+                    # Items are independent in inference mode, so the gradient of the sum
+                    # is each item's own target-logit gradient (Grad-CAM differentiates y^c,
+                    # the score before the softmax).
+                    score = tf.reduce_sum(tf.gather(logits, targets, batch_dims=1))
+                return activations, tape.gradient(score, activations), probabilities, targets
+
+            self._gradient_fns[layer] = gradient_fn
+        return self._gradient_fns[layer]
+
+    def warm_up(self) -> None:
+        """Trace and run every compiled function once so the first request is not slow."""
+        height, width = self.manifest.input_size
+        blank = np.zeros((1, height, width, 3), np.float32)
+        self.predict(blank)
+        self.gradients(blank, np.zeros(1, np.int32), self.manifest.layers.explanation)

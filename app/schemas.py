@@ -1,0 +1,65 @@
+"""Request options and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+
+
+class Prediction(BaseModel):
+    label: str
+    class_index: int
+    confidence: float = Field(description="probability of the predicted class")
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: ModelRef
+    predictions: list[Prediction] = Field(description="one per image, in request order")
+
+
+class Target(BaseModel):
+    label: str
+    class_index: int
+    probability: float
+
+
+class ExplainResponse(BaseModel):
+    model: ModelRef
+    prediction: Prediction
+    method: str
+    layer: str
+    target: Target
+    image_size: tuple[int, int] = Field(description="[width, height] of the uploaded image")
+    overlay_png: str | None = Field(None, description="base64 PNG: heat map over the image")
+    heatmap_png: str | None = Field(
+        None, description="base64 8-bit greyscale PNG: the normalised map at image size"
+    )
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: int
+    classes: list[str]
+    input_size: tuple[int, int] = Field(description="model input [height, width]")
+    explanation_layer: str
+    explainable_layers: list[str]
+    methods: list[str]
+    device: str
+    created_at: str
+    metrics: dict
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["live", "ready"]
+    model: ModelRef | None = None

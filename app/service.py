@@ -1,0 +1,193 @@
+"""Classification and explanation as plain Python: decode, batch, run, render (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from app.batching import MicroBatcher
+from app.errors import InvalidParameter
+from app.explainers import METHODS, CamMethod
+from app.images import decode_image
+from app.rendering import encode_png, heatmap_png, overlay, upsample
+from app.runtime import Gradients, ModelRuntime
+from app.schemas import ExplainResponse, ModelRef, Prediction, PredictResponse, Target
+from app.settings import Settings
+
+Output = Literal["overlay", "heatmap", "both"]
+
+
+@dataclass
+class ExplainOptions:
+    """What the caller asked of an explanation."""
+
+    method: str = "gradcam"
+    target: str | None = None
+    layer: str | None = None
+    alpha: float = 0.4
+    threshold: float = 0.2
+    colormap: str = "jet"
+    output: Output = "both"
+
+
+@dataclass
+class Explanation:
+    response: ExplainResponse
+    overlay_png: bytes | None
+    heatmap_png: bytes | None
+
+
+@dataclass
+class _ExplainItem:
+    inputs: np.ndarray
+    target: int  # -1: the predicted class
+    method: CamMethod
+
+
+@dataclass
+class _MapResult:
+    heatmap: np.ndarray  # [h, w] in [0, 1] at the layer's resolution
+    probabilities: np.ndarray
+    target: int
+
+
+class InferenceService:
+    """Serves one loaded model: every model pass goes through a micro-batcher into a
+    single TensorFlow worker thread, so the event loop never runs TensorFlow."""
+
+    def __init__(self, runtime: ModelRuntime, settings: Settings) -> None:
+        self.runtime, self.settings = runtime, settings
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
+        self._predict_batcher: MicroBatcher[np.ndarray, np.ndarray] = self._batcher(
+            self.runtime.predict_each
+        )
+        self._explain_batchers: dict[str, MicroBatcher[_ExplainItem, _MapResult]] = {}
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return ModelRef(name=self.runtime.manifest.name, version=self.runtime.manifest.version)
+
+    async def predict(self, encoded_images: list[bytes]) -> PredictResponse:
+        with self._predict_batcher.expecting(len(encoded_images)):
+            inputs = await asyncio.gather(*(self._decode(b) for b in encoded_images))
+            probabilities = await asyncio.gather(
+                *(self._predict_batcher.submit(model_input) for _, model_input in inputs)
+            )
+        return PredictResponse(
+            model=self.model_ref, predictions=[self._prediction(p) for p in probabilities]
+        )
+
+    async def explain(self, encoded_image: bytes, options: ExplainOptions) -> Explanation:
+        method = self._method(options.method)
+        layer = method.layer_for(options.layer, self.runtime)
+        target = self._resolve_target(options.target)
+        batcher = self._explain_batchers.get(layer)
+        if batcher is None:
+            batcher = self._explain_batchers[layer] = self._batcher(
+                lambda items: self._explain_batch(items, layer)
+            )
+        with batcher.expecting(1):
+            image, model_input = await self._decode(encoded_image)
+            result = await batcher.submit(_ExplainItem(model_input, target, method))
+        overlay_bytes, heatmap_bytes = await asyncio.to_thread(
+            self._render, image, result.heatmap, options
+        )
+        names = self.runtime.manifest.class_names
+        response = ExplainResponse(
+            model=self.model_ref,
+            prediction=self._prediction(result.probabilities),
+            method=method.name,
+            layer=layer,
+            target=Target(label=names[result.target], class_index=result.target,
+                          probability=float(result.probabilities[result.target])),
+            image_size=(image.shape[1], image.shape[0]),
+            overlay_png=_b64(overlay_bytes),
+            heatmap_png=_b64(heatmap_bytes),
+        )
+        return Explanation(response, overlay_bytes, heatmap_bytes)
+
+    async def close(self) -> None:
+        for batcher in (self._predict_batcher, *self._explain_batchers.values()):
+            await batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _batcher(self, run_batch) -> MicroBatcher:
+        return MicroBatcher(run_batch, self._executor, self.settings.batch_max_size,
+                            self.settings.batch_max_wait_ms / 1000.0)
+
+    async def _decode(self, encoded: bytes) -> tuple[np.ndarray, np.ndarray]:
+        def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray]:
+            image = decode_image(encoded, self.settings.max_image_pixels)
+            return image, self.runtime.preprocess(image)
+
+        return await asyncio.to_thread(decode_and_preprocess)
+
+    def _explain_batch(self, items: list[_ExplainItem], layer: str) -> list[_MapResult]:
+        gradients = self.runtime.gradients(
+            np.stack([item.inputs for item in items]),
+            np.array([item.target for item in items], np.int32), layer,
+        )
+        results = []
+        for index, item in enumerate(items):
+            own = Gradients(*(field[index : index + 1] for field in (
+                gradients.activations, gradients.gradients, gradients.probabilities,
+                gradients.targets)))
+            heatmap = item.method.heatmaps(own, own.targets, self.runtime)[0]
+            results.append(_MapResult(heatmap, own.probabilities[0], int(own.targets[0])))
+        return results
+
+    def _render(self, image: np.ndarray, heatmap: np.ndarray,
+                options: ExplainOptions) -> tuple[bytes | None, bytes | None]:
+        full = upsample(heatmap, image.shape[1], image.shape[0])
+        overlay_bytes = heatmap_bytes = None
+        if options.output in ("overlay", "both"):
+            overlay_bytes = encode_png(
+                overlay(image, full, options.colormap, options.alpha, options.threshold)
+            )
+        if options.output in ("heatmap", "both"):
+            heatmap_bytes = heatmap_png(full)
+        return overlay_bytes, heatmap_bytes
+
+    def _method(self, name: str) -> CamMethod:
+        method = METHODS.get(name.lower())
+        if method is None:
+            raise InvalidParameter(
+                f"unknown method {name!r}; expected one of {sorted(METHODS)}",
+                code="unknown_method",
+            )
+        return method
+
+    def _resolve_target(self, target: str | None) -> int:
+        """A label (any case) or a class index -> class index; None -> -1 (predicted)."""
+        if target is None or target == "":
+            return -1
+        names = self.runtime.manifest.class_names
+        if target.lstrip("-").isdigit():
+            index = int(target)
+            if 0 <= index < len(names):
+                return index
+        else:
+            upper = [name.upper() for name in names]
+            if target.upper() in upper:
+                return upper.index(target.upper())
+        raise InvalidParameter(
+            f"unknown target {target!r}; expected a label of {names} or an index "
+            f"0..{len(names) - 1}", code="unknown_target",
+        )
+
+    def _prediction(self, probabilities: np.ndarray) -> Prediction:
+        names = self.runtime.manifest.class_names
+        index = int(np.argmax(probabilities))
+        return Prediction(
+            label=names[index], class_index=index, confidence=float(probabilities[index]),
+            probabilities={name: float(p) for name, p in zip(names, probabilities, strict=True)},
+        )
+
+
+def _b64(png: bytes | None) -> str | None:
+    return None if png is None else base64.b64encode(png).decode("ascii")

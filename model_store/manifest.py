@@ -1,0 +1,86 @@
+"""The manifest schema: what a model-store entry promises to whoever loads it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.keras"
+WEIGHTS_FILE = "model.weights.h5"
+SCHEMA_VERSION = 1
+
+
+class Preprocessing(BaseModel):
+    """How an RGB uint8 image becomes the model's input tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    color_mode: Literal["rgb"] = "rgb"
+    """Channel order the model expects."""
+    resize_method: Literal["bilinear", "area", "bicubic", "nearest"] = "bilinear"
+    """`tf.image.resize` method used to reach `input_size` (aspect ratio is not kept)."""
+    antialias: bool = False
+    """`tf.image.resize` antialias flag."""
+    scale: float = 1.0 / 255.0
+    """Pixels are multiplied by this after resizing..."""
+    offset: float = 0.0
+    """...and then this is added, so uint8 input lands in [0, 1] by default."""
+
+
+class Layers(BaseModel):
+    """Names of the model's layers that serving needs, so nobody looks them up by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    explanation: str
+    """Default layer whose activations Grad-CAM and kin explain."""
+    features: str
+    """The last convolutional block, the input of global average pooling (CAM's layer)."""
+    logits: str
+    """The dense layer whose output is the class scores before the softmax."""
+    probabilities: str
+    """The softmax output layer."""
+
+
+class Framework(BaseModel):
+    tensorflow: str
+    keras: str
+
+
+class Calibration(BaseModel):
+    """Temperature scaling fitted on held-out data: calibrated p = softmax(logits / T)."""
+
+    temperature: float = Field(gt=0)
+    fitted_on: str
+
+
+class Manifest(BaseModel):
+    """Everything the service needs to know about one trained model version."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: int = Field(ge=1)
+    created_at: datetime
+    class_names: list[str] = Field(min_length=2)
+    """Class labels in the order of the model's output units."""
+    input_size: tuple[int, int]
+    """Model input (height, width) in pixels."""
+    preprocessing: Preprocessing = Preprocessing()
+    layers: Layers
+    framework: Framework
+    training: dict[str, Any] = {}
+    """The training configuration that produced the weights."""
+    metrics: dict[str, Any] = {}
+    """Evaluation results keyed by split (e.g. "test", "test_simple")."""
+    calibration: Calibration | None = None
+    artefacts: dict[str, str] = {}
+    """SHA-256 hex digest of each artefact file, keyed by file name."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)

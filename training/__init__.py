@@ -1,0 +1,1 @@
+"""Offline training of the white-blood-cell classifier; writes model-store entries."""

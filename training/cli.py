@@ -1,0 +1,152 @@
+"""`python -m training train|evaluate`: the command line of the training package."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from training.config import DEFAULT_DATA_DIR, AugmentConfig, TrainConfig
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="data set root (default: %(default)s)")
+
+
+def _train_parser(subparsers) -> None:
+    defaults, augment = TrainConfig(), AugmentConfig()
+    parser = subparsers.add_parser(
+        "train", help="train a model and publish it as a new model-store version",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_common(parser)
+    parser.add_argument("--store-dir", type=Path, default=defaults.store_dir)
+    parser.add_argument("--model-name", default=defaults.model_name)
+    parser.add_argument("--source", choices=("originals", "train-folder"), default=defaults.source,
+                        help="originals: train originals of splits.csv, augmented on the fly, "
+                        "validated on held-out train originals; train-folder: the tutorial's "
+                        "way, fit on images/TRAIN and validate on images/TEST")
+    parser.add_argument("--input-size", type=int, default=defaults.input_size[0],
+                        help="square input side in pixels")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--samples-per-epoch", type=int, default=defaults.samples_per_epoch,
+                        help="augmented samples per epoch with --source originals")
+    parser.add_argument("--lr", type=float, default=defaults.initial_lr,
+                        help="initial Adam learning rate, halved every --lr-drop-every epochs")
+    parser.add_argument("--lr-drop-every", type=int, default=defaults.lr_drop_every)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument("--validation-fraction", type=float,
+                        default=defaults.validation_fraction,
+                        help="share of train originals held out (0: train on all); with "
+                        "--source train-folder, 0 skips validating on TEST")
+    parser.add_argument("--validation-copies", type=int, default=defaults.validation_copies)
+    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--rotation", type=float, default=augment.rotation_degrees,
+                        help="max rotation in degrees")
+    parser.add_argument("--shift", type=float, default=augment.shift_fraction)
+    parser.add_argument("--zoom", type=float, default=augment.zoom_fraction)
+    parser.add_argument("--no-flips", dest="flips", action="store_false")
+    parser.add_argument("--color-jitter", type=float, default=augment.color_jitter)
+    parser.add_argument("--limit-per-class", type=int, default=None,
+                        help="use at most this many images per class (quick runs)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--strategy", choices=("default", "mirrored", "one-device"),
+                        default=defaults.strategy, help="tf.distribute strategy")
+    parser.add_argument("--cpu-replicas", type=int, default=1,
+                        help="split the CPU into N logical devices (for --strategy mirrored "
+                        "without GPUs)")
+    parser.add_argument("--backup-dir", type=Path, default=None,
+                        help="BackupAndRestore folder: an interrupted run resumes from it "
+                        "(default: runs/<model-name>/backup)")
+    parser.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                        help="skip evaluating on TEST and TEST_SIMPLE after publishing")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        data_dir=args.data_dir, store_dir=args.store_dir, model_name=args.model_name,
+        source=args.source, input_size=(args.input_size, args.input_size), epochs=args.epochs,
+        batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+        initial_lr=args.lr, lr_drop_every=args.lr_drop_every, dropout=args.dropout,
+        label_smoothing=args.label_smoothing, validation_fraction=args.validation_fraction,
+        validation_copies=args.validation_copies, augment=args.augment,
+        augmentation=AugmentConfig(
+            rotation_degrees=args.rotation, shift_fraction=args.shift, zoom_fraction=args.zoom,
+            flips=args.flips, color_jitter=args.color_jitter,
+        ),
+        limit_per_class=args.limit_per_class, seed=args.seed, strategy=args.strategy,
+        cpu_replicas=args.cpu_replicas,
+        backup_dir=args.backup_dir or Path("runs") / args.model_name / "backup",
+        evaluate=args.evaluate,
+    )
+
+
+def _evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="score a model-store entry on TEST and TEST_SIMPLE and write reports",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_common(parser)
+    parser.add_argument("--store-dir", type=Path, default=Path("model_store"))
+    parser.add_argument("--model-name", default=TrainConfig().model_name)
+    parser.add_argument("--version", type=int, default=None, help="default: the newest")
+    parser.add_argument("--splits", nargs="+", choices=("test", "test_simple"),
+                        default=["test", "test_simple"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description="Train and evaluate the white-blood-cell model."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _train_parser(subparsers)
+    _evaluate_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from training.data import DataError
+
+    try:
+        if args.command == "train":
+            return _run_train(config_from_args(args))
+        return _run_evaluate(args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run_train(config: TrainConfig) -> int:
+    from training.train import configure_devices
+
+    configure_devices(config.cpu_replicas)
+    from training.evaluate import evaluate_entry, summary_line
+    from training.publish import publish
+    from training.train import train
+
+    result = train(config)
+    directory, manifest = publish(result, config)
+    print(f"published {manifest.name} v{manifest.version} to {directory} "
+          f"({result.seconds_per_epoch:.1f} s/epoch)")
+    extra = {"validation": result.validation} if result.validation is not None else {}
+    splits = ("test", "test_simple") if config.evaluate else ()
+    metrics = evaluate_entry(directory, config.data_dir, splits, extra)
+    print(summary_line(metrics))
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from model_store.store import entry_dir
+    from training.evaluate import evaluate_entry, summary_line
+
+    directory = entry_dir(args.store_dir, args.model_name, args.version)
+    metrics = evaluate_entry(directory, args.data_dir, tuple(args.splits))
+    print(summary_line({k: metrics[k] for k in args.splits}))
+    return 0
+

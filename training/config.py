@@ -1,0 +1,65 @@
+"""Training settings: one dataclass, filled from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("../shared/data/blood-cells")
+
+
+@dataclass
+class AugmentConfig:
+    """Random geometry and colour applied to every training sample."""
+
+    rotation_degrees: float = 20.0
+    shift_fraction: float = 0.1
+    zoom_fraction: float = 0.1
+    flips: bool = True
+    color_jitter: float = 0.1
+    """Max relative change of brightness, contrast and saturation."""
+    fill_value: float = 255.0
+    """Pixels uncovered by the geometry are white, like the data set's own augmentation."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; recorded in the manifest."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    store_dir: Path = Path("model_store")
+    model_name: str = "wbc-squeezenet"
+    source: str = "originals"
+    """`originals`: train on the train originals of splits.csv with on-the-fly augmentation,
+    validating on held-out train originals. `train-folder`: the tutorial's way, fit on
+    images/TRAIN and validate on images/TEST."""
+    input_size: tuple[int, int] = (128, 128)
+    epochs: int = 24
+    batch_size: int = 64
+    samples_per_epoch: int = 1600
+    """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""
+    initial_lr: float = 3e-3
+    lr_drop_every: int = 10
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    validation_fraction: float = 0.15
+    """Share of train originals held out for validation (stratified); 0 trains on all."""
+    validation_copies: int = 8
+    """Augmented copies per held-out original, besides the original itself."""
+    augment: bool = True
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    limit_per_class: int | None = None
+    """Use at most this many images per class (quick runs and tests)."""
+    seed: int = 1337
+    strategy: str = "default"
+    cpu_replicas: int = 1
+    """Split the CPU into this many logical devices (to exercise `mirrored` without GPUs)."""
+    backup_dir: Path | None = None
+    evaluate: bool = True
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        for key in ("data_dir", "store_dir", "backup_dir"):
+            record[key] = None if record[key] is None else str(record[key])
+        record["input_size"] = list(self.input_size)
+        return record

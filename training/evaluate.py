@@ -1,0 +1,67 @@
+"""Evaluate a store entry on held-out splits; write metrics and plots next to the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model_store.manifest import Manifest
+from model_store.store import load_entry, write_manifest
+from training.data import LabelledImages, list_split, load_images
+from training.metrics import classification_report
+from training.pipeline import evaluation_dataset
+from training.publish import REPORTS_DIR
+from training.reports import plot_confusion_matrix
+
+# Report key -> folder under images/.
+EVALUATION_SPLITS = {"test": "TEST", "test_simple": "TEST_SIMPLE"}
+
+
+def predict_probabilities(
+    model: keras.Model, data: LabelledImages, manifest: Manifest
+) -> np.ndarray:
+    dataset = evaluation_dataset(data, manifest.input_size, manifest.preprocessing)
+    return np.concatenate([model(x, training=False).numpy() for x, _ in dataset])
+
+
+def evaluate_entry(
+    directory: Path, data_dir: Path, splits: tuple[str, ...] = tuple(EVALUATION_SPLITS),
+    extra: dict[str, LabelledImages] | None = None,
+) -> dict:
+    """Score the saved model on each split (plus `extra` named sets); store the results in
+    the manifest and in reports/metrics.json, with a confusion-matrix PNG per split."""
+    manifest, model = load_entry(directory)
+    sets = {
+        key: load_images(
+            *list_split(Path(data_dir) / "images" / EVALUATION_SPLITS[key], manifest.class_names)
+        )
+        for key in splits
+    } | (extra or {})
+    reports = Path(directory) / REPORTS_DIR
+    reports.mkdir(exist_ok=True)
+    metrics = dict(manifest.metrics)
+    for key, data in sets.items():
+        report = classification_report(
+            data.labels, predict_probabilities(model, data, manifest), manifest.class_names
+        )
+        metrics[key] = report
+        plot_confusion_matrix(
+            np.asarray(report["confusion_matrix"]["rows_true_cols_predicted"]),
+            manifest.class_names,
+            f"{manifest.name} v{manifest.version}: {key} "
+            f"(n={report['count']}, accuracy {report['accuracy']:.3f})",
+            reports / f"confusion_{key}.png",
+        )
+    (reports / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_manifest(directory, manifest.model_copy(update={"metrics": metrics}))
+    return metrics
+
+
+def summary_line(metrics: dict) -> str:
+    return "; ".join(
+        f"{key}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, ECE {m['ece']:.4f}"
+        for key, m in metrics.items()
+    )

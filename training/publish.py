@@ -1,0 +1,56 @@
+"""Write a trained model into the store as a new, never-overwritten version."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from model_store.manifest import MODEL_FILE, WEIGHTS_FILE, Framework, Layers, Manifest
+from model_store.store import create_next_version_dir, sha256_file, write_manifest
+from training.config import TrainConfig
+from training.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER
+from training.reports import plot_training_curves
+from training.train import TrainResult
+
+REPORTS_DIR = "reports"
+
+
+def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
+    """Save model, weights, training curves and manifest; return the entry folder."""
+    version, directory = create_next_version_dir(config.store_dir, config.model_name)
+    result.model.save(directory / MODEL_FILE)
+    result.model.save_weights(directory / WEIGHTS_FILE)
+    reports = directory / REPORTS_DIR
+    reports.mkdir()
+    (reports / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")
+    plot_training_curves(
+        result.history, f"{config.model_name} v{version}: training curves",
+        reports / "training_curves.png",
+    )
+    training_record = config.to_record() | {
+        "seconds_per_epoch": round(result.seconds_per_epoch, 2),
+        **result.counts,
+    }
+    manifest = Manifest(
+        name=config.model_name,
+        version=version,
+        created_at=datetime.now(UTC),
+        class_names=result.class_names,
+        input_size=config.input_size,
+        preprocessing=result.preprocessing,
+        layers=Layers(
+            explanation=EXPLANATION_LAYER, features=FEATURES_LAYER,
+            logits=LOGITS_LAYER, probabilities=PROBABILITIES_LAYER,
+        ),
+        framework=Framework(tensorflow=tf.__version__, keras=keras.__version__),
+        training=training_record,
+        artefacts={
+            name: sha256_file(directory / name) for name in (MODEL_FILE, WEIGHTS_FILE)
+        },
+    )
+    write_manifest(directory, manifest)
+    return directory, manifest
