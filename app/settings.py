@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every knob of the service; each field is the env variable WBC_<FIELD>."""
 
-    model_config = SettingsConfigDict(env_prefix="WBC_", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix="WBC_", extra="ignore", env_ignore_empty=True, protected_namespaces=()
+    )
 
     store_dir: Path = Path("model_store")
     """Model store root: holds <model-name>/<version>/manifest.json."""

@@ -1,0 +1,97 @@
+"""Short real training runs on the real data set (a few images per class)."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from model_store.store import load_entry, read_manifest, sha256_file
+from training.config import TrainConfig
+from training.data import list_split, load_images
+from training.evaluate import evaluate_entry, predict_probabilities
+from training.publish import publish
+from training.train import train
+
+pytestmark = pytest.mark.slow
+
+
+def _quick_config(data_dir, tmp_path, **overrides) -> TrainConfig:
+    return TrainConfig(
+        data_dir=data_dir, store_dir=tmp_path / "store", input_size=(64, 64), epochs=1,
+        batch_size=16, samples_per_epoch=32, limit_per_class=4, validation_copies=1,
+        **overrides,
+    )
+
+
+def test_train_publish_reload_and_evaluate(data_dir, tmp_path):
+    config = _quick_config(data_dir, tmp_path)
+    result = train(config)
+    directory, manifest = publish(result, config)
+
+    assert result.class_names == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    assert manifest.training["replicas"] == 1
+    assert manifest.training["input_size"] == [64, 64]
+    for name, digest in manifest.artefacts.items():
+        assert sha256_file(directory / name) == digest
+
+    reloaded_manifest, reloaded = load_entry(directory)
+    assert reloaded_manifest == manifest
+    simple = load_images(*list_split(data_dir / "images" / "TEST_SIMPLE", manifest.class_names))
+    np.testing.assert_allclose(
+        predict_probabilities(reloaded, simple, manifest),
+        predict_probabilities(result.model, simple, manifest), atol=1e-6,
+    )
+
+    metrics = evaluate_entry(directory, data_dir, ("test_simple",))
+    report = metrics["test_simple"]
+    assert report["count"] == 71
+    assert sum(map(sum, report["confusion_matrix"]["rows_true_cols_predicted"])) == 71
+    assert 0.0 <= report["ece"] <= 1.0
+    assert read_manifest(directory).metrics["test_simple"] == report
+    reports = directory / "reports"
+    assert json.loads((reports / "metrics.json").read_text())["test_simple"] == report
+    for picture in ("confusion_test_simple.png", "training_curves.png"):
+        assert (reports / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _StopAtSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_interrupted_run_resumes_from_its_backup(data_dir, tmp_path):
+    config = _quick_config(data_dir, tmp_path, backup_dir=tmp_path / "backup")
+    config.epochs = 2
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=(_StopAtSecondEpoch(),))
+    assert any((tmp_path / "backup").iterdir())
+    resumed = train(config)
+    assert len(resumed.history["loss"]) == 1  # only the second epoch was left to run
+
+
+def test_mirrored_strategy_over_two_cpu_replicas(data_dir, tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--data-dir", str(data_dir),
+         "--store-dir", str(tmp_path / "store"), "--backup-dir", str(tmp_path / "backup"),
+         "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "1",
+         "--samples-per-epoch", "32", "--batch-size", "16", "--limit-per-class", "4",
+         "--input-size", "64", "--validation-copies", "0", "--no-evaluate"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    manifest = read_manifest(tmp_path / "store" / "wbc-squeezenet" / "1")
+    assert manifest.training["replicas"] == 2
+    assert manifest.training["strategy"] == "mirrored"
+    assert "published wbc-squeezenet v1" in completed.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_cli_help(command):
+    completed = subprocess.run([sys.executable, "-m", "training", command, "--help"],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0
+    assert "--data-dir" in completed.stdout

@@ -1,0 +1,80 @@
+"""Factories for test images: real data-set files and generated edge cases."""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DATA_DIR = Path(os.environ.get("WBC_DATA_DIR", "../shared/data/blood-cells"))
+
+
+def test_simple_images() -> list[Path]:
+    """TEST_SIMPLE files, sorted; empty when the data set is absent."""
+    return sorted((DATA_DIR / "images" / "TEST_SIMPLE").glob("*/*.jpeg"))
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def smear_like_rgb(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
+    """Pinkish noise with a purple blob: decodable, deterministic, not from the data set."""
+    rng = np.random.default_rng(seed)
+    pixels = np.empty((height, width, 3), np.uint8)
+    pixels[:] = (230, 180, 190)
+    pixels = np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    blob = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(width, height) / 5) ** 2
+    pixels[blob] = (120, 60, 170)
+    return pixels
+
+
+def sixteen_bit_png(width: int = 64, height: int = 48) -> bytes:
+    ramp = np.tile(np.linspace(0, 65535, width, dtype=np.uint16), (height, 1))
+    return encode(Image.fromarray(ramp, mode="I;16"))
+
+
+def rgba_png(width: int = 64, height: int = 48) -> bytes:
+    pixels = np.zeros((height, width, 4), np.uint8)
+    pixels[..., 0] = 200
+    pixels[..., 3] = 128
+    return encode(Image.fromarray(pixels, mode="RGBA"))
+
+
+def exif_rotated_jpeg(rgb: np.ndarray, orientation: int = 6) -> bytes:
+    """A JPEG whose stored pixels must be rotated per its EXIF Orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(Image.fromarray(rgb), "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def png_bomb(width: int = 40000, height: int = 40000) -> bytes:
+    """A valid-header PNG claiming width x height greyscale pixels, all zero, a few MB on the
+    wire: decoding it would allocate width * height bytes."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows_per_piece = 1000
+    zero_rows = b"\x00" * ((width + 1) * rows_per_piece)
+    # Raw deflate with a full flush is byte-aligned with no back-references, so one
+    # compressed piece can be repeated; the zlib wrapper's Adler-32 is computed alongside.
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = deflate.compress(zero_rows) + deflate.flush(zlib.Z_FULL_FLUSH)
+    final_block = deflate.flush(zlib.Z_FINISH)
+    checksum = 1
+    for _ in range(height // rows_per_piece):
+        checksum = zlib.adler32(zero_rows, checksum)
+    body = (b"\x78\xda" + piece * (height // rows_per_piece) + final_block
+            + struct.pack(">I", checksum))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))
