@@ -43,7 +43,8 @@ def plot_training_curves(history: dict[str, list[float]], title: str, path: Path
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
-        axes.legend()
+        if axes.lines:
+            axes.legend()
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

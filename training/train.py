@@ -142,7 +142,7 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         validation=validation,
         counts={"train_images": len(train_data),
                 "validation_images": 0 if validation is None else len(validation),
-                "steps_per_epoch": steps},
+                "steps_per_epoch": steps, "replicas": strategy.num_replicas_in_sync},
     )
 
 
