@@ -34,7 +34,7 @@ class TrainConfig:
     validating on held-out train originals. `train-folder`: the tutorial's way, fit on
     images/TRAIN and validate on images/TEST."""
     input_size: tuple[int, int] = (128, 128)
-    epochs: int = 24
+    epochs: int = 16
     batch_size: int = 64
     samples_per_epoch: int = 1600
     """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,28 @@ class TrainResult:
     seconds_per_epoch: float
     validation: LabelledImages | None
     counts: dict[str, int] = field(default_factory=dict)
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Keeps every epoch's metrics in a file beside the backup, so a resumed run reports
+    the whole history, not only the epochs after the interruption."""
+
+    def __init__(self, path: Path, resuming: bool) -> None:
+        super().__init__()
+        self.path = path
+        self.epochs: dict[int, dict[str, float]] = {}
+        if resuming and path.is_file():
+            self.epochs = {int(k): v for k, v in json.loads(path.read_text()).items()}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs[epoch] = {key: float(value) for key, value in (logs or {}).items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.epochs))
+
+    def history(self) -> dict[str, list[float]]:
+        ordered = [self.epochs[epoch] for epoch in sorted(self.epochs)]
+        return {key: [logs.get(key, float("nan")) for logs in ordered]
+                for key in (ordered[0] if ordered else {})}
 
 
 def configure_devices(cpu_replicas: int) -> None:
@@ -119,8 +142,12 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         keras.callbacks.LearningRateScheduler(step_decay(config.initial_lr, config.lr_drop_every)),
         *extra_callbacks,
     ]
+    epoch_history = None
     if config.backup_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(config.backup_dir)))
+        backup_dir = Path(config.backup_dir)
+        resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
+        epoch_history = EpochHistory(backup_dir.with_name("history.json"), resuming)
+        callbacks += [keras.callbacks.BackupAndRestore(str(config.backup_dir)), epoch_history]
     validation_data = None
     if validation is not None:
         validation_data = evaluation_dataset(
@@ -133,11 +160,14 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
     )
     elapsed = time.perf_counter() - started
     epochs_run = max(1, len(history.history.get("loss", [])))
+    full_history = epoch_history.history() if epoch_history else history.history
+    if epoch_history:
+        epoch_history.path.unlink(missing_ok=True)  # the run is complete
     return TrainResult(
         model=model,
         class_names=class_names,
         preprocessing=preprocessing,
-        history={k: [float(v) for v in values] for k, values in history.history.items()},
+        history={k: [float(v) for v in values] for k, values in full_history.items()},
         seconds_per_epoch=elapsed / epochs_run,
         validation=validation,
         counts={"train_images": len(train_data),

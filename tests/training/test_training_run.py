@@ -70,7 +70,9 @@ def test_interrupted_run_resumes_from_its_backup(data_dir, tmp_path):
         train(config, extra_callbacks=(_StopAtSecondEpoch(),))
     assert any((tmp_path / "backup").iterdir())
     resumed = train(config)
-    assert len(resumed.history["loss"]) == 1  # only the second epoch was left to run
+    # Only the second epoch was left to run, but the history covers both.
+    assert len(resumed.history["loss"]) == 2
+    assert resumed.history["learning_rate"] == [pytest.approx(0.003)] * 2
 
 
 def test_mirrored_strategy_over_two_cpu_replicas(data_dir, tmp_path):

@@ -39,7 +39,7 @@ def smear_like_rgb(width: int = 320, height: int = 240, seed: int = 0) -> np.nda
 
 def sixteen_bit_png(width: int = 64, height: int = 48) -> bytes:
     ramp = np.tile(np.linspace(0, 65535, width, dtype=np.uint16), (height, 1))
-    return encode(Image.fromarray(ramp, mode="I;16"))
+    return encode(Image.fromarray(ramp))
 
 
 def rgba_png(width: int = 64, height: int = 48) -> bytes:

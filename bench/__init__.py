@@ -1,0 +1,1 @@
+"""Benchmark of the inference service against a tutorial-style baseline: `python -m bench.run`."""

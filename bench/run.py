@@ -1,0 +1,126 @@
+"""One command: the real service and the tutorial-style baseline, each started under uvicorn
+on a loopback port and loaded at each concurrency, plus the in-process floor.
+
+    python -m bench.run [--requests 200] [--concurrency 1,16] [--store-dir model_store]
+
+Progress goes to stderr, the Markdown table to stdout, everything to --output as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+if __package__ in (None, ""):  # run as `python bench/run.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.floor import measure_floor  # noqa: E402
+from bench.images import MissingImages, test_simple_jpegs  # noqa: E402
+from bench.load import run_load  # noqa: E402
+from bench.machine import machine_info  # noqa: E402
+from bench.report import (  # noqa: E402
+    BASELINE,
+    EXPLAIN,
+    PREDICT,
+    SERVICE,
+    Measurement,
+    check_targets,
+    markdown,
+)
+from bench.servers import serving  # noqa: E402
+from model_store.store import StoreError, entry_dir, read_manifest  # noqa: E402
+
+APPS = {SERVICE: "app.main:app", BASELINE: "bench.baseline_service:app"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=_positive_int, default=200,
+                        help="recorded requests per route and concurrency (default 200)")
+    parser.add_argument("--warmup", type=int, default=20,
+                        help="unrecorded requests sent first at the same concurrency (default 20)")
+    parser.add_argument("--concurrency", type=_concurrencies, default=[1, 16],
+                        help="comma-separated requests in flight (default 1,16)")
+    parser.add_argument("--store-dir", type=Path, default=Path("model_store"))
+    parser.add_argument("--model-name", default="wbc-squeezenet")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/blood-cells"),
+                        help="blood-cell data set holding images/TEST_SIMPLE/*/*.jpeg")
+    parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"))
+    return parser.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _concurrencies(text: str) -> list[int]:
+    return sorted({_positive_int(part) for part in text.split(",") if part.strip()})
+
+
+def measure_app(service: str, env: dict[str, str], images: list[bytes],
+                args: argparse.Namespace) -> list[Measurement]:
+    """Start one app, load both routes at every concurrency, stop it (whatever happens)."""
+    measurements = []
+    log_path = args.output.parent / "logs" / f"{service}.log"
+    with serving(APPS[service], env, log_path) as base_url:
+        for route in (PREDICT, EXPLAIN):
+            for concurrency in args.concurrency:
+                result = asyncio.run(run_load(base_url, route, images, concurrency,
+                                              args.requests, args.warmup))
+                print(f"{service} {route} c={concurrency}: p50 {result.p50_ms:.1f} ms, "
+                      f"{result.requests_per_second:.1f} req/s, {result.errors} errors "
+                      f"{result.status_counts}", file=sys.stderr)
+                measurements.append(Measurement(service, route, result))
+    return measurements
+
+
+def _wbc_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name.startswith("WBC_")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # A plain SIGTERM would skip the `finally` that stops the servers; SystemExit does not.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    store_dir = args.store_dir.resolve()
+    try:
+        images = test_simple_jpegs(args.data_dir)
+        manifest = read_manifest(entry_dir(store_dir, args.model_name))
+    except (MissingImages, StoreError) as error:
+        sys.exit(f"bench: {error}")
+    machine = machine_info()
+    print(f"floor: {args.requests} images in process", file=sys.stderr)
+    floor = measure_floor(store_dir, args.model_name, images, args.requests)
+    # The servers inherit this environment, so any other WBC_* setting applies to the service.
+    env = {"WBC_STORE_DIR": str(store_dir), "WBC_MODEL_NAME": args.model_name}
+    measurements = [m for service in APPS for m in measure_app(service, env, images, args)]
+    targets = check_targets(measurements, floor)
+    results = {
+        "machine": machine,
+        "model": {"name": manifest.name, "version": manifest.version, "store_dir": str(store_dir)},
+        "settings": {"requests": args.requests, "warmup": args.warmup,
+                     "concurrency": args.concurrency, "images": len(images),
+                     "server_env": {**_wbc_environment(), **env}},
+        "floor": asdict(floor),
+        "measurements": [asdict(m) for m in measurements],
+        "targets": [asdict(t) for t in targets],
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(measurements, floor, targets, machine))
+    print(f"\nresults written to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Run an ASGI app under uvicorn in its own process group on a free loopback port, and
+always stop the whole group afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_ROUTE = "/health/ready"
+READY_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 15.0
+
+
+class ServerFailed(Exception):
+    """The server exited or never became ready."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serving(app_path: str, env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Start `uvicorn <app_path>` (one worker) with `env` added to this process's environment,
+    wait for its readiness route, yield its base URL; stop it on the way out, error or not."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app_path, "--host", HOST, "--port", str(port),
+               "--workers", "1", "--no-access-log"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stopping it reaches everything
+        )
+    try:
+        base_url = f"http://{HOST}:{port}"
+        _wait_until_ready(process, base_url, log_path)
+        yield base_url
+    finally:
+        _stop(process)
+
+
+def _wait_until_ready(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerFailed(f"{base_url} exited with status {process.returncode} before it "
+                               f"was ready; the end of {log_path}:\n{_tail(log_path)}")
+        try:
+            if httpx.get(base_url + READY_ROUTE, timeout=5.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise ServerFailed(f"{base_url}{READY_ROUTE} did not answer 200 within {READY_TIMEOUT_S:.0f}"
+                       f" s; the end of {log_path}:\n{_tail(log_path)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for stop_signal in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, stop_signal)
+        except ProcessLookupError:
+            break  # the group is gone already
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
+
+
+def _tail(log_path: Path, lines: int = 30) -> str:
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
