@@ -22,38 +22,53 @@ def _train_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_common(parser)
-    parser.add_argument("--store-dir", type=Path, default=defaults.store_dir)
-    parser.add_argument("--model-name", default=defaults.model_name)
+    parser.add_argument("--store-dir", type=Path, default=defaults.store_dir,
+                        help="model store root the new version is written into")
+    parser.add_argument("--model-name", default=defaults.model_name, help="model name in the store")
     parser.add_argument("--source", choices=("originals", "train-folder"), default=defaults.source,
                         help="originals: train originals of splits.csv, augmented on the fly, "
                         "validated on held-out train originals; train-folder: the tutorial's "
                         "way, fit on images/TRAIN and validate on images/TEST")
     parser.add_argument("--input-size", type=int, default=defaults.input_size[0],
                         help="square input side in pixels")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="global batch size (split across replicas)")
     parser.add_argument("--samples-per-epoch", type=int, default=defaults.samples_per_epoch,
                         help="augmented samples per epoch with --source originals")
     parser.add_argument("--lr", type=float, default=defaults.initial_lr,
                         help="initial Adam learning rate, halved every --lr-drop-every epochs")
-    parser.add_argument("--lr-drop-every", type=int, default=defaults.lr_drop_every)
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument("--lr-drop-every", type=int, default=defaults.lr_drop_every,
+                        help="step decay: lr = initial * 0.5 ** floor((1 + epoch) / N)")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout,
+                        help="dropout rate before the dense layer (0: none, as the tutorial)")
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                        help="label smoothing of the cross-entropy loss")
     parser.add_argument("--validation-fraction", type=float,
                         default=defaults.validation_fraction,
                         help="share of train originals held out (0: train on all); with "
                         "--source train-folder, 0 skips validating on TEST")
-    parser.add_argument("--validation-copies", type=int, default=defaults.validation_copies)
-    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--validation-copies", type=int, default=defaults.validation_copies,
+                        help="fixed augmented copies of each held-out original in validation")
+    parser.add_argument("--last-epoch", dest="restore_best", action="store_false",
+                        help="keep the last epoch's weights instead of those with the lowest "
+                        "validation loss")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="train without augmentation")
     parser.add_argument("--rotation", type=float, default=augment.rotation_degrees,
                         help="max rotation in degrees")
-    parser.add_argument("--shift", type=float, default=augment.shift_fraction)
-    parser.add_argument("--zoom", type=float, default=augment.zoom_fraction)
-    parser.add_argument("--no-flips", dest="flips", action="store_false")
-    parser.add_argument("--color-jitter", type=float, default=augment.color_jitter)
+    parser.add_argument("--shift", type=float, default=augment.shift_fraction,
+                        help="max shift as a fraction of width and height")
+    parser.add_argument("--zoom", type=float, default=augment.zoom_fraction,
+                        help="max zoom in or out as a fraction")
+    parser.add_argument("--no-flips", dest="flips", action="store_false",
+                        help="no random horizontal and vertical flips")
+    parser.add_argument("--color-jitter", type=float, default=augment.color_jitter,
+                        help="max relative change of brightness, contrast, saturation")
     parser.add_argument("--limit-per-class", type=int, default=None,
                         help="use at most this many images per class (quick runs)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seeds weights, sampling, augmentation and the hold-out")
     parser.add_argument("--strategy", choices=("default", "mirrored", "one-device"),
                         default=defaults.strategy, help="tf.distribute strategy")
     parser.add_argument("--cpu-replicas", type=int, default=1,
@@ -61,7 +76,7 @@ def _train_parser(subparsers) -> None:
                         "without GPUs)")
     parser.add_argument("--backup-dir", type=Path, default=None,
                         help="BackupAndRestore folder: an interrupted run resumes from it "
-                        "(default: runs/<model-name>/backup)")
+                        "(runs/<model-name>/backup when not given)")
     parser.add_argument("--no-evaluate", dest="evaluate", action="store_false",
                         help="skip evaluating on TEST and TEST_SIMPLE after publishing")
 
@@ -73,7 +88,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         initial_lr=args.lr, lr_drop_every=args.lr_drop_every, dropout=args.dropout,
         label_smoothing=args.label_smoothing, validation_fraction=args.validation_fraction,
-        validation_copies=args.validation_copies, augment=args.augment,
+        validation_copies=args.validation_copies, restore_best=args.restore_best,
+        augment=args.augment,
         augmentation=AugmentConfig(
             rotation_degrees=args.rotation, shift_fraction=args.shift, zoom_fraction=args.zoom,
             flips=args.flips, color_jitter=args.color_jitter,
@@ -91,8 +107,10 @@ def _evaluate_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_common(parser)
-    parser.add_argument("--store-dir", type=Path, default=Path("model_store"))
-    parser.add_argument("--model-name", default=TrainConfig().model_name)
+    parser.add_argument("--store-dir", type=Path, default=Path("model_store"),
+                        help="model store root")
+    parser.add_argument("--model-name", default=TrainConfig().model_name,
+                        help="model name in the store")
     parser.add_argument("--version", type=int, default=None, help="default: the newest")
     parser.add_argument("--splits", nargs="+", choices=("test", "test_simple"),
                         default=["test", "test_simple"])

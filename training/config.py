@@ -34,18 +34,20 @@ class TrainConfig:
     validating on held-out train originals. `train-folder`: the tutorial's way, fit on
     images/TRAIN and validate on images/TEST."""
     input_size: tuple[int, int] = (128, 128)
-    epochs: int = 16
+    epochs: int = 30
     batch_size: int = 64
     samples_per_epoch: int = 1600
     """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""
-    initial_lr: float = 3e-3
+    initial_lr: float = 1e-3
     lr_drop_every: int = 10
-    dropout: float = 0.0
+    dropout: float = 0.2
     label_smoothing: float = 0.0
     validation_fraction: float = 0.15
     """Share of train originals held out for validation (stratified); 0 trains on all."""
     validation_copies: int = 8
     """Augmented copies per held-out original, besides the original itself."""
+    restore_best: bool = True
+    """End with the weights of the epoch with the lowest validation loss (when validating)."""
     augment: bool = True
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     limit_per_class: int | None = None

@@ -42,7 +42,9 @@ def class_names_of(split_dir: Path) -> list[str]:
         )
     names = sorted(child.name for child in split_dir.iterdir() if child.is_dir())
     if not names:
-        raise DataError(f"{split_dir} holds no class folders (expected e.g. {split_dir}/EOSINOPHIL/)")
+        raise DataError(
+            f"{split_dir} holds no class folders (expected e.g. {split_dir}/EOSINOPHIL/)"
+        )
     return names
 
 

@@ -36,12 +36,12 @@ def plot_training_curves(history: dict[str, list[float]], title: str, path: Path
     """Loss and accuracy per epoch for train and validation, side by side."""
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    for axes, metric, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy")):
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         for prefix, name in (("", "train"), ("val_", "validation")):
             if history.get(prefix + metric):
                 axes.plot(epochs, history[prefix + metric], marker="o", markersize=3, label=name)
         axes.set_xlabel("epoch")
-        axes.set_ylabel(label)
+        axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend()

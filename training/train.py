@@ -148,11 +148,16 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
         epoch_history = EpochHistory(backup_dir.with_name("history.json"), resuming)
         callbacks += [keras.callbacks.BackupAndRestore(str(config.backup_dir)), epoch_history]
-    validation_data = None
+    validation_data = best_weights = None
     if validation is not None:
         validation_data = evaluation_dataset(
             validation, config.input_size, preprocessing, config.batch_size
         ).map(one_hot)
+        if config.restore_best:
+            best_weights = keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.epochs, restore_best_weights=True
+            )
+            callbacks.append(best_weights)
     started = time.perf_counter()
     history = model.fit(
         dataset.map(one_hot), epochs=config.epochs, steps_per_epoch=steps,
@@ -172,7 +177,8 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         validation=validation,
         counts={"train_images": len(train_data),
                 "validation_images": 0 if validation is None else len(validation),
-                "steps_per_epoch": steps, "replicas": strategy.num_replicas_in_sync},
+                "steps_per_epoch": steps, "replicas": strategy.num_replicas_in_sync,
+                "best_epoch": None if best_weights is None else best_weights.best_epoch + 1},
     )
 
 
