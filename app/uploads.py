@@ -106,7 +106,9 @@ def _from_json(body: bytes) -> list[bytes]:
 
 def _decode_base64(item: object, index: int) -> bytes:
     if not isinstance(item, str):
-        raise InvalidParameter(f"images[{index}] must be a base64 string, got {type(item).__name__}")
+        raise InvalidParameter(
+            f"images[{index}] must be a base64 string, got {type(item).__name__}"
+        )
     if item.startswith("data:"):
         header, _, item = item.partition(",")
         if ";base64" not in header:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import zlib
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
