@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+class BatchObserver(Protocol):
+    """Told each item's wait in the queue and each pass's size and duration."""
+
+    def queued(self, seconds: float) -> None: ...
+
+    def ran(self, size: int, seconds: float) -> None: ...
 
 
 class MicroBatcher(Generic[Item, Result]):
@@ -20,10 +29,12 @@ class MicroBatcher(Generic[Item, Result]):
     preparing theirs, so a lone request never pays the wait."""
 
     def __init__(self, run_batch: Callable[[list[Item]], list[Result]], executor: Executor,
-                 max_size: int, max_wait_s: float) -> None:
+                 max_size: int, max_wait_s: float, observer: BatchObserver | None = None) -> None:
         self._run_batch, self._executor = run_batch, executor
         self._max_size, self._max_wait_s = max_size, max_wait_s
-        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
+        self._observer = observer
+        # (item, its caller's future, when it was queued)
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result], float]] | None = None
         self._worker: asyncio.Task | None = None
         self._expected = 0  # items announced and not yet answered
         self._waiting = 0  # items submitted and not yet answered
@@ -45,7 +56,7 @@ class MicroBatcher(Generic[Item, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting += 1
         try:
-            await self._queue.put((item, future))
+            await self._queue.put((item, future, time.perf_counter()))
             return await future
         finally:
             self._waiting -= 1
@@ -55,7 +66,7 @@ class MicroBatcher(Generic[Item, Result]):
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    async def _collect(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+    async def _collect(self) -> list[tuple[Item, asyncio.Future[Result], float]]:
         assert self._queue is not None
         batch = [await self._queue.get()]
         loop = asyncio.get_running_loop()
@@ -78,19 +89,28 @@ class MicroBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            live = [(item, future) for item, future in batch if not future.done()]
+            live = [entry for entry in batch if not entry[1].done()]
             if not live:
                 continue
             self.batch_sizes.append(len(live))
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_batch, [item for item, _ in live]
-                )
+                results = await loop.run_in_executor(self._executor, self._observed_run, live)
             except Exception as error:  # the batch's callers get the error, the worker lives
-                for _, future in live:
+                for _, future, _ in live:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for (_, future), result in zip(live, results, strict=True):
+            for (_, future, _), result in zip(live, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    def _observed_run(self, live: list[tuple[Item, asyncio.Future[Result], float]]) -> list[Result]:
+        """Runs in the executor, so the queue wait ends when the pass really starts."""
+        started = time.perf_counter()
+        if self._observer is not None:
+            for _, _, queued_at in live:
+                self._observer.queued(started - queued_at)
+        results = self._run_batch([item for item, _, _ in live])
+        if self._observer is not None:
+            self._observer.ran(len(live), time.perf_counter() - started)
+        return results

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import Request
 
-from app.errors import NotReady
+from app.model_manager import ModelManager
 from app.service import InferenceService
 from app.settings import Settings
 
 
-def get_service(request: Request) -> InferenceService:
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise NotReady("the model is not loaded yet; retry when /health/ready answers 200")
-    return service
+def get_models(request: Request) -> ModelManager:
+    return request.app.state.models
+
+
+async def get_service(request: Request) -> AsyncIterator[InferenceService]:
+    """The served model's service, held for the whole request: a reload meanwhile swaps in
+    the new version for later requests while this one finishes on the old."""
+    with get_models(request).hold() as service:
+        request.state.model = service.model_ref  # the version the request log names
+        yield service
 
 
 def get_app_settings(request: Request) -> Settings:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +16,7 @@ class ServiceError(Exception):
 
     status_code = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
@@ -51,35 +55,71 @@ class NotReady(ServiceError):
     code = "not_ready"
 
 
+class ModelUnavailable(NotReady):
+    """The model failed on its device (out of memory, device lost): readiness turns false."""
+
+    code = "model_unavailable"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="wbc-explain"'}
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class ReloadFailed(ServiceError):
+    """A new model version could not be loaded; the old one keeps serving."""
+
+    status_code = 409
+    code = "reload_failed"
+
+
+# Open Inference Protocol routes answer errors in the protocol's own shape.
+V2_PREFIX = "/v2"
+
+
 def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
-def _describe_validation(error: RequestValidationError) -> str:
+def describe_validation(errors: Sequence[Any]) -> str:
+    """Pydantic's error list as one line: where, what, and what was received."""
     parts = []
-    for item in error.errors():
+    for item in errors:
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         parts.append(f"{where}: {item.get('msg')} (received {item.get('input')!r})")
     return "; ".join(parts) or "invalid request"
 
 
+def _render(request: Request, status: int, code: str, message: str,
+            headers: Mapping[str, str] | None = None) -> JSONResponse:
+    path = request.url.path
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        # The protocol's $inference_error_response; it knows 400, not FastAPI's 422.
+        return JSONResponse({"error": message}, 400 if status == 422 else status, headers)
+    return JSONResponse(error_body(code, message), status, headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error as {"error": {"code", "message"}} with its status."""
+    """Render every error as {"error": {"code", "message"}} with its status, or as
+    {"error": message} on the Open Inference Protocol's /v2 routes."""
 
-    async def service_error(_: Request, error: ServiceError) -> JSONResponse:
-        return JSONResponse(error_body(error.code, error.message), error.status_code)
+    async def service_error(request: Request, error: ServiceError) -> JSONResponse:
+        return _render(request, error.status_code, error.code, error.message, error.headers)
 
-    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            error_body(InvalidParameter.code, _describe_validation(error)), 422
-        )
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        message = describe_validation(error.errors())
+        return _render(request, 422, InvalidParameter.code, message)
 
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(error.detail)), error.status_code, headers=error.headers
-        )
+        return _render(request, error.status_code, code, str(error.detail), error.headers)
 
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ServiceError, service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -43,8 +43,7 @@ def decode_image(encoded: bytes, max_pixels: int) -> np.ndarray:
         raise InvalidImage(f"cannot read the image header: {error}") from None
     _check_header(image, max_pixels)
     try:
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        return _to_rgb(ImageOps.exif_transpose(image))
     except (OSError, ValueError, SyntaxError, struct.error) as error:
         raise InvalidImage(
             f"cannot decode the {image.format} image: {error}", code="corrupt_image"

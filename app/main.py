@@ -2,53 +2,67 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app import __version__
+from app.auth import ApiKeys, require_admin_key, require_api_key
 from app.errors import install_error_handlers
-from app.routers import explain, health, models, predict
-from app.runtime import ModelRuntime
-from app.service import InferenceService
+from app.logs import log_event
+from app.metrics import Metrics
+from app.middleware import ObserveRequests
+from app.model_manager import ModelManager
+from app.routers import admin, explain, health, metrics, models, predict, v2
 from app.settings import Settings, get_settings
-
-log = logging.getLogger("app")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Wire settings, routers, error handling and the model's lifespan into one app."""
+    """Wire settings, routers, access control, observability, error handling and the
+    model's lifespan into one app."""
     settings = settings or get_settings()
+    api_keys = ApiKeys.from_settings(settings)  # a bad key file stops start-up here
+    app_metrics = Metrics()
+    model_manager = ModelManager(settings, app_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runtime = await asyncio.to_thread(
-            ModelRuntime.load, settings.store_dir, settings.model_name, settings.model_version
-        )
-        app.state.service = InferenceService(runtime, settings)
+        await model_manager.start()
+        stop_handling_sighup = model_manager.reload_on_sighup()
+        if not api_keys.configured:
+            log_event("api_open", logging.WARNING, message="no API key is configured: every "
+                      "route is open and /admin is disabled (set WBC_API_KEY to close them)")
         try:
             yield
         finally:
-            service, app.state.service = app.state.service, None
-            await service.close()
+            stop_handling_sighup()
+            await model_manager.close()
 
     app = FastAPI(
         title="White-blood-cell classifier with explanations",
         description="Classify stained blood-smear images (EOSINOPHIL, LYMPHOCYTE, MONOCYTE, "
         "NEUTROPHIL) and explain predictions with CAM, Grad-CAM, Grad-CAM++ and LayerCAM.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.service = None
+    app.state.metrics = app_metrics
+    app.state.api_keys = api_keys
+    app.state.models = model_manager
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
+    # Added last, so outermost: it sees every answer, CORS preflights and 401s included.
+    app.add_middleware(ObserveRequests, metrics=app_metrics, current_model=lambda: (
+        None if model_manager.service is None else model_manager.service.model_ref))
     install_error_handlers(app)
-    for router in (health.router, models.router, predict.router, explain.router):
+    for router in (health.router, v2.health_router, metrics.router):
         app.include_router(router)
+    for router in (models.router, predict.router, explain.router, v2.router):
+        app.include_router(router, dependencies=[Depends(require_api_key)])
+    app.include_router(admin.router, dependencies=[Depends(require_admin_key)])
     return app
 
 

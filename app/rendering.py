@@ -18,10 +18,14 @@ _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
 def upsample(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
-    """[h, w] map in [0, 1] -> [height, width] float32, bilinear."""
+    """[h, w] map in [0, 1] -> [height, width] float32 in [0, 1], bilinear, rescaled so the
+    full-size map still spans 0..1 (interpolation can miss the low-resolution peak)."""
     resized = cv2.resize(heatmap.astype(np.float32), (width, height),
                          interpolation=cv2.INTER_LINEAR)
-    return np.clip(resized, 0.0, 1.0)
+    low, high = float(resized.min()), float(resized.max())
+    if high - low < 1e-12:
+        return np.zeros_like(resized)
+    return (resized - low) / (high - low)
 
 
 def colorize(heatmap: np.ndarray, colormap: str) -> np.ndarray:

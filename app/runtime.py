@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +14,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.errors import InvalidParameter
+from app.errors import InvalidParameter, ModelUnavailable
+from app.logs import log_event
 from model_store.manifest import Manifest
 from model_store.preprocessing import to_model_input
 from model_store.store import entry_dir, load_entry
 
 log = logging.getLogger(__name__)
+# What a pass raises when the device, not the input, is at fault: out of memory, a lost or
+# reset GPU, a driver or runtime failure.
+DEVICE_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InternalError,
+                 tf.errors.UnavailableError)
 
 
 def configure_tensorflow() -> str:
@@ -52,6 +60,7 @@ class ModelRuntime:
         )
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
+        self.failure: str | None = None  # why the device last failed a pass; None: healthy
 
     @classmethod
     def load(cls, store_dir: Path, name: str, version: int | None) -> ModelRuntime:
@@ -72,7 +81,8 @@ class ModelRuntime:
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for a batch of preprocessed inputs."""
-        return self._forward(tf.convert_to_tensor(inputs)).numpy()
+        with self._device_guard():
+            return self._forward(tf.convert_to_tensor(inputs)).numpy()
 
     def predict_each(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """The micro-batcher's entry: one forward pass for a list of inputs."""
@@ -81,10 +91,23 @@ class ModelRuntime:
     def gradients(self, inputs: np.ndarray, targets: np.ndarray, layer: str) -> Gradients:
         """One backward pass for a batch: each item's target logit w.r.t. `layer`; a target
         of -1 stands for the item's predicted class."""
-        outputs = self._gradient_fn(layer)(
-            tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets, tf.int32)
-        )
-        return Gradients(*(tensor.numpy() for tensor in outputs))
+        function = self._gradient_fn(layer)
+        with self._device_guard():
+            outputs = function(
+                tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets, tf.int32)
+            )
+            return Gradients(*(tensor.numpy() for tensor in outputs))
+
+    @contextmanager
+    def _device_guard(self) -> Iterator[None]:
+        """Record a device failure (readiness reads `failure`) and answer it as 503."""
+        try:
+            yield
+        except DEVICE_ERRORS as error:
+            self.failure = f"{type(error).__name__} on {self.device}: {_summary(error)}"
+            log_event("device_failure", logging.ERROR, model=self.manifest.name,
+                      version=self.manifest.version, device=self.device, error=self.failure)
+            raise ModelUnavailable(f"the model cannot run: {self.failure}") from error
 
     def dense_weights(self) -> np.ndarray:
         """The logits layer's kernel [K, classes]: CAM's class weights."""
@@ -141,3 +164,12 @@ class ModelRuntime:
         blank = np.zeros((1, height, width, 3), np.float32)
         self.predict(blank)
         self.gradients(blank, np.zeros(1, np.int32), self.manifest.layers.explanation)
+
+
+def _summary(error: tf.errors.OpError) -> str:
+    """The line of a TensorFlow error that says what went wrong, not where it was traced."""
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(
+        ("Graph execution error", "Detected at node", "File ", "Hint:", "[[", "[Op:"))]
+    line = (said or lines or [type(error).__name__])[-1]
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)[:300]

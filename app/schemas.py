@@ -63,3 +63,9 @@ class ModelsResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["live", "ready"]
     model: ModelRef | None = None
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["reloaded", "unchanged"]
+    model: ModelRef = Field(description="the version serving now")
+    previous: ModelRef = Field(description="the version that served before the reload")

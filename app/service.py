@@ -12,8 +12,9 @@ import numpy as np
 
 from app.batching import MicroBatcher
 from app.errors import InvalidParameter
-from app.explainers import METHODS, CamMethod
+from app.explainers import METHOD_ALIASES, METHODS, CamMethod
 from app.images import decode_image
+from app.metrics import Metrics
 from app.rendering import encode_png, heatmap_png, overlay, upsample
 from app.runtime import Gradients, ModelRuntime
 from app.schemas import ExplainResponse, ModelRef, Prediction, PredictResponse, Target
@@ -60,11 +61,13 @@ class InferenceService:
     """Serves one loaded model: every model pass goes through a micro-batcher into a
     single TensorFlow worker thread, so the event loop never runs TensorFlow."""
 
-    def __init__(self, runtime: ModelRuntime, settings: Settings) -> None:
+    def __init__(self, runtime: ModelRuntime, settings: Settings,
+                 metrics: Metrics | None = None) -> None:
         self.runtime, self.settings = runtime, settings
+        self.metrics = metrics or Metrics()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
         self._predict_batcher: MicroBatcher[np.ndarray, np.ndarray] = self._batcher(
-            self.runtime.predict_each
+            self.runtime.predict_each, "inference"
         )
         self._explain_batchers: dict[str, MicroBatcher[_ExplainItem, _MapResult]] = {}
 
@@ -73,14 +76,30 @@ class InferenceService:
         return ModelRef(name=self.runtime.manifest.name, version=self.runtime.manifest.version)
 
     async def predict(self, encoded_images: list[bytes]) -> PredictResponse:
-        with self._predict_batcher.expecting(len(encoded_images)):
-            inputs = await asyncio.gather(*(self._decode(b) for b in encoded_images))
-            probabilities = await asyncio.gather(
-                *(self._predict_batcher.submit(model_input) for _, model_input in inputs)
-            )
+        probabilities = await self.probabilities(encoded_images)
         return PredictResponse(
             model=self.model_ref, predictions=[self._prediction(p) for p in probabilities]
         )
+
+    async def probabilities(self, encoded_images: list[bytes]) -> list[np.ndarray]:
+        """Class probabilities of each encoded image, in order."""
+        with self._predict_batcher.expecting(len(encoded_images)):
+            inputs = await asyncio.gather(*(self._decode(b) for b in encoded_images))
+            return await asyncio.gather(
+                *(self._predict_batcher.submit(model_input) for _, model_input in inputs)
+            )
+
+    async def probabilities_of_pixels(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Class probabilities of RGB pixel arrays [H, W, 3] (uint8, or float 0..255) of any
+        size, through the same preprocessing and micro-batcher as encoded images."""
+
+        def preprocess(image: np.ndarray) -> np.ndarray:
+            with self.metrics.stage("decode"):
+                return self.runtime.preprocess(image)
+
+        with self._predict_batcher.expecting(len(images)):
+            inputs = await asyncio.gather(*(asyncio.to_thread(preprocess, i) for i in images))
+            return await asyncio.gather(*(self._predict_batcher.submit(i) for i in inputs))
 
     async def explain(self, encoded_image: bytes, options: ExplainOptions) -> Explanation:
         method = self._method(options.method)
@@ -89,14 +108,15 @@ class InferenceService:
         batcher = self._explain_batchers.get(layer)
         if batcher is None:
             batcher = self._explain_batchers[layer] = self._batcher(
-                lambda items: self._explain_batch(items, layer)
+                lambda items: self._explain_batch(items, layer), "explanation"
             )
         with batcher.expecting(1):
             image, model_input = await self._decode(encoded_image)
             result = await batcher.submit(_ExplainItem(model_input, target, method))
-        overlay_bytes, heatmap_bytes = await asyncio.to_thread(
-            self._render, image, result.heatmap, options
-        )
+        with self.metrics.stage("encode"):
+            overlay_bytes, heatmap_bytes = await asyncio.to_thread(
+                self._render, image, result.heatmap, options
+            )
         names = self.runtime.manifest.class_names
         response = ExplainResponse(
             model=self.model_ref,
@@ -112,18 +132,21 @@ class InferenceService:
         return Explanation(response, overlay_bytes, heatmap_bytes)
 
     async def close(self) -> None:
-        for batcher in (self._predict_batcher, *self._explain_batchers.values()):
+        await self._predict_batcher.close()
+        for batcher in self._explain_batchers.values():
             await batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _batcher(self, run_batch) -> MicroBatcher:
+    def _batcher(self, run_batch, stage: str) -> MicroBatcher:
         return MicroBatcher(run_batch, self._executor, self.settings.batch_max_size,
-                            self.settings.batch_max_wait_ms / 1000.0)
+                            self.settings.batch_max_wait_ms / 1000.0,
+                            self.metrics.batch_observer(stage))
 
     async def _decode(self, encoded: bytes) -> tuple[np.ndarray, np.ndarray]:
         def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray]:
-            image = decode_image(encoded, self.settings.max_image_pixels)
-            return image, self.runtime.preprocess(image)
+            with self.metrics.stage("decode"):
+                image = decode_image(encoded, self.settings.max_image_pixels)
+                return image, self.runtime.preprocess(image)
 
         return await asyncio.to_thread(decode_and_preprocess)
 
@@ -154,7 +177,9 @@ class InferenceService:
         return overlay_bytes, heatmap_bytes
 
     def _method(self, name: str) -> CamMethod:
-        method = METHODS.get(name.lower())
+        # An unencoded "+" in a query string arrives as a space: "gradcam++" -> "gradcam  ".
+        name = name.lower().replace(" ", "+")
+        method = METHODS.get(METHOD_ALIASES.get(name, name))
         if method is None:
             raise InvalidParameter(
                 f"unknown method {name!r}; expected one of {sorted(METHODS)}",

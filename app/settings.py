@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     """How long the micro-batcher waits for more requests to join a batch."""
     cors_origins: list[str] = []
     """Origins allowed by CORS (JSON list); empty allows none."""
+    api_key: SecretStr | None = None
+    """API key every route but health and metrics requires; unset (and no file): open, no /admin."""
+    api_keys_file: Path | None = None
+    """File of further accepted API keys, one per line (blank lines and # comments skipped)."""
 
 
 @lru_cache

@@ -57,6 +57,20 @@ class Calibration(BaseModel):
     fitted_on: str
 
 
+class FeatureDistribution(BaseModel):
+    """Where the training images' pooled features lie, to flag inputs unlike them:
+    d(x) = sqrt((f(x) - mean)^T precision (f(x) - mean)), the Mahalanobis distance of f(x),
+    the globally average-pooled activations of `layers` concatenated; d above `threshold`
+    is out of distribution."""
+
+    layers: list[str]
+    mean: list[float]
+    precision: list[list[float]]
+    threshold: float = Field(gt=0)
+    threshold_quantile: float
+    fitted_on: str
+
+
 class Manifest(BaseModel):
     """Everything the service needs to know about one trained model version."""
 
@@ -78,6 +92,7 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = {}
     """Evaluation results keyed by split (e.g. "test", "test_simple")."""
     calibration: Calibration | None = None
+    feature_distribution: FeatureDistribution | None = None
     artefacts: dict[str, str] = {}
     """SHA-256 hex digest of each artefact file, keyed by file name."""
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +48,29 @@ def settings():
 
 
 @pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """A temporary store holding version 1 of the tiny model (name "tiny", 32x32 input):
+    quick to load for tests of the service around the model; tests never write to it."""
+    from tests.utils.models import publish_tiny_model
+
+    store = tmp_path_factory.mktemp("tiny-store")
+    publish_tiny_model(store)
+    return store
+
+
+@pytest.fixture
+def event_log():
+    """The JSON lines the app logs (requests, model events) during one test."""
+    from app.logs import events_logger
+    from tests.utils.logs import JsonLines
+
+    handler, logger = JsonLines(), events_logger()
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
 def client(settings):
     """The real app, lifespan included (model loaded and warmed), in-process."""
     from fastapi.testclient import TestClient
@@ -63,20 +87,28 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(env: dict[str, str] | None = None, timeout: float = 120.0):
-    """Start `uvicorn app.main:app` on a free loopback port; return (process, base_url)."""
+def start_server(env: dict[str, str] | None = None, timeout: float = 120.0,
+                 log_file: Path | None = None):
+    """Start `uvicorn app.main:app` on a free loopback port; return (process, base_url).
+    Its output (the app's JSON log lines, uvicorn's own) goes to `log_file`, else to a
+    temporary file: a pipe nobody reads would fill up and stall the server."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=ROOT, env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    if log_file is None:
+        handle, name = tempfile.mkstemp(prefix="wbc-server-", suffix=".log")
+        os.close(handle)
+        log_file = Path(name)
+    with open(log_file, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=ROOT, env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **(env or {})},
+            stdout=output, stderr=subprocess.STDOUT,
+        )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"server exited: {log_file.read_text()[-2000:]}")
         try:
             if httpx.get(f"{base_url}/health/ready", timeout=1.0).status_code == 200:
                 return process, base_url
@@ -94,8 +126,12 @@ def server_url():
     try:
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -116,6 +116,18 @@ def _evaluate_parser(subparsers) -> None:
                         default=["test", "test_simple"])
 
 
+def _entry_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(parser)
+    parser.add_argument("--store-dir", type=Path, default=Path("model_store"),
+                        help="model store root")
+    parser.add_argument("--model-name", default=TrainConfig().model_name,
+                        help="model name in the store")
+    parser.add_argument("--version", type=int, default=None, help="default: the newest")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description="Train and evaluate the white-blood-cell model."
@@ -123,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
     _evaluate_parser(subparsers)
+    _entry_parser(subparsers, "calibrate",
+                  "fit the softmax temperature and the feature distribution of an entry")
+    explain = _entry_parser(subparsers, "evaluate-explanations",
+                            "score every explanation method against the WBC boxes")
+    explain.add_argument("--keep-layer", dest="choose_layer", action="store_false",
+                         help="keep the manifest's explanation layer instead of choosing "
+                         "the best on the train originals")
     return parser
 
 
@@ -134,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _run_train(config_from_args(args))
+        if args.command == "calibrate":
+            return _run_calibrate(args)
+        if args.command == "evaluate-explanations":
+            return _run_explanations(args)
         return _run_evaluate(args)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -152,6 +175,10 @@ def _run_train(config: TrainConfig) -> int:
     directory, manifest = publish(result, config)
     print(f"published {manifest.name} v{manifest.version} to {directory} "
           f"({result.seconds_per_epoch:.1f} s/epoch)")
+    if result.validation is not None:
+        from training.calibration import calibrate_entry
+
+        calibrate_entry(directory, config)
     extra = {"validation": result.validation} if result.validation is not None else {}
     splits = ("test", "test_simple") if config.evaluate else ()
     metrics = evaluate_entry(directory, config.data_dir, splits, extra)
@@ -168,3 +195,30 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(summary_line({k: metrics[k] for k in args.splits}))
     return 0
 
+
+
+def _entry(args: argparse.Namespace) -> Path:
+    from model_store.store import entry_dir
+
+    return entry_dir(args.store_dir, args.model_name, args.version)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from model_store.store import read_manifest
+    from training.calibration import calibrate_entry
+
+    directory = _entry(args)
+    config = TrainConfig.from_record(read_manifest(directory).training)
+    config.data_dir = args.data_dir
+    manifest = calibrate_entry(directory, config)
+    assert manifest.calibration and manifest.feature_distribution
+    print(f"temperature {manifest.calibration.temperature:.3f}; out-of-distribution threshold "
+          f"{manifest.feature_distribution.threshold:.2f}")
+    return 0
+
+
+def _run_explanations(args: argparse.Namespace) -> int:
+    from training.explanation_report import evaluate_explanations, markdown_table
+
+    print(markdown_table(evaluate_explanations(_entry(args), args.data_dir, args.choose_layer)))
+    return 0

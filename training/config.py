@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("../shared/data/blood-cells")
@@ -58,6 +58,20 @@ class TrainConfig:
     """Split the CPU into this many logical devices (to exercise `mirrored` without GPUs)."""
     backup_dir: Path | None = None
     evaluate: bool = True
+
+    @classmethod
+    def from_record(cls, record: dict) -> TrainConfig:
+        """The config a manifest's `training` record was made from (extra keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        for key in ("data_dir", "store_dir", "backup_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        if "input_size" in values:
+            values["input_size"] = tuple(values["input_size"])
+        if isinstance(values.get("augmentation"), dict):
+            values["augmentation"] = AugmentConfig(**values["augmentation"])
+        return cls(**values)
 
     def to_record(self) -> dict:
         record = asdict(self)

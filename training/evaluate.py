@@ -10,8 +10,9 @@ import numpy as np
 
 from model_store.manifest import Manifest
 from model_store.store import load_entry, write_manifest
+from training.calibration import logits_and_features
 from training.data import LabelledImages, list_split, load_images
-from training.metrics import classification_report
+from training.metrics import classification_report, expected_calibration_error
 from training.pipeline import evaluation_dataset
 from training.publish import REPORTS_DIR
 from training.reports import plot_confusion_matrix
@@ -25,6 +26,11 @@ def predict_probabilities(
 ) -> np.ndarray:
     dataset = evaluation_dataset(data, manifest.input_size, manifest.preprocessing)
     return np.concatenate([model(x, training=False).numpy() for x, _ in dataset])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def evaluate_entry(
@@ -44,9 +50,11 @@ def evaluate_entry(
     reports.mkdir(exist_ok=True)
     metrics = dict(manifest.metrics)
     for key, data in sets.items():
-        report = classification_report(
-            data.labels, predict_probabilities(model, data, manifest), manifest.class_names
-        )
+        logits, _ = logits_and_features(model, manifest, data, [manifest.layers.features])
+        report = classification_report(data.labels, softmax(logits), manifest.class_names)
+        if manifest.calibration is not None:
+            report["ece_calibrated"] = expected_calibration_error(
+                data.labels, softmax(logits / manifest.calibration.temperature))
         metrics[key] = report
         plot_confusion_matrix(
             np.asarray(report["confusion_matrix"]["rows_true_cols_predicted"]),

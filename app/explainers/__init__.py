@@ -10,4 +10,7 @@ METHODS: dict[str, CamMethod] = {
     method.name: method for method in (Cam(), GradCam(), GradCamPlusPlus(), LayerCam())
 }
 
-__all__ = ["METHODS", "CamMethod"]
+# Spellings that need no URL encoding.
+METHOD_ALIASES = {"gradcampp": "gradcam++", "gradcam-pp": "gradcam++", "gradcam_pp": "gradcam++"}
+
+__all__ = ["METHODS", "METHOD_ALIASES", "CamMethod"]

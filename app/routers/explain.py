@@ -1,4 +1,4 @@
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -15,7 +15,7 @@ from app.uploads import read_images
 
 router = APIRouter(tags=["inference"])
 
-PNG_RESPONSE = {200: {"content": {"image/png": {}},
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}},
                       "description": "JSON, or the PNG itself with Accept: image/png"}}
 
 

@@ -1,8 +1,8 @@
 from fastapi import APIRouter, Depends
 
-from app.dependencies import get_service
+from app.dependencies import get_models
+from app.model_manager import ModelManager
 from app.schemas import HealthResponse
-from app.service import InferenceService
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -14,7 +14,8 @@ def live() -> HealthResponse:
 
 
 @router.get("/ready", response_model=HealthResponse,
-            responses={503: {"description": "model not loaded or not warmed up"}})
-def ready(service: InferenceService = Depends(get_service)) -> HealthResponse:
-    """Readiness: the model is loaded and warmed up."""
-    return HealthResponse(status="ready", model=service.model_ref)
+            responses={503: {"description": "model not loaded, not warmed up, or its device "
+                                            "failed (the message says which)"}})
+def ready(models: ModelManager = Depends(get_models)) -> HealthResponse:
+    """Readiness: the model is loaded, warmed up and its device works."""
+    return HealthResponse(status="ready", model=models.ready_service().model_ref)

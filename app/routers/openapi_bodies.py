@@ -2,6 +2,9 @@
 the size limit while reading)."""
 
 
+from typing import Any
+
+
 def image_body(multiple: bool) -> dict:
     binary = {"type": "string", "format": "binary"}
     file_schema = {"type": "array", "items": binary} if multiple else binary
@@ -21,7 +24,7 @@ def image_body(multiple: bool) -> dict:
     }}}
 
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "undecodable image"},
     413: {"description": "too many bytes, pixels or images"},
     415: {"description": "unsupported media type"},

@@ -91,7 +91,7 @@ def test_other_layer_gives_a_finer_map(client, smear_files):
 
 def test_cam_and_gradcam_agree_for_a_gap_dense_model(client, smear_files):
     """For GAP -> Dense, dy^c/dA^k_ij = w_k^c / Z, so Grad-CAM's weights are CAM's over Z."""
-    service = client.app.state.service
+    service = client.app.state.models.service
     runtime = service.runtime
     inputs = np.stack([runtime.preprocess(np.asarray(Image.open(p).convert("RGB")))
                        for p in smear_files[:6]])
@@ -104,16 +104,16 @@ def test_cam_and_gradcam_agree_for_a_gap_dense_model(client, smear_files):
 
 
 def test_one_backward_pass_for_a_batch_matches_single_passes(client, smear_files):
-    runtime = client.app.state.service.runtime
+    runtime = client.app.state.models.service.runtime
     inputs = np.stack([runtime.preprocess(np.asarray(Image.open(p).convert("RGB")))
                        for p in smear_files[:4]])
     targets = np.array([0, 1, 2, 3], np.int32)
-    layer = runtime.manifest.layers.explanation
-    together = runtime.gradients(inputs, targets, layer)
-    for index in range(4):
-        alone = runtime.gradients(inputs[index : index + 1], targets[index : index + 1], layer)
-        np.testing.assert_allclose(together.gradients[index], alone.gradients[0], atol=1e-5)
-        for method in METHODS.values():
+    for method in METHODS.values():
+        layer = method.layer_for(None, runtime)
+        together = runtime.gradients(inputs, targets, layer)
+        for index in range(4):
+            alone = runtime.gradients(inputs[index : index + 1], targets[index : index + 1], layer)
+            np.testing.assert_allclose(together.gradients[index], alone.gradients[0], atol=1e-5)
             np.testing.assert_allclose(
                 method.heatmaps(together, together.targets, runtime)[index],
                 method.heatmaps(alone, alone.targets, runtime)[0], atol=1e-4,

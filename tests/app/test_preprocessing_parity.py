@@ -9,7 +9,7 @@ from training.evaluate import predict_probabilities
 
 
 def test_service_matches_training_pipeline(client, data_dir):
-    runtime = client.app.state.service.runtime
+    runtime = client.app.state.models.service.runtime
     manifest, model = load_entry(runtime.directory)
     data = load_images(*list_split(data_dir / "images" / "TEST_SIMPLE", manifest.class_names))
     picked = list(range(0, len(data), 7))

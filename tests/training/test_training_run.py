@@ -72,7 +72,7 @@ def test_interrupted_run_resumes_from_its_backup(data_dir, tmp_path):
     resumed = train(config)
     # Only the second epoch was left to run, but the history covers both.
     assert len(resumed.history["loss"]) == 2
-    assert resumed.history["learning_rate"] == [pytest.approx(0.003)] * 2
+    assert resumed.history["learning_rate"] == [pytest.approx(config.initial_lr)] * 2
 
 
 def test_mirrored_strategy_over_two_cpu_replicas(data_dir, tmp_path):

@@ -1,0 +1,52 @@
+"""What a prediction is worth: calibrated confidence (temperature scaling) and whether the
+image looks like the smears the model was trained on (Mahalanobis distance of its pooled
+features), both fitted at training time and read from the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model_store.manifest import Manifest
+
+
+@dataclass
+class Qualification:
+    calibrated_confidence: float | None
+    in_distribution: bool | None
+    ood_distance: float | None
+    ood_reason: str | None
+
+
+class PredictionQualifier:
+    """Reads the manifest's `calibration` and `feature_distribution` once; either may be
+    absent (older entries), and then its fields are None."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.temperature = manifest.calibration.temperature if manifest.calibration else None
+        distribution = manifest.feature_distribution
+        self.feature_layers = list(distribution.layers) if distribution else []
+        if distribution is not None:
+            self._mean = np.asarray(distribution.mean, np.float64)
+            self._precision = np.asarray(distribution.precision, np.float64)
+            self.threshold = distribution.threshold
+
+    def qualify(self, logits: np.ndarray, features: np.ndarray | None) -> Qualification:
+        calibrated = None
+        if self.temperature is not None:
+            scaled = logits / self.temperature
+            scaled = np.exp(scaled - scaled.max())
+            calibrated = float(scaled.max() / scaled.sum())
+        if features is None or not self.feature_layers:
+            return Qualification(calibrated, None, None, None)
+        centred = features.astype(np.float64) - self._mean
+        distance = float(np.sqrt(max(centred @ self._precision @ centred, 0.0)))
+        inside = distance <= self.threshold
+        reason = None if inside else (
+            f"the image's pooled features ({', '.join(self.feature_layers)}) lie at "
+            f"Mahalanobis distance {distance:.1f} from the training smears; the limit is "
+            f"{self.threshold:.1f}: it does not look like a stained blood smear this model "
+            "was trained on, so treat the prediction with suspicion"
+        )
+        return Qualification(calibrated, inside, distance, reason)

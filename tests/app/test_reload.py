@@ -1,0 +1,178 @@
+"""Model versions through a real uvicorn server on a temporary store: a reload under a
+steady stream of requests fails none of them, a tampered artefact is refused while the old
+version keeps serving, SIGHUP reloads, a version can be chosen; the server's JSON log lines
+record it all."""
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from model_store.manifest import MODEL_FILE
+from tests.conftest import start_server, stop_server
+from tests.utils.images import encode, smear_like_rgb
+from tests.utils.models import copy_entry, publish_tiny_model
+
+pytestmark = pytest.mark.slow
+
+KEY = "reload-test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PNG = encode(Image.fromarray(smear_like_rgb(width=48, height=40)))
+PIXELS = smear_like_rgb(width=40, height=32)
+V2_BODY = {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 32, 40, 3],
+                       "data": PIXELS.ravel().tolist()}]}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("versions")
+    publish_tiny_model(store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    """(process, http client, log file) of a server whose store the tests add versions to."""
+    log_file = tmp_path_factory.mktemp("logs") / "server.log"
+    env = {"WBC_STORE_DIR": str(store), "WBC_MODEL_NAME": "tiny", "WBC_API_KEY": KEY}
+    process, base_url = start_server(env, log_file=log_file)
+    try:
+        with httpx.Client(base_url=base_url, headers=AUTH, timeout=60) as http:
+            yield process, http, log_file
+    finally:
+        stop_server(process)
+
+
+def served_version(http) -> int:
+    return http.get("/models").json()["models"][0]["version"]
+
+
+def answered_version(response: httpx.Response) -> int | None:
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    return body["model"]["version"] if "model" in body else int(body["model_version"])
+
+
+async def steady_load(base_url: str, action, workers: int = 4):
+    """Requests from `workers` clients back to back, /predict and v2 infer alternately,
+    before, during and after `action(http)`; returns (its result, [(status, version)])."""
+    answers: list[tuple[int | str, int | None]] = []
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=60) as http:
+        async def client(index: int) -> None:
+            while not stop.is_set():
+                try:
+                    if index % 2:
+                        response = await http.post("/predict", files={
+                            "file": ("a.png", PNG, "image/png")})
+                    else:
+                        response = await http.post("/v2/models/tiny/infer", json=V2_BODY)
+                except httpx.TransportError as error:
+                    answers.append((repr(error), None))
+                    continue
+                answers.append((response.status_code, answered_version(response)))
+
+        tasks = [asyncio.create_task(client(i)) for i in range(workers)]
+        await asyncio.sleep(1.0)
+        result = await action(http)
+        after = len(answers)
+        while len(answers) < after + 20:  # enough answers from the new version
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*tasks)
+    return result, answers
+
+
+def test_reload_under_steady_load_fails_no_request(server, store):
+    _, http, _ = server
+    before = served_version(http)
+    _, manifest, _ = publish_tiny_model(store)
+
+    async def reload(client):
+        return await client.post("/admin/reload")
+
+    reloaded, answers = asyncio.run(steady_load(str(http.base_url), reload))
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json() == {
+        "status": "reloaded", "model": {"name": "tiny", "version": manifest.version},
+        "previous": {"name": "tiny", "version": before}}
+    failures = [answer for answer in answers if answer[0] != 200]
+    assert not failures, f"{len(failures)} of {len(answers)} requests failed: {failures[:5]}"
+    versions = [version for _, version in answers]
+    assert versions[0] == before and versions[-1] == manifest.version
+    assert len(answers) > 40
+    assert served_version(http) == manifest.version
+    assert http.post("/admin/reload").json()["status"] == "unchanged"
+
+
+def test_a_tampered_artefact_is_refused_and_the_old_version_keeps_serving(server, store):
+    _, http, _ = server
+    before = served_version(http)
+    tampered = copy_entry(store / "tiny" / str(before), store, before + 1)
+    model_file = tampered / MODEL_FILE
+    original = model_file.read_bytes()
+    model_file.write_bytes(original[:1000] + bytes([original[1000] ^ 1]) + original[1001:])
+
+    response = http.post("/admin/reload")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "reload_failed"
+    assert "SHA-256" in error["message"] and MODEL_FILE in error["message"]
+    assert f"still serving tiny version {before}" in error["message"]
+    assert served_version(http) == before
+    assert http.get("/health/ready").status_code == 200
+    predicted = http.post("/predict", files={"file": ("a.png", PNG, "image/png")})
+    assert predicted.status_code == 200 and predicted.json()["model"]["version"] == before
+    metrics = http.get("/metrics").text
+    assert 'wbc_model_reloads_total{result="failed"} 1.0' in metrics
+    assert f'version="{before + 1}"' not in metrics
+
+
+def test_a_version_can_be_chosen_and_a_missing_one_is_refused(server):
+    _, http, _ = server
+    before = served_version(http)
+    chosen = http.post("/admin/reload", params={"version": 1})
+    assert chosen.status_code == 200 and chosen.json()["model"]["version"] == 1
+    missing = http.post("/admin/reload", params={"version": 99})
+    assert missing.status_code == 409 and "no version 99" in missing.json()["error"]["message"]
+    assert served_version(http) == 1
+    back = http.post("/admin/reload", params={"version": before})
+    assert back.json()["model"]["version"] == before
+
+
+def test_sighup_reloads_the_newest_version(server, store):
+    process, http, _ = server
+    _, manifest, _ = publish_tiny_model(store)
+    os.kill(process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while served_version(http) != manifest.version and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert served_version(http) == manifest.version
+    assert http.get("/v2/models/tiny").json()["versions"] == [str(manifest.version)]
+
+
+def test_the_server_log_records_loads_failures_and_requests(server):
+    process, http, log_file = server
+    http.get("/models", headers={"X-Request-ID": "from-the-log-test"})
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()
+             if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    loads = [line for line in lines if line["event"] == "model_loaded"]
+    assert len(loads) >= 4 and all(line["device"] in ("CPU:0", "GPU:0") for line in loads)
+    assert all(line["load_seconds"] > 0 for line in loads)
+    (failed,) = [line for line in lines if line["event"] == "reload_failed"
+                 and "SHA-256" in line["error"]]
+    assert failed["level"] == "error" and failed["serving"]["name"] == "tiny"
+    requests = [line for line in lines if line["event"] == "request"]
+    assert {line["model_version"] for line in requests} >= {1, 2}
+    (mine,) = [line for line in requests if line["request_id"] == "from-the-log-test"]
+    assert mine["route"] == "/models" and mine["status"] == 200
+    assert events.count("api_open") == 0  # a key is configured
+    assert process.poll() is None

@@ -1,0 +1,103 @@
+"""Fit what serving needs to qualify a prediction: a softmax temperature (calibrated
+confidence) and the training distribution of pooled features (out-of-distribution flag)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_store.manifest import Calibration, FeatureDistribution, Manifest
+from model_store.store import load_entry, read_manifest, write_manifest
+from training.config import TrainConfig
+from training.data import LabelledImages, list_split, load_images
+from training.model import FEATURES_LAYER, FIRE_MODULES
+from training.pipeline import evaluation_dataset
+
+OOD_QUANTILE = 0.995
+# The last two fire modules: colour and texture at 8x8 as well as the class evidence at 4x4.
+OOD_LAYERS = (f"fire{len(FIRE_MODULES) - 1}", FEATURES_LAYER)
+
+
+def logits_and_features(
+    model: keras.Model, manifest: Manifest, data: LabelledImages, layers: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-softmax scores [N, classes] and the pooled activations of `layers`, concatenated
+    [N, K]."""
+    extractor = keras.Model(model.inputs, [model.get_layer(manifest.layers.logits).output,
+                                           *(model.get_layer(name).output for name in layers)])
+    logits, features = [], []
+    for inputs, _ in evaluation_dataset(data, manifest.input_size, manifest.preprocessing):
+        batch_logits, *activations = extractor(inputs, training=False)
+        logits.append(batch_logits.numpy())
+        features.append(np.concatenate(
+            [tf.reduce_mean(a, axis=[1, 2]).numpy() for a in activations], axis=1))
+    return np.concatenate(logits), np.concatenate(features)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Guo et al. 2017: the T > 0 minimising the NLL of softmax(logits / T) (grid search in
+    log space, then refined; the NLL is convex in 1/T)."""
+    def nll(temperature: float) -> float:
+        scaled = logits / temperature
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+        return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    fine = np.linspace(best * 0.97, best * 1.03, 61)
+    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def fit_feature_distribution(
+    features: np.ndarray, layers: list[str], fitted_on: str, quantile: float = OOD_QUANTILE
+) -> FeatureDistribution:
+    """Mean and shrunk inverse covariance of the features; the threshold is the `quantile`
+    of the training images' own distances."""
+    mean = features.mean(axis=0)
+    covariance = np.cov(features, rowvar=False)
+    # Shrink towards the diagonal so a few hundred images give a stable inverse.
+    covariance = 0.9 * covariance + 0.1 * np.diag(np.diag(covariance)) + 1e-6 * np.eye(
+        len(mean))
+    precision = np.linalg.inv(covariance)
+    centred = features - mean
+    distances = np.sqrt(np.einsum("nk,kl,nl->n", centred, precision, centred))
+    return FeatureDistribution(
+        layers=layers, mean=mean.tolist(), precision=precision.tolist(),
+        threshold=float(np.quantile(distances, quantile)), threshold_quantile=quantile,
+        fitted_on=fitted_on,
+    )
+
+
+def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6) -> Manifest:
+    """Fit the temperature on the validation images (as `config` holds them out) and the
+    feature distribution on every `every`-th image of images/TRAIN (the data set's own
+    augmented copies of the train originals, JPEG-compressed like the smears users send);
+    store both in the manifest."""
+    from training.train import load_training_data
+
+    manifest, model = load_entry(directory)
+    _, _, validation = load_training_data(config)
+    if validation is None:
+        raise ValueError("calibration needs held-out validation images "
+                         "(--validation-fraction > 0)")
+    layers = list(OOD_LAYERS)
+    logits, _ = logits_and_features(model, manifest, validation, layers)
+    temperature = fit_temperature(logits, validation.labels)
+    paths, labels = list_split(Path(config.data_dir) / "images" / "TRAIN", manifest.class_names)
+    picked = np.arange(0, len(paths), every)
+    train_sample = load_images([paths[i] for i in picked], labels[picked])
+    _, features = logits_and_features(model, manifest, train_sample, layers)
+    distribution = fit_feature_distribution(
+        features, layers, f"{len(train_sample)} images of images/TRAIN (every {every}th)")
+    updated = read_manifest(directory).model_copy(update={
+        "calibration": Calibration(
+            temperature=temperature,
+            fitted_on=f"{len(validation)} validation images (held-out train originals)"),
+        "feature_distribution": distribution,
+    })
+    write_manifest(directory, updated)
+    return updated

@@ -1,0 +1,125 @@
+"""`python -m training evaluate-explanations`: score every method on TEST_SIMPLE, choose the
+explained layer on the train originals' boxes, write the tables and a picture grid."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+
+from app.explainers import METHODS
+from app.runtime import ModelRuntime, configure_tensorflow
+from model_store.store import load_entry, read_manifest, write_manifest
+from training.data import FRAME_SIZE, list_originals, load_images
+from training.explanation_quality import (
+    BASELINES,
+    ScoredImages,
+    grid_png,
+    method_maps,
+    pointing_hit,
+    score_maps,
+    test_simple_with_boxes,
+)
+from training.publish import REPORTS_DIR
+
+CANDIDATE_LAYERS = ("fire4", "fire5", "fire6")
+
+
+def train_originals_with_boxes(data_dir: Path, class_names: list[str]) -> ScoredImages:
+    """Train originals that have a VOC annotation, with their WBC boxes in the 320x240 frame."""
+    paths, labels = list_originals(data_dir, class_names, "train")
+    kept, boxes = [], []
+    for index, path in enumerate(paths):
+        annotation = Path(data_dir) / "annotations" / f"{path.stem}.xml"
+        if not annotation.is_file():
+            continue
+        root = ElementTree.parse(annotation).getroot()
+        width = float(root.findtext("size/width") or 640)
+        scale = FRAME_SIZE[1] / width
+        found = [[float(obj.findtext(f"bndbox/{k}")) * scale
+                  for k in ("xmin", "ymin", "xmax", "ymax")]
+                 for obj in root.iter("object") if obj.findtext("name") == "WBC"]
+        if found:
+            kept.append(index)
+            boxes.append(found)
+    data = load_images([paths[i] for i in kept], labels[kept])
+    return ScoredImages(data, boxes)
+
+
+def choose_layer(runtime: ModelRuntime, scored: ScoredImages) -> dict[str, float]:
+    """Grad-CAM's pointing game per candidate layer on the train originals."""
+    inputs = np.stack([runtime.preprocess(image) for image in scored.data.images])
+    scores = {}
+    for layer in CANDIDATE_LAYERS:
+        maps = method_maps(runtime, inputs, scored.data.labels, "gradcam", layer)
+        hits = [pointing_hit(_full(m, image), boxes)
+                for m, image, boxes in zip(maps, scored.data.images, scored.boxes, strict=True)]
+        scores[layer] = float(np.mean(hits))
+    return scores
+
+
+def _full(low_res: np.ndarray, image: np.ndarray) -> np.ndarray:
+    from app.rendering import upsample
+
+    return upsample(low_res, image.shape[1], image.shape[0])
+
+
+def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) -> dict:
+    """Write reports/explanations.{json,md} and explanations_grid.png; with `choose`, first
+    set the manifest's explanation layer to the best candidate on the train originals."""
+    manifest, model = load_entry(directory)
+    runtime = ModelRuntime(manifest, model, directory, configure_tensorflow())
+    layer_scores = None
+    if choose:
+        layer_scores = choose_layer(
+            runtime, train_originals_with_boxes(data_dir, manifest.class_names))
+        best = max(layer_scores, key=layer_scores.get)
+        manifest = manifest.model_copy(
+            update={"layers": manifest.layers.model_copy(update={"explanation": best})})
+        runtime.manifest = manifest
+    scored = test_simple_with_boxes(data_dir, manifest.class_names)
+    inputs = np.stack([runtime.preprocess(image) for image in scored.data.images])
+    maps = {name: method_maps(runtime, inputs, scored.data.labels, name,
+                              manifest.layers.explanation if name != "cam" else None)
+            for name in METHODS}
+    table = {name: score_maps(runtime, scored, inputs, list(maps[name])) for name in maps}
+    table |= {name: score_maps(runtime, scored, inputs, None, baseline=name)
+              for name in BASELINES}
+    report = {
+        "images": len(scored.data), "split": "TEST_SIMPLE", "target": "true class",
+        "explanation_layer": manifest.layers.explanation,
+        "layer_choice_on_train_originals": layer_scores, "metrics": table,
+    }
+    reports = Path(directory) / REPORTS_DIR
+    reports.mkdir(exist_ok=True)
+    (reports / "explanations.json").write_text(json.dumps(report, indent=1) + "\n")
+    (reports / "explanations.md").write_text(markdown_table(report))
+    grid_png(runtime, scored, inputs, maps, reports / "explanations_grid.png")
+    stored = read_manifest(directory)
+    write_manifest(directory, stored.model_copy(update={
+        "layers": manifest.layers,
+        "metrics": stored.metrics | {"explanations": {k: v for k, v in report.items()
+                                                      if k != "split"}},
+    }))
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    columns = list(next(iter(report["metrics"].values())))
+    lines = [
+        f"Explanations on {report['split']} ({report['images']} images, target: "
+        f"{report['target']}, layer `{report['explanation_layer']}`; `cam` always explains "
+        "the GAP input). Higher is better except deletion AUC.",
+        "",
+        "| method | " + " | ".join(columns) + " |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for name, row in report["metrics"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+    if report.get("layer_choice_on_train_originals"):
+        choice = ", ".join(f"`{k}` {v:.3f}" for k, v in
+                           report["layer_choice_on_train_originals"].items())
+        lines += ["", f"Grad-CAM pointing game by layer on the train originals: {choice}."]
+    return "\n".join(lines) + "\n"
