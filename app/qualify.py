@@ -41,7 +41,7 @@ class PredictionQualifier:
         if features is None or not self.feature_layers:
             return Qualification(calibrated, None, None, None)
         centred = features.astype(np.float64) - self._mean
-        distance = float(np.sqrt(max(centred @ self._precision @ centred, 0.0)))
+        distance = float(np.sqrt(max(float(centred @ self._precision @ centred), 0.0)))
         inside = distance <= self.threshold
         reason = None if inside else (
             f"the image's pooled features ({', '.join(self.feature_layers)}) lie at "

@@ -39,6 +39,18 @@ def configure_tensorflow() -> str:
 
 
 @dataclass
+class Forward:
+    """One forward pass: [N, ...] arrays, or one item's rows after `row`."""
+
+    probabilities: np.ndarray  # [N, classes]
+    logits: np.ndarray  # [N, classes], before the softmax
+    features: np.ndarray  # [N, K] pooled activations of the manifest's feature layers
+
+    def row(self, index: int) -> Forward:
+        return Forward(self.probabilities[index], self.logits[index], self.features[index])
+
+
+@dataclass
 class Gradients:
     """What every explanation method starts from, for a batch."""
 
@@ -46,6 +58,8 @@ class Gradients:
     gradients: np.ndarray  # d logit[target] / d activations, same shape
     probabilities: np.ndarray  # [N, classes]
     targets: np.ndarray  # [N] the class each map explains
+    logits: np.ndarray  # [N, classes]
+    features: np.ndarray  # [N, K] as in Forward
 
 
 class ModelRuntime:
@@ -55,8 +69,12 @@ class ModelRuntime:
         self.manifest, self.model, self.directory, self.device = manifest, model, directory, device
         height, width = manifest.input_size
         self._input_spec = tf.TensorSpec([None, height, width, 3], tf.float32)
+        distribution = manifest.feature_distribution
+        self._feature_layers = list(distribution.layers) if distribution else []
+        outputs = self._outputs()
         self._forward = tf.function(
-            lambda x: model(x, training=False), input_signature=[self._input_spec]
+            lambda x: _with_pooled(outputs(x, training=False)),
+            input_signature=[self._input_spec],
         )
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
@@ -79,14 +97,19 @@ class ModelRuntime:
         """RGB uint8 [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""
         return to_model_input(rgb, self.manifest.input_size, self.manifest.preprocessing).numpy()
 
+    def forward(self, inputs: np.ndarray) -> Forward:
+        """Probabilities, logits and pooled features for a batch of preprocessed inputs."""
+        with self._device_guard():
+            return Forward(*(t.numpy() for t in self._forward(tf.convert_to_tensor(inputs))))
+
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for a batch of preprocessed inputs."""
-        with self._device_guard():
-            return self._forward(tf.convert_to_tensor(inputs)).numpy()
+        return self.forward(inputs).probabilities
 
-    def predict_each(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def forward_each(self, inputs: list[np.ndarray]) -> list[Forward]:
         """The micro-batcher's entry: one forward pass for a list of inputs."""
-        return list(self.predict(np.stack(inputs)))
+        batch = self.forward(np.stack(inputs))
+        return [batch.row(index) for index in range(len(inputs))]
 
     def gradients(self, inputs: np.ndarray, targets: np.ndarray, layer: str) -> Gradients:
         """One backward pass for a batch: each item's target logit w.r.t. `layer`; a target
@@ -134,26 +157,32 @@ class ModelRuntime:
                 if len(layer.output.shape) == 4 and not layer.name.endswith("_bn")
                 and layer.name != "image"]
 
+    def _outputs(self, *extra_layers: str) -> keras.Model:
+        """A model of the same layers answering [probabilities, logits, *feature layers,
+        *extra_layers]."""
+        return keras.Model(self.model.inputs, [
+            self.model.output, self.model.get_layer(self.manifest.layers.logits).output,
+            *(self.model.get_layer(name).output
+              for name in (*self._feature_layers, *extra_layers)),
+        ])
+
     def _gradient_fn(self, layer: str):
         if layer not in self._gradient_fns:
-            names = self.manifest.layers
-            extractor = keras.Model(
-                self.model.inputs,
-                [self.model.get_layer(layer).output, self.model.get_layer(names.logits).output,
-                 self.model.output],
-            )
+            extractor = self._outputs(layer)
 
             @tf.function(input_signature=[self._input_spec, tf.TensorSpec([None], tf.int32)])
             def gradient_fn(inputs, targets):
                 with tf.GradientTape() as tape:
-                    activations, logits, probabilities = extractor(inputs, training=False)
+                    *outputs, activations = extractor(inputs, training=False)
+                    probabilities, logits, features = _with_pooled(outputs)
                     predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
                     targets = tf.where(targets < 0, predicted, targets)
                     # Items are independent in inference mode, so the gradient of the sum
                     # is each item's own target-logit gradient (Grad-CAM differentiates y^c,
                     # the score before the softmax).
                     score = tf.reduce_sum(tf.gather(logits, targets, batch_dims=1))
-                return activations, tape.gradient(score, activations), probabilities, targets
+                return (activations, tape.gradient(score, activations), probabilities, targets,
+                        logits, features)
 
             self._gradient_fns[layer] = gradient_fn
         return self._gradient_fns[layer]
@@ -164,6 +193,14 @@ class ModelRuntime:
         blank = np.zeros((1, height, width, 3), np.float32)
         self.predict(blank)
         self.gradients(blank, np.zeros(1, np.int32), self.manifest.layers.explanation)
+
+
+def _with_pooled(outputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(probabilities, logits, *feature maps) -> (probabilities, logits, pooled features)."""
+    probabilities, logits, *feature_maps = outputs
+    pooled = [tf.reduce_mean(maps, axis=[1, 2]) for maps in feature_maps]
+    features = tf.concat(pooled, axis=1) if pooled else tf.zeros([tf.shape(logits)[0], 0])
+    return probabilities, logits, features
 
 
 def _summary(error: tf.errors.OpError) -> str:

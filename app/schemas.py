@@ -17,6 +17,13 @@ class Prediction(BaseModel):
     class_index: int
     confidence: float = Field(description="probability of the predicted class")
     probabilities: dict[str, float]
+    calibrated_confidence: float | None = Field(
+        None, description="confidence after temperature scaling fitted on held-out smears")
+    in_distribution: bool | None = Field(
+        None, description="false when the image does not look like the training smears")
+    ood_distance: float | None = Field(
+        None, description="Mahalanobis distance of the pooled features from the training set")
+    ood_reason: str | None = Field(None, description="why in_distribution is false")
 
 
 class PredictResponse(BaseModel):
@@ -30,6 +37,17 @@ class Target(BaseModel):
     probability: float
 
 
+class Faithfulness(BaseModel):
+    """The explanation's own evidence: does the heat carry the prediction?"""
+
+    fraction: float = Field(description="share of the input kept or removed, by heat")
+    target_probability: float = Field(description="target probability on the whole image")
+    top_kept_probability: float = Field(
+        description="target probability with only the hottest pixels kept (rest blurred)")
+    top_removed_probability: float = Field(
+        description="target probability with the hottest pixels blurred away")
+
+
 class ExplainResponse(BaseModel):
     model: ModelRef
     prediction: Prediction
@@ -41,6 +59,7 @@ class ExplainResponse(BaseModel):
     heatmap_png: str | None = Field(
         None, description="base64 8-bit greyscale PNG: the normalised map at image size"
     )
+    faithfulness: Faithfulness | None = Field(None, description="with ?faithfulness=true")
 
 
 class ModelInfo(BaseModel):

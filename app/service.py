@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Literal
 
 import numpy as np
@@ -13,11 +13,20 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.errors import InvalidParameter
 from app.explainers import METHOD_ALIASES, METHODS, CamMethod
+from app.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
 from app.images import decode_image
 from app.metrics import Metrics
+from app.qualify import PredictionQualifier
 from app.rendering import encode_png, heatmap_png, overlay, upsample
-from app.runtime import Gradients, ModelRuntime
-from app.schemas import ExplainResponse, ModelRef, Prediction, PredictResponse, Target
+from app.runtime import Forward, Gradients, ModelRuntime
+from app.schemas import (
+    ExplainResponse,
+    Faithfulness,
+    ModelRef,
+    Prediction,
+    PredictResponse,
+    Target,
+)
 from app.settings import Settings
 
 Output = Literal["overlay", "heatmap", "both"]
@@ -34,6 +43,7 @@ class ExplainOptions:
     threshold: float = 0.2
     colormap: str = "jet"
     output: Output = "both"
+    faithfulness: bool = False
 
 
 @dataclass
@@ -53,7 +63,7 @@ class _ExplainItem:
 @dataclass
 class _MapResult:
     heatmap: np.ndarray  # [h, w] in [0, 1] at the layer's resolution
-    probabilities: np.ndarray
+    forward: Forward  # the same pass's outputs for this item
     target: int
 
 
@@ -66,9 +76,10 @@ class InferenceService:
         self.runtime, self.settings = runtime, settings
         self.metrics = metrics or Metrics()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
-        self._predict_batcher: MicroBatcher[np.ndarray, np.ndarray] = self._batcher(
-            self.runtime.predict_each, "inference"
+        self._predict_batcher: MicroBatcher[np.ndarray, Forward] = self._batcher(
+            self.runtime.forward_each, "inference"
         )
+        self.qualifier = PredictionQualifier(runtime.manifest)
         self._explain_batchers: dict[str, MicroBatcher[_ExplainItem, _MapResult]] = {}
 
     @property
@@ -76,13 +87,16 @@ class InferenceService:
         return ModelRef(name=self.runtime.manifest.name, version=self.runtime.manifest.version)
 
     async def predict(self, encoded_images: list[bytes]) -> PredictResponse:
-        probabilities = await self.probabilities(encoded_images)
+        passes = await self._forward(encoded_images)
         return PredictResponse(
-            model=self.model_ref, predictions=[self._prediction(p) for p in probabilities]
+            model=self.model_ref, predictions=[self._prediction(p) for p in passes]
         )
 
     async def probabilities(self, encoded_images: list[bytes]) -> list[np.ndarray]:
         """Class probabilities of each encoded image, in order."""
+        return [one.probabilities for one in await self._forward(encoded_images)]
+
+    async def _forward(self, encoded_images: list[bytes]) -> list[Forward]:
         with self._predict_batcher.expecting(len(encoded_images)):
             inputs = await asyncio.gather(*(self._decode(b) for b in encoded_images))
             return await asyncio.gather(
@@ -99,7 +113,8 @@ class InferenceService:
 
         with self._predict_batcher.expecting(len(images)):
             inputs = await asyncio.gather(*(asyncio.to_thread(preprocess, i) for i in images))
-            return await asyncio.gather(*(self._predict_batcher.submit(i) for i in inputs))
+            passes = await asyncio.gather(*(self._predict_batcher.submit(i) for i in inputs))
+        return [one.probabilities for one in passes]
 
     async def explain(self, encoded_image: bytes, options: ExplainOptions) -> Explanation:
         method = self._method(options.method)
@@ -113,21 +128,26 @@ class InferenceService:
         with batcher.expecting(1):
             image, model_input = await self._decode(encoded_image)
             result = await batcher.submit(_ExplainItem(model_input, target, method))
+        evidence = None
+        if options.faithfulness:
+            evidence = await self._faithfulness(model_input, result)
         with self.metrics.stage("encode"):
             overlay_bytes, heatmap_bytes = await asyncio.to_thread(
                 self._render, image, result.heatmap, options
             )
         names = self.runtime.manifest.class_names
+        probabilities = result.forward.probabilities
         response = ExplainResponse(
             model=self.model_ref,
-            prediction=self._prediction(result.probabilities),
+            prediction=self._prediction(result.forward),
             method=method.name,
             layer=layer,
             target=Target(label=names[result.target], class_index=result.target,
-                          probability=float(result.probabilities[result.target])),
+                          probability=float(probabilities[result.target])),
             image_size=(image.shape[1], image.shape[0]),
             overlay_png=_b64(overlay_bytes),
             heatmap_png=_b64(heatmap_bytes),
+            faithfulness=evidence,
         )
         return Explanation(response, overlay_bytes, heatmap_bytes)
 
@@ -150,6 +170,22 @@ class InferenceService:
 
         return await asyncio.to_thread(decode_and_preprocess)
 
+    async def _faithfulness(self, model_input: np.ndarray, result: _MapResult) -> Faithfulness:
+        """The target's probability with only the hottest 20% of the input kept, and with it
+        removed (blurred): two more forward passes, batched together."""
+        heat = heat_at_input(result.heatmap, self.runtime.manifest.input_size)
+        kept, removed = keep_and_remove(model_input, heat, KEEP_FRACTION)
+        with self._predict_batcher.expecting(2):
+            passes = await asyncio.gather(self._predict_batcher.submit(kept),
+                                          self._predict_batcher.submit(removed))
+        target = result.target
+        return Faithfulness(
+            fraction=KEEP_FRACTION,
+            target_probability=float(result.forward.probabilities[target]),
+            top_kept_probability=float(passes[0].probabilities[target]),
+            top_removed_probability=float(passes[1].probabilities[target]),
+        )
+
     def _explain_batch(self, items: list[_ExplainItem], layer: str) -> list[_MapResult]:
         gradients = self.runtime.gradients(
             np.stack([item.inputs for item in items]),
@@ -157,11 +193,10 @@ class InferenceService:
         )
         results = []
         for index, item in enumerate(items):
-            own = Gradients(*(field[index : index + 1] for field in (
-                gradients.activations, gradients.gradients, gradients.probabilities,
-                gradients.targets)))
+            own = Gradients(*(value[index : index + 1] for value in astuple(gradients)))
             heatmap = item.method.heatmaps(own, own.targets, self.runtime)[0]
-            results.append(_MapResult(heatmap, own.probabilities[0], int(own.targets[0])))
+            forward = Forward(own.probabilities[0], own.logits[0], own.features[0])
+            results.append(_MapResult(heatmap, forward, int(own.targets[0])))
         return results
 
     def _render(self, image: np.ndarray, heatmap: np.ndarray,
@@ -205,12 +240,18 @@ class InferenceService:
             f"0..{len(names) - 1}", code="unknown_target",
         )
 
-    def _prediction(self, probabilities: np.ndarray) -> Prediction:
+    def _prediction(self, forward: Forward) -> Prediction:
         names = self.runtime.manifest.class_names
+        probabilities = forward.probabilities
         index = int(np.argmax(probabilities))
+        features = forward.features if forward.features.size else None
+        quality = self.qualifier.qualify(forward.logits, features)
         return Prediction(
             label=names[index], class_index=index, confidence=float(probabilities[index]),
             probabilities={name: float(p) for name, p in zip(names, probabilities, strict=True)},
+            calibrated_confidence=quality.calibrated_confidence,
+            in_distribution=quality.in_distribution, ood_distance=quality.ood_distance,
+            ood_reason=quality.ood_reason,
         )
 
 

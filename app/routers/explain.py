@@ -30,6 +30,9 @@ async def explain(
     threshold: float = Query(0.2, ge=0.0, le=1.0, description="heat below it is not painted"),
     colormap: str = Query("jet", description=f"one of {sorted(COLORMAPS)}"),
     output: Literal["overlay", "heatmap", "both"] = Query("both"),
+    faithfulness: bool = Query(
+        False, description="also score the map: the target's probability with only the "
+        "hottest 20% of the image kept, and with it removed"),
     service: InferenceService = Depends(get_service),
     settings: Settings = Depends(get_app_settings),
 ):
@@ -39,7 +42,8 @@ async def explain(
             f"unknown colormap {colormap!r}; expected one of {sorted(COLORMAPS)}"
         )
     images = await read_images(request, settings.max_upload_bytes, max_images=1)
-    options = ExplainOptions(method, target, layer, alpha, threshold, colormap.lower(), output)
+    options = ExplainOptions(method, target, layer, alpha, threshold, colormap.lower(), output,
+                             faithfulness)
     explanation = await service.explain(images[0], options)
     if "image/png" in request.headers.get("accept", ""):
         png = explanation.overlay_png or explanation.heatmap_png

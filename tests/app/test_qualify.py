@@ -1,0 +1,64 @@
+"""Calibrated confidence, the out-of-distribution flag and the faithfulness evidence, on
+real smears and on generated foreign images."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.utils.foreign import foreign_images
+from tests.utils.images import encode
+
+
+def _predict(client, payloads):
+    files = [("file", (f"{i}.png", p, "image/png")) for i, p in enumerate(payloads)]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+def test_real_smears_are_in_distribution_and_calibrated(client, smear_files):
+    predictions = []
+    for start in range(0, len(smear_files), 32):
+        predictions += _predict(client, [p.read_bytes() for p in smear_files[start:start + 32]])
+    flagged = [p for p in predictions if not p["in_distribution"]]
+    assert len(predictions) == 71
+    assert len(flagged) / len(predictions) <= 0.05
+    for prediction in predictions:
+        assert 0.25 <= prediction["calibrated_confidence"] <= 1.0
+        assert prediction["ood_distance"] >= 0
+        assert (prediction["ood_reason"] is None) == prediction["in_distribution"]
+
+
+def test_foreign_images_are_flagged(client):
+    images = foreign_images()
+    predictions = _predict(client, [encode(Image.fromarray(a)) for a in images.values()])
+    for name, prediction in zip(images, predictions, strict=True):
+        assert prediction["in_distribution"] is False, name
+        assert "does not look like a stained blood smear" in prediction["ood_reason"]
+
+
+def test_explain_carries_the_flag_and_its_evidence(client, smear_files):
+    response = client.post("/explain", params={"faithfulness": "true"},
+                           files={"file": ("s.jpeg", smear_files[0].read_bytes(), "image/jpeg")})
+    body = response.json()
+    assert body["prediction"]["in_distribution"] is True
+    evidence = body["faithfulness"]
+    assert evidence["fraction"] == pytest.approx(0.2)
+    assert evidence["target_probability"] == pytest.approx(body["target"]["probability"])
+    for key in ("top_kept_probability", "top_removed_probability"):
+        assert 0.0 <= evidence[key] <= 1.0
+    without = client.post("/explain", files={"file": ("s.jpeg", smear_files[0].read_bytes(),
+                                                      "image/jpeg")}).json()
+    assert without["faithfulness"] is None
+
+
+def test_the_heat_carries_the_prediction_on_average(client, smear_files):
+    kept, removed = [], []
+    for path in smear_files[:12]:
+        evidence = client.post(
+            "/explain", params={"faithfulness": "true", "method": "gradcam"},
+            files={"file": ("s.jpeg", path.read_bytes(), "image/jpeg")},
+        ).json()["faithfulness"]
+        kept.append(evidence["top_kept_probability"])
+        removed.append(evidence["top_removed_probability"])
+    assert np.mean(kept) > np.mean(removed)
