@@ -101,21 +101,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _evaluate_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate", help="score a model-store entry on TEST and TEST_SIMPLE and write reports",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    _add_common(parser)
-    parser.add_argument("--store-dir", type=Path, default=Path("model_store"),
-                        help="model store root")
-    parser.add_argument("--model-name", default=TrainConfig().model_name,
-                        help="model name in the store")
-    parser.add_argument("--version", type=int, default=None, help="default: the newest")
-    parser.add_argument("--splits", nargs="+", choices=("test", "test_simple"),
-                        default=["test", "test_simple"])
-
-
 def _entry_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -134,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
-    _evaluate_parser(subparsers)
+    evaluate = _entry_parser(subparsers, "evaluate",
+                             "score a model-store entry on TEST and TEST_SIMPLE, write reports")
+    evaluate.add_argument("--splits", nargs="+", choices=("test", "test_simple"),
+                          default=["test", "test_simple"])
     _entry_parser(subparsers, "calibrate",
                   "fit the softmax temperature and the feature distribution of an entry")
     explain = _entry_parser(subparsers, "evaluate-explanations",
@@ -187,11 +175,9 @@ def _run_train(config: TrainConfig) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from model_store.store import entry_dir
     from training.evaluate import evaluate_entry, summary_line
 
-    directory = entry_dir(args.store_dir, args.model_name, args.version)
-    metrics = evaluate_entry(directory, args.data_dir, tuple(args.splits))
+    metrics = evaluate_entry(_entry(args), args.data_dir, tuple(args.splits))
     print(summary_line({k: metrics[k] for k in args.splits}))
     return 0
 

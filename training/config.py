@@ -18,8 +18,9 @@ class AugmentConfig:
     flips: bool = True
     color_jitter: float = 0.1
     """Max relative change of brightness, contrast and saturation."""
-    fill_value: float = 255.0
-    """Pixels uncovered by the geometry are white, like the data set's own augmentation."""
+    fill_value: float = 0.0
+    """Pixels uncovered by the geometry are black, like the data set's own augmented copies
+    in images/TRAIN and images/TEST (Keras' constant fill)."""
 
 
 @dataclass
@@ -34,7 +35,7 @@ class TrainConfig:
     validating on held-out train originals. `train-folder`: the tutorial's way, fit on
     images/TRAIN and validate on images/TEST."""
     input_size: tuple[int, int] = (128, 128)
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 64
     samples_per_epoch: int = 1600
     """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""
