@@ -95,6 +95,8 @@ class MicroBatcher(Generic[Item, Result]):
             self.batch_sizes.append(len(live))
             try:
                 results = await loop.run_in_executor(self._executor, self._observed_run, live)
+                if len(results) != len(live):
+                    raise RuntimeError(f"a batch of {len(live)} gave {len(results)} results")
             except Exception as error:  # the batch's callers get the error, the worker lives
                 for _, future, _ in live:
                     if not future.done():

@@ -137,17 +137,11 @@ class ModelRuntime:
         return self.model.get_layer(self.manifest.layers.logits).kernel.numpy()
 
     def check_layer(self, layer: str) -> str:
-        try:
-            shape = self.model.get_layer(layer).output.shape
-        except ValueError:
+        explainable = self.explainable_layers()
+        if layer not in explainable:
             raise InvalidParameter(
-                f"layer {layer!r} is not in the model; explainable layers are "
-                f"{self.explainable_layers()}", code="unknown_layer",
-            ) from None
-        if len(shape) != 4:
-            raise InvalidParameter(
-                f"layer {layer!r} has output shape {tuple(shape)}; explanations need a "
-                f"spatial [N, h, w, channels] layer such as {self.explainable_layers()[-3:]}",
+                f"layer {layer!r} cannot be explained: explanations need a spatial "
+                f"[N, h, w, channels] layer inside the network, one of {explainable}",
                 code="unknown_layer",
             )
         return layer

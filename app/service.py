@@ -227,7 +227,7 @@ class InferenceService:
         if target is None or target == "":
             return -1
         names = self.runtime.manifest.class_names
-        if target.lstrip("-").isdigit():
+        if target.isascii() and target.lstrip("-").isdigit():
             index = int(target)
             if 0 <= index < len(names):
                 return index

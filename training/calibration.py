@@ -96,7 +96,9 @@ def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6) -> Man
     updated = read_manifest(directory).model_copy(update={
         "calibration": Calibration(
             temperature=temperature,
-            fitted_on=f"{len(validation)} validation images (held-out train originals)"),
+            fitted_on=f"{len(validation)} validation images ("
+            + ("held-out train originals" if config.source == "originals" else "images/TEST")
+            + ")"),
         "feature_distribution": distribution,
     })
     write_manifest(directory, updated)

@@ -61,6 +61,14 @@ CASES = [
     ("two images to explain", "/explain", {"files": [("file", ("a", JPEG, "image/jpeg"))] * 2},
      413, "too_many_images"),
     ("unknown route", "/classify", {"files": _file(JPEG)}, 404, "not_found"),
+    ("deeply nested json", "/predict",
+     {"content": b"[" * 100_000, "headers": {"content-type": "application/json"}}, 422,
+     "invalid_parameter"),
+    ("far too many images", "/predict", {"files": [("file", ("a", JPEG, "image/jpeg"))] * 60},
+     413, "too_many_images"),
+    ("the input layer", "/explain?layer=image", {"files": _file(JPEG)}, 422, "unknown_layer"),
+    ("unicode digit target", "/explain?target=%C2%B2", {"files": _file(JPEG)}, 422,
+     "unknown_target"),
 ]
 
 
