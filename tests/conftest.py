@@ -18,6 +18,10 @@ from tests.utils.images import DATA_DIR, test_simple_images
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_STORE = ROOT / "model_store"
+BUNDLED_MODEL = "wbc-squeezenet"
+# The version the service serves by default: the newest in the bundled store.
+BUNDLED_VERSION = max(int(p.parent.name) for p in (BUNDLED_STORE / BUNDLED_MODEL).glob(
+    "*/manifest.json"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

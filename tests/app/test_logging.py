@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from tests.conftest import BUNDLED_VERSION
+
 FIELDS = {"time", "level", "event", "request_id", "method", "route", "path", "status",
           "latency_ms", "model", "model_version", "client"}
 
@@ -22,7 +24,7 @@ def test_one_json_line_per_request_without_the_image(client, smear_files, event_
     assert line["request_id"] == "trace-42.a:b" and line["level"] == "info"
     assert (line["method"], line["route"], line["path"], line["status"]) == (
         "POST", "/predict", "/predict", 200)
-    assert (line["model"], line["model_version"]) == ("wbc-squeezenet", 1)
+    assert (line["model"], line["model_version"]) == ("wbc-squeezenet", BUNDLED_VERSION)
     assert 0 < line["latency_ms"] < 60_000
     everything = "\n".join(event_log.raw)
     assert base64.b64encode(payload[:300]).decode()[:40] not in everything

@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.metrics import STAGES
 from app.settings import Settings
+from tests.conftest import BUNDLED_VERSION
 
 
 def scrape(client) -> dict[str, list]:
@@ -71,7 +72,7 @@ def test_requests_stages_batches_and_model_are_measured(client, smear_files):
 
     assert value(after["wbc_http_requests_in_flight"], "wbc_http_requests_in_flight") == 1
     assert value(after["wbc_model_info"], "wbc_model_info", name="wbc-squeezenet",
-                 version="1") == 1
+                 version=str(BUNDLED_VERSION)) == 1
     assert value(after["wbc_model_ready"], "wbc_model_ready") == 1
     assert value(after["wbc_model_load_seconds"], "wbc_model_load_seconds") > 0
 

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import BUNDLED_VERSION
 from tests.utils.images import encode, png_bomb, smear_like_rgb
 
 MODEL = "wbc-squeezenet"
+VERSION = str(BUNDLED_VERSION)
 INFER = f"/v2/models/{MODEL}/infer"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
@@ -117,16 +119,16 @@ def test_server_and_model_metadata(client):
     assert server["name"] == "wbc-explain" and "binary_tensor_data" in server["extensions"]
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    for path in (f"/v2/models/{MODEL}", f"/v2/models/{MODEL}/versions/1"):
+    for path in (f"/v2/models/{MODEL}", f"/v2/models/{MODEL}/versions/{VERSION}"):
         metadata = client.get(path).json()
-        assert metadata["name"] == MODEL and metadata["versions"] == ["1"]
+        assert metadata["name"] == MODEL and metadata["versions"] == [VERSION]
         assert {(t["name"], t["datatype"]) for t in metadata["inputs"]} == {
             ("pixels", "UINT8"), ("images", "BYTES")}
         assert metadata["outputs"] == [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 4]}]
         assert metadata["parameters"]["class_names"] == CLASSES
         assert metadata["parameters"]["device"] in ("CPU:0", "GPU:0")
-    ready = client.get(f"/v2/models/{MODEL}/versions/1/ready")
+    ready = client.get(f"/v2/models/{MODEL}/versions/{VERSION}/ready")
     assert ready.status_code == 200 and ready.json() == {"name": MODEL, "ready": True}
 
 
@@ -137,7 +139,7 @@ def test_id_outputs_and_binary_output_are_honoured(client, two_smears):
     body = plain.json()
     assert plain.headers["content-type"] == "application/json"
     assert body["id"] == "request-7" and body["model_name"] == MODEL
-    assert body["model_version"] == "1" and len(body["outputs"][0]["data"]) == 4
+    assert body["model_version"] == VERSION and len(body["outputs"][0]["data"]) == 4
     assert "id" not in client.post(INFER, json={"inputs": images}).json()
 
     binary = client.post(INFER, json={"inputs": images, "outputs": [
@@ -268,7 +270,7 @@ def test_stock_triton_client_against_a_real_server(server_url, two_smears):
         expected = predict_probabilities(http, payloads)
     client = triton.InferenceServerClient(url=server_url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, VERSION)
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     assert client.get_model_metadata(MODEL)["outputs"][0]["name"] == "probabilities"
 
@@ -287,7 +289,7 @@ def test_stock_triton_client_against_a_real_server(server_url, two_smears):
                                           binary_out=False),
         "BYTES binary, gzip request": infer("images", "BYTES", encoded,
                                             request_compression_algorithm="gzip"),
-        "BYTES, versioned, with id": infer("images", "BYTES", encoded, model_version="1",
+        "BYTES, versioned, with id": infer("images", "BYTES", encoded, model_version=VERSION,
                                            request_id="abc"),
     }
     for name, probabilities in results.items():
