@@ -80,6 +80,8 @@ class InferenceService:
             self.runtime.forward_each, "inference"
         )
         self.qualifier = PredictionQualifier(runtime.manifest)
+        # Rendering holds full-size copies of the upload: bound how many run at once.
+        self._render_slots = asyncio.Semaphore(2)
         self._explain_batchers: dict[str, MicroBatcher[_ExplainItem, _MapResult]] = {}
 
     @property
@@ -131,10 +133,11 @@ class InferenceService:
         evidence = None
         if options.faithfulness:
             evidence = await self._faithfulness(model_input, result)
-        with self.metrics.stage("encode"):
-            overlay_bytes, heatmap_bytes = await asyncio.to_thread(
-                self._render, image, result.heatmap, options
-            )
+        async with self._render_slots:
+            with self.metrics.stage("encode"):
+                overlay_bytes, heatmap_bytes = await asyncio.to_thread(
+                    self._render, image, result.heatmap, options
+                )
         names = self.runtime.manifest.class_names
         probabilities = result.forward.probabilities
         response = ExplainResponse(
