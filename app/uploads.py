@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import json
+import zlib
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -14,6 +15,8 @@ from starlette.types import Message
 
 from app.errors import InvalidImage, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
 
+# Content-Encoding -> zlib wbits; HTTP's "deflate" is the zlib format (RFC 9110).
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 FILE_FIELD = "file"
 # Declared part types we try to decode; anything else (text/plain, application/pdf) is 415.
 _ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
@@ -34,21 +37,53 @@ class _LimitedReceive:
         return message
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes `limit` bytes, compressed or not."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return _inflate(b"".join(chunks), request.headers.get("content-encoding", ""), limit)
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in _ENCODINGS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none"
+        )
+    inflater = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        inflated = inflater.decompress(body, limit + 1)  # stops past the limit: no zip bomb
+    except zlib.error as error:
+        raise InvalidParameter(f"the {encoding} request body cannot be inflated: {error}") from None
+    if len(inflated) > limit:
+        raise _too_large(limit)
+    return inflated
+
+
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
 
 
 async def read_images(request: Request, max_bytes: int, max_images: int) -> list[bytes]:
     """The encoded images of a request, in order."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     limited = Request(request.scope, _LimitedReceive(request.receive, max_bytes))
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         images = await _from_multipart(limited, max_images)
     elif content_type == "application/json":
-        images = await asyncio.to_thread(_from_json, await limited.body())
+        images = await asyncio.to_thread(_from_json, await read_body(request, max_bytes))
     else:
         raise UnsupportedMediaType(
             "send images as multipart/form-data (field 'file') or application/json "

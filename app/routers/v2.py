@@ -11,7 +11,7 @@ from app import __version__
 from app.dependencies import get_app_settings, get_models, get_service
 from app.errors import NotFound
 from app.model_manager import ModelManager
-from app.protocol.body import HEADER_LENGTH, read_body
+from app.protocol.body import HEADER_LENGTH
 from app.protocol.schemas import MetadataTensor, ModelMetadata, ServerMetadata
 from app.protocol.tensors import (
     ENCODED,
@@ -23,6 +23,7 @@ from app.protocol.tensors import (
 )
 from app.service import InferenceService
 from app.settings import Settings
+from app.uploads import read_body
 
 TAGS: list = ["open inference protocol (v2)"]
 router = APIRouter(prefix="/v2", tags=TAGS)
