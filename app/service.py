@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 from typing import Literal
@@ -99,24 +100,23 @@ class InferenceService:
         return [one.probabilities for one in await self._forward(encoded_images)]
 
     async def _forward(self, encoded_images: list[bytes]) -> list[Forward]:
-        with self._predict_batcher.expecting(len(encoded_images)):
-            inputs = await asyncio.gather(*(self._decode(b) for b in encoded_images))
-            return await asyncio.gather(
-                *(self._predict_batcher.submit(model_input) for _, model_input in inputs)
-            )
+        return await self._forward_each(
+            encoded_images, lambda encoded: decode_image(encoded, self.settings.max_image_pixels))
 
     async def probabilities_of_pixels(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Class probabilities of RGB pixel arrays [H, W, 3] (uint8, or float 0..255) of any
         size, through the same preprocessing and micro-batcher as encoded images."""
+        return [one.probabilities for one in await self._forward_each(images, lambda i: i)]
 
-        def preprocess(image: np.ndarray) -> np.ndarray:
+    async def _forward_each(self, sources: list, to_rgb: Callable) -> list[Forward]:
+        """Turn each source into RGB and a model input off the loop, then batch the passes."""
+        def prepare(source) -> np.ndarray:
             with self.metrics.stage("decode"):
-                return self.runtime.preprocess(image)
+                return self.runtime.preprocess(to_rgb(source))
 
-        with self._predict_batcher.expecting(len(images)):
-            inputs = await asyncio.gather(*(asyncio.to_thread(preprocess, i) for i in images))
-            passes = await asyncio.gather(*(self._predict_batcher.submit(i) for i in inputs))
-        return [one.probabilities for one in passes]
+        with self._predict_batcher.expecting(len(sources)):
+            inputs = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
+            return await asyncio.gather(*(self._predict_batcher.submit(i) for i in inputs))
 
     async def explain(self, encoded_image: bytes, options: ExplainOptions) -> Explanation:
         method = self._method(options.method)
