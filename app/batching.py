@@ -38,7 +38,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task | None = None
         self._expected = 0  # items announced and not yet answered
         self._waiting = 0  # items submitted and not yet answered
-        self.batch_sizes: list[int] = []
 
     @contextmanager
     def expecting(self, count: int) -> Iterator[None]:
@@ -92,7 +91,6 @@ class MicroBatcher(Generic[Item, Result]):
             live = [entry for entry in batch if not entry[1].done()]
             if not live:
                 continue
-            self.batch_sizes.append(len(live))
             try:
                 results = await loop.run_in_executor(self._executor, self._observed_run, live)
                 if len(results) != len(live):

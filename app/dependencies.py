@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from app.model_manager import ModelManager
 from app.service import InferenceService
@@ -25,3 +26,8 @@ async def get_service(request: Request) -> AsyncIterator[InferenceService]:
 
 def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+ModelsDep = Annotated[ModelManager, Depends(get_models)]
+ServiceDep = Annotated[InferenceService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

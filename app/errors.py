@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_core.errors import DeviceFailure, ModelCoreError, UnknownLayer
+
 
 class ServiceError(Exception):
     """Base: carries the HTTP status and a stable machine-readable code."""
@@ -79,6 +81,15 @@ class ReloadFailed(ServiceError):
     code = "reload_failed"
 
 
+def from_core(error: ModelCoreError) -> ServiceError:
+    """The HTTP face of a model-core exception."""
+    if isinstance(error, UnknownLayer):
+        return InvalidParameter(error.message, code="unknown_layer")
+    if isinstance(error, DeviceFailure):
+        return ModelUnavailable(error.message)
+    return ServiceError(error.message, code="model_error")
+
+
 # Open Inference Protocol routes answer errors in the protocol's own shape.
 V2_PREFIX = "/v2"
 
@@ -106,11 +117,15 @@ def _render(request: Request, status: int, code: str, message: str,
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error as {"error": {"code", "message"}} with its status, or as
+    """Render every error (the service's own, the model core's as `from_core` maps them) as
+    {"error": {"code", "message"}} with its status, or as
     {"error": message} on the Open Inference Protocol's /v2 routes."""
 
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
         return _render(request, error.status_code, error.code, error.message, error.headers)
+
+    async def core_error(request: Request, error: ModelCoreError) -> JSONResponse:
+        return await service_error(request, from_core(error))
 
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         message = describe_validation(error.errors())
@@ -121,5 +136,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return _render(request, error.status_code, code, str(error.detail), error.headers)
 
     app.add_exception_handler(ServiceError, service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ModelCoreError, core_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

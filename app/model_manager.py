@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from app.errors import NotReady, ReloadFailed
 from app.logs import log_event
 from app.metrics import Metrics
-from app.runtime import ModelRuntime
 from app.schemas import ModelRef, ReloadResponse
 from app.service import InferenceService
 from app.settings import Settings
+from model_core.runtime import ModelRuntime
 from model_store.store import entry_dir
 
 # How long a replaced version may take to finish its requests before it is closed anyway.

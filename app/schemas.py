@@ -4,7 +4,33 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from model_core.explainers import METHODS
+from model_core.rendering import COLORMAPS
+
+
+class ExplainOptions(BaseModel):
+    """What the caller asked of an explanation: `/explain`'s query parameters, and the one
+    place their defaults are stated."""
+
+    method: str = Field("gradcam", description=f"one of {sorted(METHODS)}")
+    target: str | None = Field(None, description="class label or index; default: predicted")
+    layer: str | None = Field(None, description="layer to explain; default: the manifest's")
+    alpha: float = Field(0.4, ge=0.0, le=1.0, description="overlay opacity")
+    threshold: float = Field(0.2, ge=0.0, le=1.0, description="heat below it is not painted")
+    colormap: str = Field("jet", description=f"one of {sorted(COLORMAPS)}")
+    output: Literal["overlay", "heatmap", "both"] = "both"
+    faithfulness: bool = Field(
+        False, description="also score the map: the target's probability with only the "
+        "hottest 20% of the image kept, and with it removed")
+
+    @field_validator("colormap")
+    @classmethod
+    def _known_colormap(cls, colormap: str) -> str:
+        if colormap.lower() not in COLORMAPS:
+            raise ValueError(f"unknown colormap {colormap!r}; expected one of {sorted(COLORMAPS)}")
+        return colormap.lower()
 
 
 class ModelRef(BaseModel):

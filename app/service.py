@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
-from typing import Literal
 
 import numpy as np
 
 from app.batching import MicroBatcher
 from app.errors import InvalidParameter
-from app.explainers import METHOD_ALIASES, METHODS, CamMethod
-from app.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
 from app.images import decode_image
+from app.logs import log_event
 from app.metrics import Metrics
-from app.qualify import PredictionQualifier
-from app.rendering import encode_png, heatmap_png, overlay, upsample
-from app.runtime import Forward, Gradients, ModelRuntime
 from app.schemas import (
+    ExplainOptions,
     ExplainResponse,
     Faithfulness,
     ModelRef,
@@ -29,22 +26,11 @@ from app.schemas import (
     Target,
 )
 from app.settings import Settings
-
-Output = Literal["overlay", "heatmap", "both"]
-
-
-@dataclass
-class ExplainOptions:
-    """What the caller asked of an explanation."""
-
-    method: str = "gradcam"
-    target: str | None = None
-    layer: str | None = None
-    alpha: float = 0.4
-    threshold: float = 0.2
-    colormap: str = "jet"
-    output: Output = "both"
-    faithfulness: bool = False
+from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
+from model_core.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
+from model_core.qualify import PredictionQualifier
+from model_core.rendering import encode_png, heatmap_png, overlay, upsample
+from model_core.runtime import Forward, Gradients, ModelRuntime
 
 
 @dataclass
@@ -76,6 +62,7 @@ class InferenceService:
                  metrics: Metrics | None = None) -> None:
         self.runtime, self.settings = runtime, settings
         self.metrics = metrics or Metrics()
+        runtime.on_device_failure = self._log_device_failure
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
         self._predict_batcher: MicroBatcher[np.ndarray, Forward] = self._batcher(
             self.runtime.forward_each, "inference"
@@ -160,8 +147,13 @@ class InferenceService:
             await batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _log_device_failure(self, failure: str) -> None:
+        manifest = self.runtime.manifest
+        log_event("device_failure", logging.ERROR, model=manifest.name,
+                  version=manifest.version, device=self.runtime.device, error=failure)
+
     def _batcher(self, run_batch, stage: str) -> MicroBatcher:
-        return MicroBatcher(run_batch, self._executor, self.settings.batch_max_size,
+        return MicroBatcher(run_batch, self._executor, self.settings.max_pass_images,
                             self.settings.batch_max_wait_ms / 1000.0,
                             self.metrics.batch_observer(stage))
 

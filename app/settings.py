@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Old environment names still read, with a warning, and the names that replace them.
+DEPRECATED_ENV = {"WBC_MAX_BATCH_IMAGES": "WBC_MAX_REQUEST_IMAGES",
+                  "WBC_BATCH_MAX_SIZE": "WBC_MAX_PASS_IMAGES"}
+
+
+def _also_deprecated(field: str) -> AliasChoices:
+    """Accept the field's name, its WBC_ variable, and the variable it replaced."""
+    new = f"WBC_{field.upper()}"
+    old = [name for name, replacement in DEPRECATED_ENV.items() if replacement == new]
+    return AliasChoices(field, new, *old)
 
 
 class Settings(BaseSettings):
     """Every knob of the service; each field is the env variable WBC_<FIELD>."""
 
     model_config = SettingsConfigDict(
-        env_prefix="WBC_", extra="ignore", env_ignore_empty=True, protected_namespaces=()
+        env_prefix="WBC_", extra="ignore", env_ignore_empty=True, protected_namespaces=(),
+        populate_by_name=True,
     )
 
     store_dir: Path = Path("model_store")
@@ -26,10 +40,14 @@ class Settings(BaseSettings):
     """Largest request body accepted, in bytes (413 beyond)."""
     max_image_pixels: int = Field(default=25_000_000, gt=0)
     """Largest image accepted, width x height, checked from the header before decoding."""
-    max_batch_images: int = Field(default=32, gt=0)
-    """Most images in one /predict request."""
-    batch_max_size: int = Field(default=32, gt=0)
-    """Most images the micro-batcher runs in one forward or backward pass."""
+    max_request_images: int = Field(default=32, gt=0,
+                                    validation_alias=_also_deprecated("max_request_images"))
+    """Most images one request may carry (/predict, /v2 infer); 413 beyond. Replaces the
+    deprecated WBC_MAX_BATCH_IMAGES."""
+    max_pass_images: int = Field(default=32, gt=0,
+                                 validation_alias=_also_deprecated("max_pass_images"))
+    """Most images the micro-batcher runs in one forward or backward pass, gathered from
+    concurrent requests. Replaces the deprecated WBC_BATCH_MAX_SIZE."""
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     """How long the micro-batcher waits for more requests to join a batch."""
     cors_origins: list[str] = []
@@ -38,6 +56,15 @@ class Settings(BaseSettings):
     """API key every route but health and metrics requires; unset (and no file): open, no /admin."""
     api_keys_file: Path | None = None
     """File of further accepted API keys, one per line (blank lines and # comments skipped)."""
+
+    @model_validator(mode="after")
+    def _warn_deprecated(self) -> Settings:
+        for old, new in DEPRECATED_ENV.items():
+            if old in os.environ:
+                logging.getLogger(__name__).warning(
+                    "%s is deprecated; set %s instead (%s still wins when both are set)",
+                    old, new, new)
+        return self
 
 
 @lru_cache

@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"
 SCHEMA_VERSION = 1
+# Fields that earlier entries of schema 1 wrote and nothing reads: dropped when read, so
+# those entries still load under the strict (extra="forbid") schema.
+RETIRED_FIELDS = {"preprocessing": ("color_mode",), "layers": ("probabilities",)}
 
 
 class Preprocessing(BaseModel):
@@ -18,8 +21,6 @@ class Preprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    color_mode: Literal["rgb"] = "rgb"
-    """Channel order the model expects."""
     resize_method: Literal["bilinear", "area", "bicubic", "nearest"] = "bilinear"
     """`tf.image.resize` method used to reach `input_size` (aspect ratio is not kept)."""
     antialias: bool = False
@@ -41,8 +42,6 @@ class Layers(BaseModel):
     """The last convolutional block, the input of global average pooling (CAM's layer)."""
     logits: str
     """The dense layer whose output is the class scores before the softmax."""
-    probabilities: str
-    """The softmax output layer."""
 
 
 class Framework(BaseModel):
@@ -95,6 +94,16 @@ class Manifest(BaseModel):
     feature_distribution: FeatureDistribution | None = None
     artefacts: dict[str, str] = {}
     """SHA-256 hex digest of each artefact file, keyed by file name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for section, names in RETIRED_FIELDS.items():
+                if isinstance(data.get(section), dict):
+                    data[section] = {k: v for k, v in data[section].items() if k not in names}
+        return data
 
     @property
     def num_classes(self) -> int:

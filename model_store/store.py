@@ -37,14 +37,6 @@ def list_versions(root: Path, name: str) -> list[int]:
     )
 
 
-def list_models(root: Path) -> list[str]:
-    """Model names in the store that have at least one version."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(child.name for child in root.iterdir() if list_versions(root, child.name))
-
-
 def entry_dir(root: Path, name: str, version: int | None = None) -> Path:
     """The folder of `name` at `version`, or at its newest version when `version` is None."""
     versions = list_versions(root, name)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from model_store.manifest import MODEL_FILE, WEIGHTS_FILE, Framework, Layers, Manifest
 from model_store.store import create_next_version_dir, sha256_file, write_manifest
 from training.config import TrainConfig
-from training.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER
+from training.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LAYER
 from training.reports import plot_training_curves
 from training.train import TrainResult
 
@@ -44,7 +44,7 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
         preprocessing=result.preprocessing,
         layers=Layers(
             explanation=EXPLANATION_LAYER, features=FEATURES_LAYER,
-            logits=LOGITS_LAYER, probabilities=PROBABILITIES_LAYER,
+            logits=LOGITS_LAYER,
         ),
         framework=Framework(tensorflow=tf.__version__, keras=keras.__version__),
         training=training_record,

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.errors import InvalidImage, InvalidParameter, PayloadTooLarge, describe_validation
-from app.images import MIN_IMAGE_SIDE
+from app.images import check_dimensions
 from app.protocol.body import split_body
 from app.protocol.schemas import (
     InferenceRequest,
@@ -126,15 +126,7 @@ def _pixel_images(tensor: RequestInput, raw: memoryview | None,
                                "[N, H, W, 3] (RGB, channels last)")
     count, height, width = shape[:3]
     _check_count(count, settings)
-    if height * width > settings.max_image_pixels:
-        raise PayloadTooLarge(
-            f"images are {width}x{height} pixels ({height * width / 1e6:.1f} megapixels); "
-            f"the limit is {settings.max_image_pixels / 1e6:g} megapixels",
-            code="image_too_large",
-        )
-    if min(height, width) < MIN_IMAGE_SIDE:
-        raise InvalidImage(f"images are {width}x{height} pixels; the minimum is "
-                           f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}", code="image_too_small")
+    check_dimensions(width, height, settings.max_image_pixels, subject="images are")
     dtype = PIXEL_DATATYPES[tensor.datatype]
     pixels = _array(tensor, raw, dtype, math.prod(shape)).reshape(shape)
     if tensor.datatype == "FP32" and not (np.isfinite(pixels).all()
@@ -213,9 +205,9 @@ def _base64_elements(tensor: RequestInput) -> list[bytes]:
 
 
 def _check_count(count: int, settings: Settings) -> None:
-    if count > settings.max_batch_images:
+    if count > settings.max_request_images:
         raise PayloadTooLarge(f"request holds {count} images; the limit is "
-                              f"{settings.max_batch_images}", code="too_many_images")
+                              f"{settings.max_request_images}", code="too_many_images")
 
 
 def _refuse_unsupported(parameters: dict, where: str) -> None:

@@ -1,15 +1,14 @@
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from app.dependencies import get_service
-from app.explainers import METHODS
+from app.dependencies import ServiceDep
 from app.schemas import ModelInfo, ModelsResponse
-from app.service import InferenceService
+from model_core.explainers import METHODS
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/models", response_model=ModelsResponse)
-def models(service: InferenceService = Depends(get_service)) -> ModelsResponse:
+def models(service: ServiceDep) -> ModelsResponse:
     """The served model: classes, input size, explanation layers and evaluation metrics."""
     runtime = service.runtime
     manifest = runtime.manifest

@@ -4,13 +4,12 @@ take the protocol's {"error": "..."} shape (see app.errors)."""
 import asyncio
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import __version__
-from app.dependencies import get_app_settings, get_models, get_service
+from app.dependencies import ModelsDep, ServiceDep, SettingsDep
 from app.errors import NotFound
-from app.model_manager import ModelManager
 from app.protocol.body import HEADER_LENGTH
 from app.protocol.schemas import MetadataTensor, ModelMetadata, ServerMetadata
 from app.protocol.tensors import (
@@ -22,7 +21,6 @@ from app.protocol.tensors import (
     read_request,
 )
 from app.service import InferenceService
-from app.settings import Settings
 from app.uploads import read_body
 
 TAGS: list = ["open inference protocol (v2)"]
@@ -40,7 +38,7 @@ def server_live() -> dict:
 
 
 @health_router.get("/ready", responses={400: {"description": "not ready, and why"}})
-def server_ready(models: ModelManager = Depends(get_models)) -> JSONResponse:
+def server_ready(models: ModelsDep) -> JSONResponse:
     """Server readiness: 200 once the model is loaded, warmed and its device works; 400
     (the protocol's "4xx is false") with the reason otherwise."""
     reason = models.readiness()
@@ -58,8 +56,8 @@ def server_metadata() -> ServerMetadata:
 
 @router.get(MODEL, response_model=ModelMetadata)
 @router.get(VERSION, response_model=ModelMetadata)
-def model_metadata(model_name: str, model_version: str | None = None,
-                   service: InferenceService = Depends(get_service)) -> ModelMetadata:
+def model_metadata(service: ServiceDep, model_name: str,
+                   model_version: str | None = None) -> ModelMetadata:
     """Model metadata: its inputs (pixels or encoded images) and output (probabilities)."""
     _check_served(service, model_name, model_version)
     runtime = service.runtime
@@ -76,8 +74,8 @@ def model_metadata(model_name: str, model_version: str | None = None,
 
 @router.get(MODEL + "/ready", responses={400: {"description": "not ready, and why"}})
 @router.get(VERSION + "/ready", responses={400: {"description": "not ready, and why"}})
-def model_ready(model_name: str, model_version: str | None = None,
-                models: ModelManager = Depends(get_models)) -> JSONResponse:
+def model_ready(models: ModelsDep, model_name: str,
+                model_version: str | None = None) -> JSONResponse:
     """Model readiness: 200 when this model (and version) can serve, 400 otherwise."""
     reason = models.readiness()
     if reason is None and models.service is not None:
@@ -89,9 +87,8 @@ def model_ready(model_name: str, model_version: str | None = None,
 @router.post(MODEL + "/infer")
 @router.post(VERSION + "/infer")
 async def infer(
-    request: Request, model_name: str, model_version: str | None = None,
-    service: InferenceService = Depends(get_service),
-    settings: Settings = Depends(get_app_settings),
+    request: Request, service: ServiceDep, settings: SettingsDep, model_name: str,
+    model_version: str | None = None,
 ) -> Response:
     """Classify images sent as one tensor, in JSON or with the binary tensor data extension:
     `pixels` (UINT8 or FP32 0..255, [N, H, W, 3], any H and W) or `images` (BYTES [N] of

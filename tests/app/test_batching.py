@@ -4,10 +4,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.batching import MicroBatcher
+from app.metrics import Metrics
 
 
 def _run(coroutine):
     return asyncio.run(coroutine)
+
+
+def _batch_sizes(metrics: Metrics) -> tuple[float, float, dict[float, float]]:
+    """(passes, items, {bucket upper bound: passes of at most that size}) from the
+    wbc_batch_size histogram, as /metrics reports it."""
+    sample = metrics.registry.get_sample_value
+    labels = {"pass_kind": "test"}
+    buckets = {bound: sample("wbc_batch_size_bucket", labels | {"le": f"{bound:.1f}"})
+               for bound in (1, 2, 4, 8)}
+    return (sample("wbc_batch_size_count", labels), sample("wbc_batch_size_sum", labels),
+            buckets)
 
 
 def test_concurrent_items_share_a_batch_and_keep_their_order():
@@ -18,29 +30,37 @@ def test_concurrent_items_share_a_batch_and_keep_their_order():
         return [2 * item for item in items]
 
     async def scenario():
-        batcher = MicroBatcher(double, ThreadPoolExecutor(1), max_size=8, max_wait_s=0.05)
+        batcher = MicroBatcher(double, ThreadPoolExecutor(1), max_size=8, max_wait_s=0.05,
+                               observer=metrics.batch_observer("test"))
         with batcher.expecting(5):
             results = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
         await batcher.close()
-        return results, batcher.batch_sizes
+        return results
 
-    results, sizes = _run(scenario())
+    metrics = Metrics()
+    results = _run(scenario())
+    passes, items, _ = _batch_sizes(metrics)
     assert results == [0, 2, 4, 6, 8]
-    assert sum(sizes) == 5 and max(sizes) > 1
-    assert len(calls) == len(sizes)
+    assert items == 5 and passes < 5  # some pass held more than one item
+    assert len(calls) == passes
 
 
 def test_batches_never_exceed_the_limit():
     async def scenario():
-        batcher = MicroBatcher(lambda items: items, ThreadPoolExecutor(1), 3, 0.01)
+        batcher = MicroBatcher(lambda items: items, ThreadPoolExecutor(1), 3, 0.01,
+                               observer=metrics.batch_observer("test"))
         with batcher.expecting(10):
             results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
         await batcher.close()
-        return results, batcher.batch_sizes
+        return results
 
-    results, sizes = _run(scenario())
+    metrics = Metrics()
+    results = _run(scenario())
+    passes, items, buckets = _batch_sizes(metrics)
     assert results == list(range(10))
-    assert max(sizes) <= 3
+    assert items == 10
+    # No pass above 3: every pass falls in the le=4 bucket, and at least 4 passes ran.
+    assert buckets[4] == passes and passes >= 4
 
 
 def test_a_failing_batch_fails_its_callers_and_the_batcher_lives_on():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.explainers import METHODS
+from model_core.explainers import METHODS
 
 METHOD_NAMES = sorted(METHODS)
 

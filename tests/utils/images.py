@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DATA_DIR = Path(os.environ.get("WBC_DATA_DIR", "../shared/data/blood-cells"))
+from training.config import DEFAULT_DATA_DIR
+
+DATA_DIR = Path(os.environ.get("WBC_DATA_DIR", DEFAULT_DATA_DIR))
 
 
 def test_simple_images() -> list[Path]:

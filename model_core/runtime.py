@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.errors import InvalidParameter, ModelUnavailable
-from app.logs import log_event
+from model_core.errors import DeviceFailure, UnknownLayer
 from model_store.manifest import Manifest
 from model_store.preprocessing import to_model_input
 from model_store.store import entry_dir, load_entry
@@ -65,20 +64,27 @@ class Gradients:
 class ModelRuntime:
     """A model-store entry loaded once, with one compiled function per kind of pass."""
 
-    def __init__(self, manifest: Manifest, model: keras.Model, directory: Path, device: str):
+    def __init__(self, manifest: Manifest, model: keras.Model, directory: Path, device: str,
+                 feature_layers: list[str] | None = None):
+        """`feature_layers` are pooled into `Forward.features`; by default the manifest's
+        feature-distribution layers (calibration passes the layers it is about to fit)."""
         self.manifest, self.model, self.directory, self.device = manifest, model, directory, device
         height, width = manifest.input_size
         self._input_spec = tf.TensorSpec([None, height, width, 3], tf.float32)
         distribution = manifest.feature_distribution
-        self._feature_layers = list(distribution.layers) if distribution else []
+        if feature_layers is None:
+            feature_layers = list(distribution.layers) if distribution else []
+        self._feature_layers = feature_layers
         outputs = self._outputs()
         self._forward = tf.function(
-            lambda x: _with_pooled(outputs(x, training=False)),
+            lambda x: pooled_outputs(outputs(x, training=False)),
             input_signature=[self._input_spec],
         )
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
         self.failure: str | None = None  # why the device last failed a pass; None: healthy
+        # Told why, once per failed pass (the service logs it as an event).
+        self.on_device_failure: Callable[[str], None] | None = None
 
     @classmethod
     def load(cls, store_dir: Path, name: str, version: int | None) -> ModelRuntime:
@@ -123,14 +129,15 @@ class ModelRuntime:
 
     @contextmanager
     def _device_guard(self) -> Iterator[None]:
-        """Record a device failure (readiness reads `failure`) and answer it as 503."""
+        """Record a device failure (readiness reads `failure`) and raise it as DeviceFailure."""
         try:
             yield
         except DEVICE_ERRORS as error:
             self.failure = f"{type(error).__name__} on {self.device}: {_summary(error)}"
-            log_event("device_failure", logging.ERROR, model=self.manifest.name,
-                      version=self.manifest.version, device=self.device, error=self.failure)
-            raise ModelUnavailable(f"the model cannot run: {self.failure}") from error
+            log.error("device failure: %s", self.failure)
+            if self.on_device_failure is not None:
+                self.on_device_failure(self.failure)
+            raise DeviceFailure(f"the model cannot run: {self.failure}") from error
 
     def dense_weights(self) -> np.ndarray:
         """The logits layer's kernel [K, classes]: CAM's class weights."""
@@ -139,10 +146,9 @@ class ModelRuntime:
     def check_layer(self, layer: str) -> str:
         explainable = self.explainable_layers()
         if layer not in explainable:
-            raise InvalidParameter(
+            raise UnknownLayer(
                 f"layer {layer!r} cannot be explained: explanations need a spatial "
-                f"[N, h, w, channels] layer inside the network, one of {explainable}",
-                code="unknown_layer",
+                f"[N, h, w, channels] layer inside the network, one of {explainable}"
             )
         return layer
 
@@ -168,7 +174,7 @@ class ModelRuntime:
             def gradient_fn(inputs, targets):
                 with tf.GradientTape() as tape:
                     *outputs, activations = extractor(inputs, training=False)
-                    probabilities, logits, features = _with_pooled(outputs)
+                    probabilities, logits, features = pooled_outputs(outputs)
                     predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
                     targets = tf.where(targets < 0, predicted, targets)
                     # Items are independent in inference mode, so the gradient of the sum
@@ -182,15 +188,24 @@ class ModelRuntime:
         return self._gradient_fns[layer]
 
     def warm_up(self) -> None:
-        """Trace and run every compiled function once so the first request is not slow."""
+        """Trace and run every compiled function a request with default parameters can
+        reach (the forward pass; the gradient at the explanation layer, which Grad-CAM and
+        kin explain, and at the features layer, the only one CAM explains), so no first
+        request traces a function on the TensorFlow thread while others wait."""
         height, width = self.manifest.input_size
         blank = np.zeros((1, height, width, 3), np.float32)
         self.predict(blank)
-        self.gradients(blank, np.zeros(1, np.int32), self.manifest.layers.explanation)
+        layers = self.manifest.layers
+        for layer in dict.fromkeys((layers.explanation, layers.features)):
+            self.gradients(blank, np.zeros(1, np.int32), layer)
 
 
-def _with_pooled(outputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(probabilities, logits, *feature maps) -> (probabilities, logits, pooled features)."""
+def pooled_outputs(outputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(probabilities, logits, *feature maps) -> (probabilities, logits, pooled features).
+
+    The one definition of the features behind the out-of-distribution flag: calibration
+    fits their distribution through `ModelRuntime.forward` and serving measures them the
+    same way, so the two cannot drift."""
     probabilities, logits, *feature_maps = outputs
     pooled = [tf.reduce_mean(maps, axis=[1, 2]) for maps in feature_maps]
     features = tf.concat(pooled, axis=1) if pooled else tf.zeros([tf.shape(logits)[0], 0])
