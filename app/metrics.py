@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 STAGES = ("decode", "queue", "inference", "explanation", "encode")
 # Seconds: from a sub-millisecond queue wait to a slow explanation batch on a CPU.
@@ -21,6 +21,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry = registry or CollectorRegistry()
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: what sizing
+        # and leak checks read.
+        ProcessCollector(registry=registry)
         self.requests = Counter(
             "wbc_http_requests", "HTTP requests answered, by route template and status",
             ["method", "route", "status"], registry=registry)
