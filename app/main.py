@@ -15,7 +15,7 @@ from app.logs import log_event
 from app.metrics import Metrics
 from app.middleware import ObserveRequests
 from app.model_manager import ModelManager
-from app.routers import admin, explain, health, metrics, models, predict, v2
+from app.routers import admin, explain, health, metrics, models, page, predict, v2
 from app.settings import Settings, get_settings
 
 
@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObserveRequests, metrics=app_metrics, current_model=lambda: (
         None if model_manager.service is None else model_manager.service.model_ref))
     install_error_handlers(app)
-    for router in (health.router, v2.health_router, metrics.router):
+    # The page and its examples are open: the page asks for a key when the API needs one.
+    for router in (health.router, v2.health_router, metrics.router, page.router):
         app.include_router(router)
     for router in (models.router, predict.router, explain.router, v2.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
