@@ -63,6 +63,33 @@ class ModelUnavailable(NotReady):
     code = "model_unavailable"
 
 
+class Overloaded(ServiceError):
+    """The queue for this kind of work is full: refused at once, before the body is read."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before it was answered; a model pass it was still
+    queued for never runs."""
+
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away while its request waited; nobody reads this answer (499, as
+    nginx logs it)."""
+
+    status_code = 499
+    code = "client_disconnected"
+
+
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"

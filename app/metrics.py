@@ -52,6 +52,17 @@ class Metrics:
         self.reloads = Counter(
             "wbc_model_reloads", "Reload attempts by result (reloaded, unchanged, failed)",
             ["result"], registry=registry)
+        self.queue_depth = Gauge(
+            "wbc_queue_depth", "Images admitted and not yet answered (waiting, or in a model "
+            "pass), per queue: forward (/predict, /v2 infer) or explain (/explain); the "
+            "autoscaling signal", ["queue"], registry=registry)
+        self.queue_limit = Gauge(
+            "wbc_queue_limit", "Most images a queue admits; requests beyond are refused (503)",
+            ["queue"], registry=registry)
+        self.requests_shed = Counter(
+            "wbc_requests_shed", "Requests answered without their model pass, by queue and "
+            "reason: full (refused, 503), deadline (expired while queued, 504), disconnected "
+            "(client gone while queued)", ["queue", "reason"], registry=registry)
         for stage in STAGES:
             self.stage_seconds.labels(stage)  # every stage shows from the start, at zero
 

@@ -6,11 +6,11 @@ import asyncio
 import base64
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 
 import numpy as np
 
+from app.admission import EXPLAIN, FORWARD, Admission
 from app.batching import MicroBatcher
 from app.errors import InvalidParameter
 from app.images import decode_image
@@ -26,6 +26,7 @@ from app.schemas import (
     Target,
 )
 from app.settings import Settings
+from app.worker import LaneWorker
 from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
 from model_core.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
 from model_core.qualify import PredictionQualifier
@@ -63,7 +64,12 @@ class InferenceService:
         self.runtime, self.settings = runtime, settings
         self.metrics = metrics or Metrics()
         runtime.on_device_failure = self._log_device_failure
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
+        # One thread runs every pass; forward passes and explanations wait in lanes of their
+        # own, taken in turn, and each kind admits a bounded number of images.
+        self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow")
+        self.admission = Admission(
+            {FORWARD: settings.forward_queue_limit, EXPLAIN: settings.explain_queue_limit},
+            settings.retry_after_s, self.metrics)
         self._predict_batcher: MicroBatcher[np.ndarray, Forward] = self._batcher(
             self.runtime.forward_each, "inference"
         )
@@ -153,7 +159,10 @@ class InferenceService:
                   version=manifest.version, device=self.runtime.device, error=failure)
 
     def _batcher(self, run_batch, stage: str) -> MicroBatcher:
-        return MicroBatcher(run_batch, self._executor, self.settings.max_pass_images,
+        lane, max_size = FORWARD, self.settings.max_pass_images
+        if stage == "explanation":  # short passes: a forward pass never waits long behind one
+            lane, max_size = EXPLAIN, min(max_size, self.settings.max_explain_pass_images)
+        return MicroBatcher(run_batch, self._executor.lane(lane), max_size,
                             self.settings.batch_max_wait_ms / 1000.0,
                             self.metrics.batch_observer(stage))
 

@@ -50,12 +50,35 @@ class Settings(BaseSettings):
     concurrent requests. Replaces the deprecated WBC_BATCH_MAX_SIZE."""
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     """How long the micro-batcher waits for more requests to join a batch."""
+    max_explain_pass_images: int = Field(default=8, gt=0)
+    """Most images one explanation (backward) pass runs: a forward pass waits for at most
+    one of these at the TensorFlow worker."""
+    forward_queue_limit: int = Field(default=64, gt=0)
+    """Most images of /predict and /v2 infer requests admitted at once (waiting or in a
+    pass); past it requests are refused at once with 503 `overloaded` and Retry-After."""
+    explain_queue_limit: int = Field(default=32, gt=0)
+    """Most /explain requests admitted at once (waiting or in a pass); past it 503
+    `overloaded`."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Deadline of a request, in seconds from its arrival; X-Request-Timeout or the v2
+    `timeout` parameter may shorten it. Past it a request is answered 504 and never run."""
+    retry_after_s: int = Field(default=1, ge=1)
+    """Seconds a refused (503 overloaded) request is told to wait, in Retry-After."""
     cors_origins: list[str] = []
     """Origins allowed by CORS (JSON list); empty allows none."""
     api_key: SecretStr | None = None
     """API key every route but health and metrics requires; unset (and no file): open, no /admin."""
     api_keys_file: Path | None = None
     """File of further accepted API keys, one per line (blank lines and # comments skipped)."""
+
+    @model_validator(mode="after")
+    def _a_full_request_fits_the_queue(self) -> Settings:
+        if self.forward_queue_limit < self.max_request_images:
+            raise ValueError(
+                f"WBC_FORWARD_QUEUE_LIMIT ({self.forward_queue_limit}) is below "
+                f"WBC_MAX_REQUEST_IMAGES ({self.max_request_images}): a request of the "
+                "largest allowed size could never be admitted")
+        return self
 
     @model_validator(mode="after")
     def _warn_deprecated(self) -> Settings:

@@ -75,6 +75,18 @@ def read_request(body: bytes, header_length: str | None,
     )
 
 
+def timeout_s(request: InferenceRequest) -> float | None:
+    """The request's `timeout` parameter in seconds (it is given in microseconds, as
+    Triton's clients send it); None when absent."""
+    value = request.parameters.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidParameter("parameters.timeout must be a positive integer number of "
+                               f"microseconds; received {value!r}", code="invalid_timeout")
+    return value / 1_000_000
+
+
 def encode_response(request: InferenceRequest, probabilities: np.ndarray, model_name: str,
                     model_version: int) -> tuple[bytes, bytes | None]:
     """(JSON header, binary data or None) of the response, outputs as requested."""

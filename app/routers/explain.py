@@ -5,7 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.dependencies import ServiceDep, SettingsDep
+from app.admission import EXPLAIN
+from app.dependencies import ServiceDep, SettingsDep, admit
 from app.negotiation import accepts_png
 from app.routers.openapi_bodies import ERRORS, image_body
 from app.schemas import ExplainOptions, ExplainResponse
@@ -22,8 +23,9 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": 
 async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
                   service: ServiceDep, settings: SettingsDep):
     """Explain one image's prediction with a class-activation heat map."""
-    images = await read_images(request, settings.max_upload_bytes, max_images=1)
-    explanation = await service.explain(images[0], options)
+    with admit(request, service, EXPLAIN) as ticket:
+        images = await read_images(request, settings.max_upload_bytes, max_images=1)
+        explanation = await ticket.run(service.explain(images[0], options))
     if accepts_png(request.headers.get("accept")):
         png = explanation.overlay_png or explanation.heatmap_png
         return Response(png, media_type="image/png")

@@ -1,6 +1,7 @@
 from fastapi import APIRouter, Request
 
-from app.dependencies import ServiceDep, SettingsDep
+from app.admission import FORWARD
+from app.dependencies import ServiceDep, SettingsDep, admit
 from app.routers.openapi_bodies import ERRORS, image_body
 from app.schemas import PredictResponse
 from app.uploads import read_images
@@ -16,5 +17,8 @@ async def predict(
     settings: SettingsDep,
 ) -> PredictResponse:
     """Classify one or more images (repeat the multipart field `file` for a batch)."""
-    images = await read_images(request, settings.max_upload_bytes, settings.max_request_images)
-    return await service.predict(images)
+    with admit(request, service, FORWARD) as ticket:
+        images = await read_images(request, settings.max_upload_bytes,
+                                   settings.max_request_images)
+        ticket.need(len(images))
+        return await ticket.run(service.predict(images))

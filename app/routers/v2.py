@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import __version__
-from app.dependencies import ModelsDep, ServiceDep, SettingsDep
+from app.admission import FORWARD
+from app.dependencies import ModelsDep, ServiceDep, SettingsDep, admit
 from app.errors import NotFound
 from app.protocol.body import HEADER_LENGTH
 from app.protocol.schemas import MetadataTensor, ModelMetadata, ServerMetadata
@@ -19,6 +20,7 @@ from app.protocol.tensors import (
     PIXELS,
     encode_response,
     read_request,
+    timeout_s,
 )
 from app.service import InferenceService
 from app.uploads import read_body
@@ -94,14 +96,19 @@ async def infer(
     `pixels` (UINT8 or FP32 0..255, [N, H, W, 3], any H and W) or `images` (BYTES [N] of
     encoded files, base64 in JSON). Answers FP32 `probabilities` [N, classes]."""
     _check_served(service, model_name, model_version)
-    body = await read_body(request, settings.max_upload_bytes)
-    inference, images = await asyncio.to_thread(
-        read_request, body, request.headers.get(HEADER_LENGTH), settings
-    )
-    if images.encoded is not None:
-        probabilities = await service.probabilities(images.encoded)
-    else:
-        probabilities = await service.probabilities_of_pixels(images.pixels or [])
+    with admit(request, service, FORWARD) as ticket:
+        body = await read_body(request, settings.max_upload_bytes)
+        inference, images = await asyncio.to_thread(
+            read_request, body, request.headers.get(HEADER_LENGTH), settings
+        )
+        ticket.shorten(timeout_s(inference))
+        if images.encoded is not None:
+            ticket.need(len(images.encoded))
+            probabilities = await ticket.run(service.probabilities(images.encoded))
+        else:
+            ticket.need(len(images.pixels or []))
+            probabilities = await ticket.run(
+                service.probabilities_of_pixels(images.pixels or []))
     model = service.model_ref
     with service.metrics.stage("encode"):
         header, binary = encode_response(inference, np.stack(probabilities), model.name,

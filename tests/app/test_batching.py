@@ -78,3 +78,42 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_lives_on():
         return after
 
     assert _run(scenario()) == 7
+
+
+def test_an_item_whose_caller_stopped_waiting_never_runs():
+    """A caller cancelled (deadline, disconnect) while its batch waits for the worker: the
+    batch's other items run, the cancelled one is dropped and never counted as a pass."""
+    import threading
+
+    from app.worker import LaneWorker
+
+    ran: list[list[int]] = []
+    worker = LaneWorker(("forward",))
+    gate, started = threading.Event(), threading.Event()
+    worker.submit_to("forward", lambda: (started.set(), gate.wait()))
+    assert started.wait(30)
+
+    def record(items):
+        ran.append(list(items))
+        return items
+
+    async def scenario():
+        batcher = MicroBatcher(record, worker.lane("forward"), 8, 0.0,
+                               observer=metrics.batch_observer("test"))
+        callers = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+        while batcher._queue is None or not batcher._queue.empty():
+            await asyncio.sleep(0.01)  # until the batch of three waits at the blocked worker
+        callers[1].cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*callers, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    metrics = Metrics()
+    results = _run(scenario())
+    worker.shutdown()
+    passes, items, _ = _batch_sizes(metrics)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert ran == [[0, 2]] and items == 2 and passes == 1
