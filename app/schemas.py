@@ -14,7 +14,8 @@ class ExplainOptions(BaseModel):
     """What the caller asked of an explanation: `/explain`'s query parameters, and the one
     place their defaults are stated."""
 
-    method: str = Field("gradcam", description=f"one of {sorted(METHODS)}")
+    method: str = Field("gradcam", description=f"one of {sorted(METHODS)}; or several "
+                        "separated by commas, or `all`, for one answer listing each method")
     target: str | None = Field(None, description="class label or index; default: predicted")
     layer: str | None = Field(None, description="layer to explain; default: the manifest's")
     alpha: float = Field(0.4, ge=0.0, le=1.0, description="overlay opacity")
@@ -24,6 +25,11 @@ class ExplainOptions(BaseModel):
     faithfulness: bool = Field(
         False, description="also score the map: the target's probability with only the "
         "hottest 20% of the image kept, and with it removed")
+
+    @property
+    def several_methods(self) -> bool:
+        """`method` lists methods ("a,b") or asks for all: the answer lists each one."""
+        return "," in self.method or self.method.strip().lower() == "all"
 
     @field_validator("colormap")
     @classmethod
@@ -86,6 +92,33 @@ class ExplainResponse(BaseModel):
         None, description="base64 8-bit greyscale PNG: the normalised map at image size"
     )
     faithfulness: Faithfulness | None = Field(None, description="with ?faithfulness=true")
+
+
+class MethodExplanation(BaseModel):
+    """One method's map in an answer of several methods."""
+
+    method: str
+    layer: str
+    overlay_png: str | None = Field(None, description="base64 PNG: heat map over the image")
+    heatmap_png: str | None = Field(
+        None, description="base64 8-bit greyscale PNG: the normalised map at image size")
+    faithfulness: Faithfulness | None = Field(None, description="with ?faithfulness=true")
+    latency_ms: float = Field(
+        description="this method's own work: its map from the shared pass, and its PNGs")
+
+
+class ExplainMethodsResponse(BaseModel):
+    """`/explain?method=a,b` or `method=all`: one upload, decoded once, one backward pass per
+    distinct layer shared by the methods on it, and one explanation per method."""
+
+    model: ModelRef
+    prediction: Prediction
+    target: Target
+    image_size: tuple[int, int] = Field(description="[width, height] of the uploaded image")
+    passes_ms: float = Field(
+        description="decoding the upload and the model passes the methods share")
+    explanations: list[MethodExplanation] = Field(description="one per method, in the order "
+                                                  "asked (`all`: alphabetical)")
 
 
 class ModelInfo(BaseModel):
