@@ -18,3 +18,7 @@ class UnknownLayer(ModelCoreError):
 
 class DeviceFailure(ModelCoreError):
     """A model pass failed on its device (out of memory, device lost, runtime error)."""
+
+
+class OnnxUnusable(ModelCoreError):
+    """An entry's `model.onnx` is there but cannot serve: corrupt, or not this model's."""

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_core.errors import DeviceFailure, UnknownLayer
+from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
+from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
 from model_store.manifest import Manifest
 from model_store.preprocessing import to_model_input
 from model_store.store import entry_dir, load_entry
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 # reset GPU, a driver or runtime failure.
 DEVICE_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InternalError,
                  tf.errors.UnavailableError)
+TENSORFLOW, ONNXRUNTIME, AUTO = "tensorflow", "onnxruntime", "auto"
 
 
 def configure_tensorflow() -> str:
@@ -83,21 +85,52 @@ class ModelRuntime:
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
         self.failure: str | None = None  # why the device last failed a pass; None: healthy
+        self.backend = TENSORFLOW  # what runs `forward`; gradients always run in TensorFlow
+        self.backend_note: str | None = None  # why ONNX Runtime was wanted and not used
+        self._onnx: OnnxForward | None = None
         # Told why, once per failed pass (the service logs it as an event).
         self.on_device_failure: Callable[[str], None] | None = None
 
     @classmethod
-    def load(cls, store_dir: Path, name: str, version: int | None) -> ModelRuntime:
+    def load(cls, store_dir: Path, name: str, version: int | None, backend: str = TENSORFLOW,
+             refuse_bad_onnx: bool = False) -> ModelRuntime:
+        """Load, verify and warm an entry; `backend` as in `use_backend`."""
         started = time.perf_counter()
         device = configure_tensorflow()
         directory = entry_dir(store_dir, name, version)
         manifest, model = load_entry(directory)
         runtime = cls(manifest, model, directory, device)
+        runtime.use_backend(backend, refuse_bad_onnx)
         runtime.warm_up()
         runtime.load_seconds = time.perf_counter() - started
-        log.info("loaded %s v%s from %s on %s in %.2fs", manifest.name, manifest.version,
-                 directory, device, runtime.load_seconds)
+        log.info("loaded %s v%s from %s on %s with %s in %.2fs", manifest.name,
+                 manifest.version, directory, device, runtime.backend, runtime.load_seconds)
         return runtime
+
+    def use_backend(self, backend: str, refuse_bad_onnx: bool = False) -> None:
+        """Run `forward` through ONNX Runtime when `backend` is onnxruntime, or auto on a
+        CPU, and the entry's `model.onnx` verifies and agrees with TensorFlow on a probe;
+        otherwise stay on TensorFlow, noting why. A bad `model.onnx` raises OnnxUnusable
+        instead when `refuse_bad_onnx` (a reload refuses such an entry)."""
+        if backend == TENSORFLOW or (backend == AUTO and not self.device.startswith("CPU")):
+            return
+        try:
+            onnx = OnnxForward.load(self.directory, self.manifest, self._feature_layers)
+            inputs = probe(self.manifest)
+            gap = parity_gap(tuple(t.numpy() for t in self._forward(tf.constant(inputs))),
+                             onnx(inputs))
+            if gap is not None:
+                raise OnnxUnusable(f"{self.directory / 'model.onnx'} is not this model: {gap}")
+        except (OnnxMissing, OnnxUnusable) as error:
+            if refuse_bad_onnx and isinstance(error, OnnxUnusable):
+                raise
+            self.backend_note = f"{error}; serving through TensorFlow"
+            level = logging.INFO if isinstance(error, OnnxMissing) and backend == AUTO else (
+                logging.WARNING)
+            log.log(level, "%s v%s: %s", self.manifest.name, self.manifest.version,
+                    self.backend_note)
+            return
+        self._onnx, self.backend = onnx, ONNXRUNTIME
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""
@@ -106,7 +139,15 @@ class ModelRuntime:
     def forward(self, inputs: np.ndarray) -> Forward:
         """Probabilities, logits and pooled features for a batch of preprocessed inputs."""
         with self._device_guard():
+            if self._onnx is not None:
+                return Forward(*self._onnx(inputs))
             return Forward(*(t.numpy() for t in self._forward(tf.convert_to_tensor(inputs))))
+
+    @property
+    def forward_function(self) -> tf.types.experimental.PolymorphicFunction:
+        """The compiled TensorFlow forward pass ([None, h, w, 3] float32 -> probabilities,
+        logits, pooled features): what `model.onnx` is exported from."""
+        return self._forward
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for a batch of preprocessed inputs."""
@@ -132,7 +173,7 @@ class ModelRuntime:
         """Record a device failure (readiness reads `failure`) and raise it as DeviceFailure."""
         try:
             yield
-        except DEVICE_ERRORS as error:
+        except (*DEVICE_ERRORS, OnnxRunFailed) as error:
             self.failure = f"{type(error).__name__} on {self.device}: {_summary(error)}"
             log.error("device failure: %s", self.failure)
             if self.on_device_failure is not None:
@@ -212,9 +253,10 @@ def pooled_outputs(outputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return probabilities, logits, features
 
 
-def _summary(error: tf.errors.OpError) -> str:
+def _summary(error: Exception) -> str:
     """The line of a TensorFlow error that says what went wrong, not where it was traced."""
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     said = [line for line in lines if not line.startswith(
         ("Graph execution error", "Detected at node", "File ", "Hint:", "[[", "[Op:"))]
     line = (said or lines or [type(error).__name__])[-1]

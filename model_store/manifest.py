@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"
+ONNX_FILE = "model.onnx"
 SCHEMA_VERSION = 1
 # Fields that earlier entries of schema 1 wrote and nothing reads: dropped when read, so
 # those entries still load under the strict (extra="forbid") schema.
@@ -70,6 +71,20 @@ class FeatureDistribution(BaseModel):
     fitted_on: str
 
 
+class OnnxExport(BaseModel):
+    """`model.onnx`: the serving forward pass exported for ONNX Runtime (its SHA-256 is in
+    `artefacts`). Input `inputs` [N, h, w, 3] float32 (already preprocessed); outputs
+    `probabilities` and `logits` [N, classes] and `features` [N, K]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_layers: list[str]
+    """Layers whose globally average-pooled activations `features` concatenates, in order."""
+    opset: int
+    exporter: str
+    """The converter and its version, e.g. "tf2onnx 1.17.0"."""
+
+
 class Manifest(BaseModel):
     """Everything the service needs to know about one trained model version."""
 
@@ -92,6 +107,9 @@ class Manifest(BaseModel):
     """Evaluation results keyed by split (e.g. "test", "test_simple")."""
     calibration: Calibration | None = None
     feature_distribution: FeatureDistribution | None = None
+    onnx: OnnxExport | None = None
+    """Present when the entry also holds `model.onnx`; entries without it serve through
+    TensorFlow."""
     artefacts: dict[str, str] = {}
     """SHA-256 hex digest of each artefact file, keyed by file name."""
 

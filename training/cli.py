@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                           default=["test", "test_simple"])
     _entry_parser(subparsers, "calibrate",
                   "fit the softmax temperature and the feature distribution of an entry")
+    _entry_parser(subparsers, "export-onnx",
+                  "add model.onnx (the forward pass for ONNX Runtime) to an existing entry")
     explain = _entry_parser(subparsers, "evaluate-explanations",
                             "score every explanation method against the WBC boxes")
     explain.add_argument("--keep-layer", dest="choose_layer", action="store_false",
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(config_from_args(args))
         if args.command == "calibrate":
             return _run_calibrate(args)
+        if args.command == "export-onnx":
+            return _run_export_onnx(args)
         if args.command == "evaluate-explanations":
             return _run_explanations(args)
         return _run_evaluate(args)
@@ -187,6 +191,17 @@ def _entry(args: argparse.Namespace) -> Path:
     from model_store.store import entry_dir
 
     return entry_dir(args.store_dir, args.model_name, args.version)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from training.onnx_export import export_entry
+
+    directory = _entry(args)
+    manifest = export_entry(directory)
+    assert manifest.onnx is not None
+    print(f"wrote {directory / 'model.onnx'} ({manifest.onnx.exporter}, opset "
+          f"{manifest.onnx.opset}, features of {manifest.onnx.feature_layers})")
+    return 0
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
