@@ -1,4 +1,5 @@
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -30,7 +31,10 @@ def test_concurrent_items_share_a_batch_and_keep_their_order():
         return [2 * item for item in items]
 
     async def scenario():
-        batcher = MicroBatcher(double, ThreadPoolExecutor(1), max_size=8, max_wait_s=0.05,
+        # The wait for more items ends when every announced item is queued (an event), not
+        # on a clock: the 60 s ceiling is never reached by a passing run, so the five share
+        # one pass however slowly the machine runs.
+        batcher = MicroBatcher(double, ThreadPoolExecutor(1), max_size=8, max_wait_s=60.0,
                                observer=metrics.batch_observer("test"))
         with batcher.expecting(5):
             results = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
@@ -39,10 +43,40 @@ def test_concurrent_items_share_a_batch_and_keep_their_order():
 
     metrics = Metrics()
     results = _run(scenario())
-    passes, items, _ = _batch_sizes(metrics)
+    passes, items, buckets = _batch_sizes(metrics)
     assert results == [0, 2, 4, 6, 8]
-    assert items == 5 and passes < 5  # some pass held more than one item
-    assert len(calls) == passes
+    assert calls == [[0, 1, 2, 3, 4]]  # one pass, in submission order
+    assert (passes, items) == (1, 5) and buckets[4] == 0 and buckets[8] == 1
+
+
+def test_items_queued_during_a_pass_join_the_next_one():
+    """While a pass runs, new items wait in the queue and go together in the next pass. The
+    pass is held on an event until they are queued: no clock decides the outcome."""
+    started, release = threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def gated(items):
+        calls.append(list(items))
+        if items == [0]:
+            started.set()
+            release.wait(timeout=60)
+        return items
+
+    async def scenario():
+        batcher = MicroBatcher(gated, ThreadPoolExecutor(1), max_size=8, max_wait_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(0))
+        # The first pass has started and holds the executor.
+        assert await asyncio.to_thread(started.wait, 60)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2, 3)]
+        for _ in range(3):  # each submit runs to its queue.put in one loop iteration
+            await asyncio.sleep(0)
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        return results
+
+    assert _run(scenario()) == [0, 1, 2, 3]
+    assert calls == [[0], [1, 2, 3]]
 
 
 def test_batches_never_exceed_the_limit():
