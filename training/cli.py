@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from training import fetch
 from training.config import DEFAULT_DATA_DIR, AugmentConfig, TrainConfig
 
 
@@ -132,11 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--keep-layer", dest="choose_layer", action="store_false",
                          help="keep the manifest's explanation layer instead of choosing "
                          "the best on the train originals")
+    fetch.add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "fetch-data":
+        return fetch.run(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.data import DataError
 
