@@ -38,7 +38,7 @@ from bench.report import (  # noqa: E402
     check_targets,
     markdown,
 )
-from bench.servers import ServerFailed, serving  # noqa: E402
+from bench.servers import REPO_ROOT, ServerFailed, serving  # noqa: E402
 from model_store.manifest import Manifest  # noqa: E402
 from model_store.store import StoreError, entry_dir, read_manifest  # noqa: E402
 from training.config import DEFAULT_DATA_DIR  # noqa: E402
@@ -61,11 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", type=_servers, default=list(ROUTES),
                         help="comma-separated servers to measure, of service (always run), "
                              "baseline, mlserver (default all)")
-    parser.add_argument("--store-dir", type=Path, default=Path("model_store"))
+    parser.add_argument("--store-dir", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--model-name", default="wbc-squeezenet")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="blood-cell data set holding images/TEST_SIMPLE/*/*.jpeg")
-    parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--output", type=Path,
+                        default=REPO_ROOT / "bench" / "results" / "latest.json")
     return parser.parse_args(argv)
 
 
