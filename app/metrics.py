@@ -44,7 +44,8 @@ class Metrics:
             "wbc_model_load_seconds", "Time the served model took to load, verify and warm",
             registry=registry)
         self.model_info = Gauge(
-            "wbc_model_info", "The served model (always 1)", ["name", "version", "device"],
+            "wbc_model_info", "The served model (always 1); backend: what runs its forward "
+            "passes (tensorflow or onnxruntime)", ["name", "version", "device", "backend"],
             registry=registry)
         self.model_ready = Gauge(
             "wbc_model_ready", "1 while the model is loaded and its device works",
@@ -81,9 +82,10 @@ class Metrics:
     def batch_observer(self, stage: str) -> BatchMetrics:
         return BatchMetrics(self, stage)
 
-    def model_loaded(self, name: str, version: int, device: str, seconds: float) -> None:
+    def model_loaded(self, name: str, version: int, device: str, backend: str,
+                     seconds: float) -> None:
         self.model_info.clear()
-        self.model_info.labels(name, str(version), device).set(1)
+        self.model_info.labels(name, str(version), device, backend).set(1)
         self.model_load_seconds.set(seconds)
 
     def watch_readiness(self, is_ready: Callable[[], bool]) -> None:

@@ -130,6 +130,8 @@ class ModelInfo(BaseModel):
     explainable_layers: list[str]
     methods: list[str]
     device: str
+    backend: str = Field(description="what runs forward passes: tensorflow or onnxruntime "
+                         "(explanations always run in TensorFlow)")
     created_at: str
     metrics: dict
 

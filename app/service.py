@@ -35,7 +35,7 @@ from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
 from model_core.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
 from model_core.qualify import PredictionQualifier
 from model_core.rendering import encode_png, heatmap_png, overlay, upsample
-from model_core.runtime import Forward, Gradients, ModelRuntime
+from model_core.runtime import ONNXRUNTIME, Forward, Gradients, ModelRuntime
 
 
 @dataclass
@@ -257,9 +257,15 @@ class InferenceService:
                   version=manifest.version, device=self.runtime.device, error=failure)
 
     def _batcher(self, run_batch, stage: str) -> MicroBatcher:
-        lane, max_size = FORWARD, self.settings.max_pass_images
+        settings = self.settings
+        # Forward passes are sized for their backend: ONNX Runtime is cheapest per image
+        # in small batches (settings.onnx_max_pass_images).
+        lane, max_size = FORWARD, (settings.onnx_max_pass_images
+                                   if self.runtime.backend == ONNXRUNTIME
+                                   else settings.max_pass_images)
         if stage == "explanation":  # short passes: a forward pass never waits long behind one
-            lane, max_size = EXPLAIN, min(max_size, self.settings.max_explain_pass_images)
+            lane, max_size = EXPLAIN, min(settings.max_pass_images,
+                                          settings.max_explain_pass_images)
         return MicroBatcher(run_batch, self._executor.lane(lane), max_size,
                             self.settings.batch_max_wait_ms / 1000.0,
                             self.metrics.batch_observer(stage))

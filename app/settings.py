@@ -6,6 +6,7 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,14 @@ class Settings(BaseSettings):
     concurrent requests. Replaces the deprecated WBC_BATCH_MAX_SIZE."""
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     """How long the micro-batcher waits for more requests to join a batch."""
+    forward_backend: Literal["auto", "tensorflow", "onnxruntime"] = "auto"
+    """What runs forward passes (/predict, /v2 infer): `onnxruntime` (the entry's verified
+    model.onnx), `tensorflow`, or `auto`: ONNX Runtime on a CPU, TensorFlow on a GPU. An
+    entry without a usable model.onnx serves through TensorFlow; explanations always do."""
+    onnx_max_pass_images: int = Field(default=1, gt=0)
+    """Most images one forward pass runs under ONNX Runtime (max_pass_images applies under
+    TensorFlow). On CPUs its cost per image is lowest at batch 1 and rises with the batch
+    (docs/benchmarks.md, `python -m bench.forward`), so passes are not merged by default."""
     max_explain_pass_images: int = Field(default=8, gt=0)
     """Most images one explanation (backward) pass runs: a forward pass waits for at most
     one of these at the TensorFlow worker."""

@@ -16,6 +16,6 @@ def models(service: ServiceDep) -> ModelsResponse:
         name=manifest.name, version=manifest.version, classes=manifest.class_names,
         input_size=manifest.input_size, explanation_layer=manifest.layers.explanation,
         explainable_layers=runtime.explainable_layers(), methods=sorted(METHODS),
-        device=runtime.device, created_at=manifest.created_at.isoformat(),
+        device=runtime.device, backend=runtime.backend, created_at=manifest.created_at.isoformat(),
         metrics=manifest.metrics,
     )])

@@ -70,6 +70,7 @@ def model_metadata(service: ServiceDep, model_name: str,
         outputs=[MetadataTensor(name=OUTPUT_NAME, datatype="FP32",
                                 shape=[-1, manifest.num_classes])],
         parameters={"class_names": manifest.class_names, "device": runtime.device,
+                    "backend": runtime.backend,
                     "pixel_datatypes": list(PIXEL_DATATYPES)},
     )
 
