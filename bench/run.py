@@ -1,6 +1,6 @@
 """One command: the real service, the tutorial-style baseline (uvicorn) and the MLServer
 baseline (its own venv), each started on a loopback port and loaded at each concurrency,
-plus the in-process floor.
+plus the in-process floor and the forward pass's batch curve against the matmul peak.
 
     python -m bench.run [--requests 200] [--concurrency 1,16] [--servers service,mlserver]
 
@@ -22,7 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 if __package__ in (None, ""):  # run as `python bench/run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.settings import Settings  # noqa: E402
 from bench.floor import measure_floor  # noqa: E402
+from bench.forward import BATCHES, measure_forward  # noqa: E402
+from bench.forward import markdown as forward_markdown  # noqa: E402
 from bench.images import MissingImages, test_simple_jpegs  # noqa: E402
 from bench.load import multipart_bodies, run_load, v2_bodies  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
@@ -39,6 +42,7 @@ from bench.report import (  # noqa: E402
     markdown,
 )
 from bench.servers import REPO_ROOT, ServerFailed, serving  # noqa: E402
+from model_core.runtime import TENSORFLOW  # noqa: E402
 from model_store.manifest import Manifest  # noqa: E402
 from model_store.store import StoreError, entry_dir, read_manifest  # noqa: E402
 from training.config import DEFAULT_DATA_DIR  # noqa: E402
@@ -61,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", type=_servers, default=list(ROUTES),
                         help="comma-separated servers to measure, of service (always run), "
                              "baseline, mlserver (default all)")
+    parser.add_argument("--forward-batches", default=",".join(map(str, BATCHES)),
+                        help="batch sizes of the in-process forward curve (default %(default)s)")
+    parser.add_argument("--forward-seconds", type=float, default=0.5,
+                        help="seconds per batch size and backend in that curve (default 0.5)")
     parser.add_argument("--store-dir", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--model-name", default="wbc-squeezenet")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -116,6 +124,14 @@ def measure_server(service: str, env: dict[str, str], images: list[bytes],
     return measurements
 
 
+def service_pass_images() -> int:
+    """The most images the service under test runs in one forward pass on its backend."""
+    settings = Settings()
+    if settings.forward_backend == TENSORFLOW:
+        return settings.max_pass_images
+    return settings.onnx_max_pass_images
+
+
 def _wbc_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith("WBC_")}
 
@@ -131,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     except (MissingImages, StoreError) as error:
         sys.exit(f"bench: {error}")
     machine = machine_info()
+    print("forward pass: batch curve and matmul peak in process", file=sys.stderr)
+    forward = measure_forward(store_dir, args.model_name,
+                              tuple(int(b) for b in args.forward_batches.split(",")),
+                              args.forward_seconds)
     print(f"floor: {args.requests} images in process", file=sys.stderr)
     floor = measure_floor(store_dir, args.model_name, images, args.requests)
     # The servers inherit this environment, so any other WBC_* setting applies to the service.
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                         for m in measure_server(service, env, images, manifest, args)]
     except (MLServerMissing, ServerFailed) as error:
         sys.exit(f"bench: {error}")
-    targets = check_targets(measurements, floor)
+    targets = check_targets(measurements, floor, forward, service_pass_images())
     results = {
         "machine": machine,
         "model": {"name": manifest.name, "version": manifest.version, "store_dir": str(store_dir)},
@@ -149,12 +169,14 @@ def main(argv: list[str] | None = None) -> None:
                      "servers": args.servers,
                      "server_env": {**_wbc_environment(), **env}},
         "floor": asdict(floor),
+        "forward": asdict(forward),
         "measurements": [asdict(m) for m in measurements],
         "targets": [asdict(t) for t in targets],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(measurements, floor, targets, machine))
+    print("\n" + forward_markdown(forward))
     print(f"\nresults written to {args.output}", file=sys.stderr)
 
 
