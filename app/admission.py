@@ -1,8 +1,9 @@
 """Admission: each kind of model work admits a bounded number of images, counted from
-before a request's body is read until it is answered. Past the limit a request is refused
-at once (503 `overloaded`, Retry-After), nothing read, decoded or run. An admitted request
-carries a deadline; when it passes, or the client goes away, the request's work is
-cancelled, its place freed, and a pass it still waited for never runs."""
+before a request's body is read until its answer starts. Past the limit a request is
+refused at once (503 `overloaded`, Retry-After) by `AdmitModelWork`, an ASGI middleware in
+front of routing, so a refusal costs no dependency, validation, body read or decode. An
+admitted request carries a deadline; when it passes, or the client goes away, the request's
+work is cancelled, its place freed, and a pass it still waited for never runs."""
 
 from __future__ import annotations
 
@@ -12,16 +13,43 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from app.errors import ClientDisconnected, DeadlineExceeded, InvalidParameter, Overloaded
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import (
+    ClientDisconnected,
+    DeadlineExceeded,
+    InvalidParameter,
+    Overloaded,
+    ServiceError,
+    error_response,
+)
 from app.metrics import Metrics
+from app.settings import Settings
 
 T = TypeVar("T")
 FORWARD, EXPLAIN = "forward", "explain"  # forward passes (/predict, /v2 infer); /explain
 TIMEOUT_HEADER = "X-Request-Timeout"
 
 
+def queue_of(method: str, path: str) -> str | None:
+    """The queue a request's model work waits in: forward for POST /predict and the v2
+    infer routes, explain for POST /explain; None (never refused) for anything else."""
+    if method != "POST":
+        return None
+    if path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
+        return FORWARD
+    return EXPLAIN if path == "/explain" else None
+
+
 class Admission:
     """The places of each queue, taken by requests before their work and given back after."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics) -> Admission:
+        return cls({FORWARD: settings.forward_queue_limit, EXPLAIN: settings.explain_queue_limit},
+                   settings.retry_after_s, metrics)
 
     def __init__(self, limits: Mapping[str, int], retry_after_s: int, metrics: Metrics) -> None:
         self._limits, self._retry_after_s, self._metrics = dict(limits), retry_after_s, metrics
@@ -61,8 +89,8 @@ class Admission:
 
 
 class Ticket:
-    """One admitted request: its places in a queue and its deadline. Use it as a context
-    manager: leaving it gives the places back, however the request ended."""
+    """One admitted request: its places in a queue and its deadline. `release()` gives the
+    places back (once; later calls do nothing)."""
 
     def __init__(self, admission: Admission, queue: str, timeout_s: float,
                  disconnected: Callable[[], Awaitable[Any]] | None) -> None:
@@ -71,10 +99,7 @@ class Ticket:
         self._admitted_at = time.monotonic()
         self.timeout_s = timeout_s
 
-    def __enter__(self) -> Ticket:
-        return self
-
-    def __exit__(self, *_: object) -> None:
+    def release(self) -> None:
         self._admission._give_back(self.queue, self._images)
         self._images = 0
 
@@ -136,7 +161,40 @@ def request_timeout(header: str | None, default_s: float) -> float:
     return min(seconds, default_s)
 
 
-async def client_gone(receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
+async def client_gone(receive: Receive) -> None:
     """Returns once the ASGI server reports the client gone (after the body was read)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class AdmitModelWork:
+    """Pure ASGI middleware: gives each request for model work a `Ticket` (in
+    `scope["state"]["ticket"]`, for the route) or refuses it before routing; the ticket's
+    places go back as the answer starts, before the client can send its next request."""
+
+    def __init__(self, app: ASGIApp, admission: Admission, default_timeout_s: float) -> None:
+        self.app, self.admission, self.default_timeout_s = app, admission, default_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        queue = queue_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if queue is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            timeout_s = request_timeout(Headers(scope=scope).get(TIMEOUT_HEADER),
+                                        self.default_timeout_s)
+            ticket = self.admission.admit(queue, timeout_s, lambda: client_gone(receive))
+        except ServiceError as error:
+            await error_response(Request(scope), error)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["ticket"] = ticket
+
+        async def send_after_release(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ticket.release()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_release)
+        finally:
+            ticket.release()

@@ -71,7 +71,7 @@ def _check(keys: ApiKeys, bearer: HTTPAuthorizationCredentials | None,
         raise Unauthorized("the API key is not valid")
 
 
-def require_api_key(
+async def require_api_key(  # async: no thread-pool hop on every request (app.dependencies)
     request: Request,
     bearer: BearerDep,
     header_key: HeaderKeyDep,

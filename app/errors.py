@@ -143,13 +143,18 @@ def _render(request: Request, status: int, code: str, message: str,
     return JSONResponse(error_body(code, message), status, headers)
 
 
+def error_response(request: Request, error: ServiceError) -> JSONResponse:
+    """The answer to `error`: its status, headers and body in the route's shape."""
+    return _render(request, error.status_code, error.code, error.message, error.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error (the service's own, the model core's as `from_core` maps them) as
     {"error": {"code", "message"}} with its status, or as
     {"error": message} on the Open Inference Protocol's /v2 routes."""
 
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
-        return _render(request, error.status_code, error.code, error.message, error.headers)
+        return error_response(request, error)
 
     async def core_error(request: Request, error: ModelCoreError) -> JSONResponse:
         return await service_error(request, from_core(error))

@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.admission import Admission, AdmitModelWork
 from app.auth import ApiKeys, require_admin_key, require_api_key
 from app.errors import install_error_handlers
 from app.logs import log_event
@@ -51,6 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = app_metrics
     app.state.api_keys = api_keys
     app.state.models = model_manager
+    app.state.admission = admission = Admission.from_settings(settings, app_metrics)
+    # Innermost of the three: a refusal still gets CORS headers, a request id and a log line.
+    app.add_middleware(AdmitModelWork, admission=admission,
+                       default_timeout_s=settings.request_timeout_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])

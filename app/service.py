@@ -12,7 +12,7 @@ from time import perf_counter
 
 import numpy as np
 
-from app.admission import EXPLAIN, FORWARD, Admission
+from app.admission import EXPLAIN, FORWARD
 from app.batching import MicroBatcher
 from app.errors import InvalidParameter
 from app.images import decode_image
@@ -91,11 +91,8 @@ class InferenceService:
         self.metrics = metrics or Metrics()
         runtime.on_device_failure = self._log_device_failure
         # One thread runs every pass; forward passes and explanations wait in lanes of their
-        # own, taken in turn, and each kind admits a bounded number of images.
+        # own, taken in turn (app.admission bounds how many wait).
         self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow")
-        self.admission = Admission(
-            {FORWARD: settings.forward_queue_limit, EXPLAIN: settings.explain_queue_limit},
-            settings.retry_after_s, self.metrics)
         self._predict_batcher: MicroBatcher[np.ndarray, Forward] = self._batcher(
             self.runtime.forward_each, "inference"
         )

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.admission import EXPLAIN
-from app.dependencies import ServiceDep, SettingsDep, admit
+from app.dependencies import ServiceDep, SettingsDep, TicketDep
 from app.errors import InvalidParameter
 from app.negotiation import accepts_png
 from app.routers.openapi_bodies import ERRORS, image_body
@@ -24,18 +23,17 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": 
              responses=ERRORS | PNG_RESPONSE,
              openapi_extra=image_body(multiple=False))
 async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
-                  service: ServiceDep, settings: SettingsDep):
+                  service: ServiceDep, settings: SettingsDep, ticket: TicketDep):
     """Explain one image's prediction with a class-activation heat map; with several methods
     (`method=gradcam,layercam` or `method=all`), one answer listing each method's map."""
     wants_png = accepts_png(request.headers.get("accept"))
     if options.several_methods and wants_png:
         raise InvalidParameter("several methods are answered as JSON only; ask for one method "
                                "to get its picture with Accept: image/png", code="not_acceptable")
-    with admit(request, service, EXPLAIN) as ticket:
-        images = await read_images(request, settings.max_upload_bytes, max_images=1)
-        if options.several_methods:
-            return await ticket.run(service.explain_methods(images[0], options))
-        explanation = await ticket.run(service.explain(images[0], options))
+    images = await read_images(request, settings.max_upload_bytes, max_images=1)
+    if options.several_methods:
+        return await ticket.run(service.explain_methods(images[0], options))
+    explanation = await ticket.run(service.explain(images[0], options))
     if wants_png:
         png = explanation.overlay_png or explanation.heatmap_png
         return Response(png, media_type="image/png")

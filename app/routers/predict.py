@@ -1,7 +1,6 @@
 from fastapi import APIRouter, Request
 
-from app.admission import FORWARD
-from app.dependencies import ServiceDep, SettingsDep, admit
+from app.dependencies import ServiceDep, SettingsDep, TicketDep
 from app.routers.openapi_bodies import ERRORS, image_body
 from app.schemas import PredictResponse
 from app.uploads import read_images
@@ -15,10 +14,9 @@ async def predict(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
+    ticket: TicketDep,
 ) -> PredictResponse:
     """Classify one or more images (repeat the multipart field `file` for a batch)."""
-    with admit(request, service, FORWARD) as ticket:
-        images = await read_images(request, settings.max_upload_bytes,
-                                   settings.max_request_images)
-        ticket.need(len(images))
-        return await ticket.run(service.predict(images))
+    images = await read_images(request, settings.max_upload_bytes, settings.max_request_images)
+    ticket.need(len(images))
+    return await ticket.run(service.predict(images))

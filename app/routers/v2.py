@@ -8,8 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import __version__
-from app.admission import FORWARD
-from app.dependencies import ModelsDep, ServiceDep, SettingsDep, admit
+from app.dependencies import ModelsDep, ServiceDep, SettingsDep, TicketDep
 from app.errors import NotFound
 from app.protocol.body import HEADER_LENGTH
 from app.protocol.schemas import MetadataTensor, ModelMetadata, ServerMetadata
@@ -34,13 +33,13 @@ VERSION = MODEL + "/versions/{model_version}"
 
 
 @health_router.get("/live")
-def server_live() -> dict:
+async def server_live() -> dict:
     """Server liveness: 200 while the process answers."""
     return {"live": True}
 
 
 @health_router.get("/ready", responses={400: {"description": "not ready, and why"}})
-def server_ready(models: ModelsDep) -> JSONResponse:
+async def server_ready(models: ModelsDep) -> JSONResponse:
     """Server readiness: 200 once the model is loaded, warmed and its device works; 400
     (the protocol's "4xx is false") with the reason otherwise."""
     reason = models.readiness()
@@ -77,8 +76,8 @@ def model_metadata(service: ServiceDep, model_name: str,
 
 @router.get(MODEL + "/ready", responses={400: {"description": "not ready, and why"}})
 @router.get(VERSION + "/ready", responses={400: {"description": "not ready, and why"}})
-def model_ready(models: ModelsDep, model_name: str,
-                model_version: str | None = None) -> JSONResponse:
+async def model_ready(models: ModelsDep, model_name: str,
+                      model_version: str | None = None) -> JSONResponse:
     """Model readiness: 200 when this model (and version) can serve, 400 otherwise."""
     reason = models.readiness()
     if reason is None and models.service is not None:
@@ -90,26 +89,24 @@ def model_ready(models: ModelsDep, model_name: str,
 @router.post(MODEL + "/infer")
 @router.post(VERSION + "/infer")
 async def infer(
-    request: Request, service: ServiceDep, settings: SettingsDep, model_name: str,
-    model_version: str | None = None,
+    request: Request, service: ServiceDep, settings: SettingsDep, ticket: TicketDep,
+    model_name: str, model_version: str | None = None,
 ) -> Response:
     """Classify images sent as one tensor, in JSON or with the binary tensor data extension:
     `pixels` (UINT8 or FP32 0..255, [N, H, W, 3], any H and W) or `images` (BYTES [N] of
     encoded files, base64 in JSON). Answers FP32 `probabilities` [N, classes]."""
     _check_served(service, model_name, model_version)
-    with admit(request, service, FORWARD) as ticket:
-        body = await read_body(request, settings.max_upload_bytes)
-        inference, images = await asyncio.to_thread(
-            read_request, body, request.headers.get(HEADER_LENGTH), settings
-        )
-        ticket.shorten(timeout_s(inference))
-        if images.encoded is not None:
-            ticket.need(len(images.encoded))
-            probabilities = await ticket.run(service.probabilities(images.encoded))
-        else:
-            ticket.need(len(images.pixels or []))
-            probabilities = await ticket.run(
-                service.probabilities_of_pixels(images.pixels or []))
+    body = await read_body(request, settings.max_upload_bytes)
+    inference, images = await asyncio.to_thread(
+        read_request, body, request.headers.get(HEADER_LENGTH), settings
+    )
+    ticket.shorten(timeout_s(inference))
+    if images.encoded is not None:
+        ticket.need(len(images.encoded))
+        probabilities = await ticket.run(service.probabilities(images.encoded))
+    else:
+        ticket.need(len(images.pixels or []))
+        probabilities = await ticket.run(service.probabilities_of_pixels(images.pixels or []))
     model = service.model_ref
     with service.metrics.stage("encode"):
         header, binary = encode_response(inference, np.stack(probabilities), model.name,

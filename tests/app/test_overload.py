@@ -164,7 +164,7 @@ def test_a_request_whose_body_needs_more_room_than_is_left_is_refused(server):
                                          timeout=CLIENT_TIMEOUT_S) as client:
                 holders = [asyncio.create_task(client.post("/predict", **UPLOAD))
                            for _ in range(FORWARD_LIMIT - 1)]
-                while server.service.admission.held(FORWARD) < FORWARD_LIMIT - 1:
+                while server.app.state.admission.held(FORWARD) < FORWARD_LIMIT - 1:
                     await asyncio.sleep(0.02)
                 files = [("file", ("cell.png", IMAGE, "image/png"))] * 2
                 refused = await client.post("/predict", files=files)
@@ -218,7 +218,7 @@ def test_a_client_that_disconnects_while_queued_frees_its_place(server):
                 break
             threading.Event().wait(0.1)
         assert server.metric("wbc_queue_depth", queue=FORWARD) == 0
-        assert server.service.admission.held(FORWARD) == 0
+        assert server.app.state.admission.held(FORWARD) == 0
     finally:
         gate.set()
     assert server.metric("wbc_requests_shed_total", queue=FORWARD,
