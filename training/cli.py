@@ -70,8 +70,11 @@ def _train_parser(subparsers) -> None:
                         help="use at most this many images per class (quick runs)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seeds weights, sampling, augmentation and the hold-out")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "one-device"),
-                        default=defaults.strategy, help="tf.distribute strategy")
+    parser.add_argument("--strategy",
+                        choices=("default", "mirrored", "one-device", "multi-worker"),
+                        default=defaults.strategy, help="tf.distribute strategy; "
+                        "multi-worker: one process per machine, the cluster in TF_CONFIG, "
+                        "only the chief publishes (training/distributed.py)")
     parser.add_argument("--cpu-replicas", type=int, default=1,
                         help="split the CPU into N logical devices (for --strategy mirrored "
                         "without GPUs)")
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return fetch.run(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.data import DataError
+    from training.distributed import ClusterConfigError
 
     try:
         if args.command == "train":
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate-explanations":
             return _run_explanations(args)
         return _run_evaluate(args)
-    except DataError as error:
+    except (DataError, ClusterConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -167,7 +171,14 @@ def _run_train(config: TrainConfig) -> int:
     from training.publish import publish
     from training.train import train
 
-    result = train(config)
+    if config.strategy == "multi-worker":
+        from training.distributed import train_on_workers
+
+        result = train_on_workers(config)
+        if result is None:  # not the chief: the chief publishes
+            return 0
+    else:
+        result = train(config)
     directory, manifest = publish(result, config)
     print(f"published {manifest.name} v{manifest.version} to {directory} "
           f"({result.seconds_per_epoch:.1f} s/epoch)")

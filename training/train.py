@@ -24,7 +24,7 @@ from training.data import (
 from training.model import build_model, step_decay
 from training.pipeline import augmented_copies, evaluation_dataset, training_dataset
 
-STRATEGIES = ("default", "mirrored", "one-device")
+STRATEGIES = ("default", "mirrored", "one-device", "multi-worker")
 
 
 @dataclass
@@ -79,6 +79,10 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "one-device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "multi-worker":
+        from training.distributed import multi_worker_strategy
+
+        return multi_worker_strategy()
     raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
 
 
