@@ -1,5 +1,5 @@
 // The page's behaviour: plain JavaScript, no build step, no third-party code. It calls the
-// same public API as any client: GET /models, POST /predict, POST /explain.
+// same public API as any client: GET /models, POST /predict, POST /explain?method=all.
 "use strict";
 
 (() => {
@@ -31,6 +31,7 @@
     prediction: null, // /predict's answer for the image
     explanations: [], // one /explain answer per method
     explainParams: null, // the parameters those explanations were made with
+    explainTiming: null, // {request_ms, passes_ms} of the request that made them
     run: 0, // bumped for each new image: answers of older runs are dropped
     explainRun: 0, // bumped for each new set of explanations
     retry: null, // what to redo once a key is given
@@ -200,6 +201,7 @@
   }
 
   async function chooseExample(example) {
+    hideError();
     setStatus(`Loading ${example.name}…`, true);
     try {
       const response = await fetch(example.url);
@@ -327,9 +329,10 @@
     const ood = $("ood");
     ood.hidden = prediction.in_distribution !== false;
     ood.textContent = prediction.in_distribution === false
-      ? "Warning: this image does not look like the stained smears the model was trained on" +
-        (prediction.ood_reason ? ` (${prediction.ood_reason})` : "") +
-        ". Treat this prediction with suspicion."
+      ? "Warning: out of distribution.\n" + (prediction.ood_reason
+        ? capitalise(prediction.ood_reason)
+        : "This image does not look like the stained smears the model was trained on; treat " +
+          "this prediction with suspicion.")
       : "";
     const bars = $("probabilities");
     bars.replaceChildren();
@@ -399,26 +402,22 @@
     };
   }
 
-  function methodNames() {
-    return (state.model && state.model.methods) || Object.keys(METHOD_NAMES);
-  }
-
-  // Every method for the current image; answers of an older run or older settings are dropped.
+  // Every method for the current image in one request (/explain?method=all: one decode, one
+  // model pass per layer); answers of an older run or older settings are dropped.
   async function explain(run) {
     const explainRun = ++state.explainRun;
     const params = explainParams();
-    const image = state.image;
-    const explanations = await Promise.all(methodNames().map(async (method) => {
-      const query = new URLSearchParams({ method, output: "both", alpha: params.alpha,
-        threshold: params.threshold, colormap: params.colormap });
-      if (params.target) query.set("target", params.target);
-      const started = performance.now();
-      const body = await api(`/explain?${query}`, imageForm(image));
-      return { ...body, latency_ms: performance.now() - started };
-    }));
+    const query = new URLSearchParams({ method: "all", output: "both", alpha: params.alpha,
+      threshold: params.threshold, colormap: params.colormap });
+    if (params.target) query.set("target", params.target);
+    const started = performance.now();
+    const body = await api(`/explain?${query}`, imageForm(state.image));
     if (run !== state.run || explainRun !== state.explainRun) return;
-    state.explanations = explanations;
+    const shared = { model: body.model, prediction: body.prediction, target: body.target,
+      image_size: body.image_size };
+    state.explanations = body.explanations.map((entry) => ({ ...shared, ...entry }));
     state.explainParams = params;
+    state.explainTiming = { request_ms: performance.now() - started, passes_ms: body.passes_ms };
     showExplanations();
   }
 
@@ -430,9 +429,13 @@
     for (const explanation of state.explanations) list.append(methodFigure(explanation, view));
     const target = state.explanations[0].target;
     const predicted = state.explanations[0].prediction.label;
+    const timing = state.explainTiming;
     $("explain-target").textContent = `Explaining ${target.label}` +
       (target.label === predicted ? " (the predicted class)" : ` (the model predicted ${predicted})`) +
-      `, probability ${percent(target.probability)}.`;
+      `, probability ${percent(target.probability)}. All ${state.explanations.length} methods ` +
+      `in one request: ${Math.round(timing.request_ms)} ms, of which ` +
+      `${Math.round(timing.passes_ms)} ms decoding and model passes they share; each ` +
+      "method's own time is under its picture.";
     $("explanations").hidden = false;
     drawCellBox();
   }
@@ -462,7 +465,8 @@
     title.textContent = `${name} (${explanation.method})`;
     const details = document.createElement("span");
     details.className = "meta";
-    details.textContent = `Layer ${explanation.layer}, ${Math.round(explanation.latency_ms)} ms`;
+    details.textContent = `Layer ${explanation.layer}, ${Math.round(explanation.latency_ms)} ms ` +
+      "of its own";
     const download = document.createElement("a");
     download.href = `data:image/png;base64,${explanation.overlay_png}`;
     download.download = `${baseName()}-${explanation.method}-${explanation.target.label}.png`;
@@ -563,9 +567,11 @@
         ood_reason: prediction.ood_reason, cell_box: cellBox(),
         probabilities: prediction.probabilities,
       },
+      timing_ms: { request: Math.round(state.explainTiming.request_ms),
+        shared_passes: Math.round(state.explainTiming.passes_ms) },
       explanations: state.explanations.map((e) => ({
         method: e.method, layer: e.layer, target: e.target,
-        latency_ms: Math.round(e.latency_ms),
+        own_latency_ms: Math.round(e.latency_ms),
       })),
     };
   }
