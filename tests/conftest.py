@@ -58,6 +58,15 @@ def smear_files(smears: list[Smear]) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def example_data_dir(tmp_path_factory) -> Path:
+    """The eight example smears laid out like the full data set (originals, splits.csv,
+    images/TRAIN|TEST|TEST_SIMPLE): short real training and evaluation runs need no download."""
+    from tests.utils.images import write_example_data_set
+
+    return write_example_data_set(tmp_path_factory.mktemp("example-data"))
+
+
+@pytest.fixture(scope="session")
 def test_simple_files(data_dir: Path) -> list[Path]:
     """Every TEST_SIMPLE image of the full data set (71), for rates over the whole split."""
     return test_simple_images()

@@ -1,4 +1,5 @@
-"""Short real training runs on the real data set (a few images per class)."""
+"""Short real training runs on the example smears laid out as the data set (two originals
+per class: one trains, one validates)."""
 
 import json
 import subprocess
@@ -26,7 +27,8 @@ def _quick_config(data_dir, tmp_path, **overrides) -> TrainConfig:
     )
 
 
-def test_train_publish_reload_and_evaluate(data_dir, tmp_path):
+def test_train_publish_reload_and_evaluate(example_data_dir, tmp_path):
+    data_dir = example_data_dir
     config = _quick_config(data_dir, tmp_path)
     result = train(config)
     directory, manifest = publish(result, config)
@@ -40,6 +42,7 @@ def test_train_publish_reload_and_evaluate(data_dir, tmp_path):
     reloaded_manifest, reloaded = load_entry(directory)
     assert reloaded_manifest == manifest
     simple = load_images(*list_split(data_dir / "images" / "TEST_SIMPLE", manifest.class_names))
+    assert len(simple) == 8
     np.testing.assert_allclose(
         predict_probabilities(reloaded, simple, manifest),
         predict_probabilities(result.model, simple, manifest), atol=1e-6,
@@ -47,8 +50,8 @@ def test_train_publish_reload_and_evaluate(data_dir, tmp_path):
 
     metrics = evaluate_entry(directory, data_dir, ("test_simple",))
     report = metrics["test_simple"]
-    assert report["count"] == 71
-    assert sum(map(sum, report["confusion_matrix"]["rows_true_cols_predicted"])) == 71
+    assert report["count"] == len(simple)
+    assert sum(map(sum, report["confusion_matrix"]["rows_true_cols_predicted"])) == len(simple)
     assert 0.0 <= report["ece"] <= 1.0
     assert read_manifest(directory).metrics["test_simple"] == report
     reports = directory / "reports"
@@ -63,8 +66,8 @@ class _StopAtSecondEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-def test_interrupted_run_resumes_from_its_backup(data_dir, tmp_path):
-    config = _quick_config(data_dir, tmp_path, backup_dir=tmp_path / "backup")
+def test_interrupted_run_resumes_from_its_backup(example_data_dir, tmp_path):
+    config = _quick_config(example_data_dir, tmp_path, backup_dir=tmp_path / "backup")
     config.epochs = 2
     with pytest.raises(KeyboardInterrupt):
         train(config, extra_callbacks=(_StopAtSecondEpoch(),))
@@ -75,9 +78,9 @@ def test_interrupted_run_resumes_from_its_backup(data_dir, tmp_path):
     assert resumed.history["learning_rate"] == [pytest.approx(config.initial_lr)] * 2
 
 
-def test_mirrored_strategy_over_two_cpu_replicas(data_dir, tmp_path):
+def test_mirrored_strategy_over_two_cpu_replicas(example_data_dir, tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "training", "train", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "training", "train", "--data-dir", str(example_data_dir),
          "--store-dir", str(tmp_path / "store"), "--backup-dir", str(tmp_path / "backup"),
          "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "1",
          "--samples-per-epoch", "32", "--batch-size", "16", "--limit-per-class", "4",

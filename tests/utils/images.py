@@ -117,3 +117,31 @@ def png_bomb(width: int = 40000, height: int = 40000) -> bytes:
             + struct.pack(">I", checksum))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
             + chunk(b"IEND", b""))
+
+
+def write_example_data_set(root: Path) -> Path:
+    """The eight example smears laid out like the full data set, for short real training and
+    evaluation runs: each is an original (BloodImage_0000N.jpg, listed as `train` in
+    splits.csv, with a labels.csv row) and an image of TRAIN, TEST and TEST_SIMPLE, whose WBC
+    boxes go to test_simple_wbc_boxes.json. Two originals per class: a stratified hold-out
+    keeps one of each for training and one for validation."""
+    labels, splits, boxes = [",Image,Category"], ["original,category,split"], {}
+    for index, smear in enumerate(sorted(example_smears(), key=lambda s: s.path.name)):
+        original = f"BloodImage_{index:05d}.jpg"
+        (root / "originals").mkdir(parents=True, exist_ok=True)
+        (root / "originals" / original).write_bytes(smear.path.read_bytes())
+        labels.append(f",{index},{smear.label}")
+        splits.append(f"{original},{smear.label},train")
+        for split in ("TRAIN", "TEST", "TEST_SIMPLE"):
+            folder = root / "images" / split / smear.label
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / smear.path.name).write_bytes(smear.path.read_bytes())
+        boxes[f"images/TEST_SIMPLE/{smear.label}/{smear.path.name}"] = {
+            "original": f"originals/{original}", "wbc_boxes_xyxy": smear.wbc_boxes}
+    (root / "labels.csv").write_text("\n".join(labels) + "\n")
+    (root / "splits.csv").write_text("\n".join(splits) + "\n")
+    (root / "test_simple_wbc_boxes.json").write_text(json.dumps({
+        "image_size_wh": [320, 240],
+        "box_format": "xmin,ymin,xmax,ymax in pixels of the 320x240 image",
+        "images": boxes}, indent=1) + "\n")
+    return root
