@@ -28,6 +28,8 @@ COPY app/ app/
 COPY model_core/ model_core/
 COPY model_store/ model_store/
 COPY training/ training/
+# The example smears the page offers (GET /examples).
+COPY examples/ examples/
 RUN python3 -m pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
     && groupadd --gid 10001 wbc \
