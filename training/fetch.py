@@ -175,7 +175,9 @@ def download(source: Source, cache_dir: Path, stream: TextIO | None = None) -> P
         offset = 0
     response, status, total = _open(source.url, offset)
     done = offset
-    if status != 416:
+    if status == 416:
+        response.close()
+    else:
         if offset and status != 206:  # the server ignored the Range: start over
             offset = done = 0
         expected = source.size or total
@@ -187,8 +189,9 @@ def download(source: Source, cache_dir: Path, stream: TextIO | None = None) -> P
                     done += len(chunk)
                     progress.update(done)
         except (OSError, http.client.HTTPException) as error:
-            raise _unreachable(source.url, f"the connection broke after {done} bytes: "
-                               f"{error!r}") from None
+            raise FetchError(f"{source.name}: the connection to {source.url} broke after "
+                             f"{done} bytes ({error!r}); run fetch-data again to resume "
+                             "it") from None
         progress.update(done, final=True)
         if expected is not None and done < expected:
             raise FetchError(f"{source.name}: the download stopped at {done} of {expected} "

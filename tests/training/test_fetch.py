@@ -166,6 +166,20 @@ def test_an_interrupted_download_resumes_where_it_stopped(published, tmp_path, c
     assert len(list((data_dir / "originals").glob("*.jpg"))) == 9
 
 
+def test_a_whole_part_file_is_checked_not_downloaded_again(published, tmp_path):
+    """A .part that already holds every byte (a run stopped before renaming it): the server
+    answers the Range request with 416, and the part is verified and used as it is."""
+    root, _, _ = published
+    data_dir = tmp_path / "data"
+    (data_dir / ".downloads").mkdir(parents=True)
+    (data_dir / ".downloads" / "bccd.zip.part").write_bytes((root / "bccd.zip").read_bytes())
+    with FileServer(root) as server:
+        assert _fetch(data_dir, _sources(tmp_path, server, root)) == 0
+    size = (root / "bccd.zip").stat().st_size
+    assert (server.requests[0].range, server.requests[0].status) == (f"bytes={size}-", 416)
+    assert len(list((data_dir / "originals").glob("*.jpg"))) == 9
+
+
 def test_a_checksum_mismatch_is_refused_and_nothing_is_written(published, tmp_path, capsys):
     root, _, _ = published
     data_dir = tmp_path / "data"
