@@ -25,6 +25,8 @@ class ExplainOptions(BaseModel):
     faithfulness: bool = Field(
         False, description="also score the map: the target's probability with only the "
         "hottest 20% of the image kept, and with it removed")
+    outline: bool = Field(
+        False, description="draw the white cell's box (`cell_box`) on the overlay")
 
     @property
     def several_methods(self) -> bool:
@@ -56,6 +58,12 @@ class Prediction(BaseModel):
     ood_distance: float | None = Field(
         None, description="Mahalanobis distance of the pooled features from the training set")
     ood_reason: str | None = Field(None, description="why in_distribution is false")
+    cell_box: list[int] | None = Field(
+        None, description="[x0, y0, x1, y1] of the white cell in the uploaded image's pixels "
+        "(x1, y1 exclusive); null when the whole frame was classified")
+    region: Literal["cell", "whole_frame"] = Field(
+        "whole_frame", description="what was classified: the window around the white cell, "
+        "or the whole frame (the model does not localise, or no single white cell was found)")
 
 
 class PredictResponse(BaseModel):
@@ -87,6 +95,9 @@ class ExplainResponse(BaseModel):
     layer: str
     target: Target
     image_size: tuple[int, int] = Field(description="[width, height] of the uploaded image")
+    cell_box: list[int] | None = Field(
+        None, description="the white cell's box, as in `prediction.cell_box`: the heat map "
+        "covers the window around it, placed back where it was cut from")
     overlay_png: str | None = Field(None, description="base64 PNG: heat map over the image")
     heatmap_png: str | None = Field(
         None, description="base64 8-bit greyscale PNG: the normalised map at image size"
@@ -115,6 +126,8 @@ class ExplainMethodsResponse(BaseModel):
     prediction: Prediction
     target: Target
     image_size: tuple[int, int] = Field(description="[width, height] of the uploaded image")
+    cell_box: list[int] | None = Field(
+        None, description="the white cell's box, as in `prediction.cell_box`")
     passes_ms: float = Field(
         description="decoding the upload and the model passes the methods share")
     explanations: list[MethodExplanation] = Field(description="one per method, in the order "

@@ -34,8 +34,16 @@ from app.worker import LaneWorker
 from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
 from model_core.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
 from model_core.qualify import PredictionQualifier
-from model_core.rendering import encode_png, heatmap_png, overlay, upsample
+from model_core.rendering import (
+    encode_png,
+    heatmap_png,
+    normalise,
+    outline_box,
+    overlay,
+    upsample,
+)
 from model_core.runtime import ONNXRUNTIME, Forward, Gradients, ModelRuntime
+from model_store.localisation import Box, place_in_frame
 
 
 @dataclass
@@ -76,6 +84,7 @@ class _ImageMaps:
 
     image: np.ndarray  # the upload, RGB at its own size
     model_input: np.ndarray
+    cell_box: Box | None  # where the model input was cut from; None: the whole frame
     forward: Forward
     target: int
     maps: list[_MethodMap]
@@ -107,32 +116,38 @@ class InferenceService:
 
     async def predict(self, encoded_images: list[bytes]) -> PredictResponse:
         passes = await self._forward(encoded_images)
-        return PredictResponse(
-            model=self.model_ref, predictions=[self._prediction(p) for p in passes]
-        )
+        return PredictResponse(model=self.model_ref,
+                               predictions=[self._prediction(f, box) for f, box in passes])
 
-    async def probabilities(self, encoded_images: list[bytes]) -> list[np.ndarray]:
-        """Class probabilities of each encoded image, in order."""
-        return [one.probabilities for one in await self._forward(encoded_images)]
+    async def classify(self, encoded_images: list[bytes]) -> list[tuple[np.ndarray, Box | None]]:
+        """Class probabilities and cell box of each encoded image, in order."""
+        return [(one.probabilities, box) for one, box in await self._forward(encoded_images)]
 
-    async def _forward(self, encoded_images: list[bytes]) -> list[Forward]:
+    async def _forward(self, encoded_images: list[bytes]) -> list[tuple[Forward, Box | None]]:
         return await self._forward_each(
             encoded_images, lambda encoded: decode_image(encoded, self.settings.max_image_pixels))
 
-    async def probabilities_of_pixels(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Class probabilities of RGB pixel arrays [H, W, 3] (uint8, or float 0..255) of any
-        size, through the same preprocessing and micro-batcher as encoded images."""
-        return [one.probabilities for one in await self._forward_each(images, lambda i: i)]
+    async def classify_pixels(self, images: list[np.ndarray]
+                              ) -> list[tuple[np.ndarray, Box | None]]:
+        """Class probabilities and cell box of RGB pixel arrays [H, W, 3] (uint8, or float
+        0..255) of any size, through the same preprocessing and micro-batcher as encoded
+        images."""
+        passes = await self._forward_each(images, lambda image: image)
+        return [(one.probabilities, box) for one, box in passes]
 
-    async def _forward_each(self, sources: list, to_rgb: Callable) -> list[Forward]:
-        """Turn each source into RGB and a model input off the loop, then batch the passes."""
-        def prepare(source) -> np.ndarray:
+    async def _forward_each(self, sources: list,
+                            to_rgb: Callable) -> list[tuple[Forward, Box | None]]:
+        """Turn each source into RGB, find its cell and cut the model input off the loop,
+        then batch the passes; each pass comes back with its cell box."""
+        def prepare(source) -> tuple[np.ndarray, Box | None]:
             with self.metrics.stage("decode"):
-                return self.runtime.preprocess(to_rgb(source))
+                return self.runtime.prepare(to_rgb(source))
 
         with self._predict_batcher.expecting(len(sources)):
-            inputs = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
-            return await asyncio.gather(*(self._predict_batcher.submit(i) for i in inputs))
+            prepared = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
+            passes = await asyncio.gather(
+                *(self._predict_batcher.submit(inputs) for inputs, _ in prepared))
+        return [(forward, box) for forward, (_, box) in zip(passes, prepared, strict=True)]
 
     async def explain(self, encoded_image: bytes, options: ExplainOptions) -> Explanation:
         done = await self._maps(encoded_image, [self._method(options.method)], options)
@@ -140,14 +155,16 @@ class InferenceService:
         evidence = None
         if options.faithfulness:
             evidence = await self._faithfulness(done, found.heatmap)
-        overlay_bytes, heatmap_bytes, _ = await self._render_timed(done.image, found, options)
+        overlay_bytes, heatmap_bytes, _ = await self._render_timed(done.image, done.cell_box, found,
+                                                                      options)
         response = ExplainResponse(
             model=self.model_ref,
-            prediction=self._prediction(done.forward),
+            prediction=self._prediction(done.forward, done.cell_box),
             method=found.method.name,
             layer=found.layer,
             target=self._target(done.forward, done.target),
             image_size=(done.image.shape[1], done.image.shape[0]),
+            cell_box=None if done.cell_box is None else list(done.cell_box),
             overlay_png=_b64(overlay_bytes),
             heatmap_png=_b64(heatmap_bytes),
             faithfulness=evidence,
@@ -169,7 +186,7 @@ class InferenceService:
             if options.faithfulness:
                 evidence = await self._faithfulness(done, found.heatmap)
             overlay_bytes, heatmap_bytes, seconds = await self._render_timed(
-                done.image, found, options)
+                done.image, done.cell_box, found, options)
             return MethodExplanation(
                 method=found.method.name, layer=found.layer, overlay_png=_b64(overlay_bytes),
                 heatmap_png=_b64(heatmap_bytes), faithfulness=evidence,
@@ -177,9 +194,10 @@ class InferenceService:
 
         explanations = await asyncio.gather(*(one(found) for found in done.maps))
         return ExplainMethodsResponse(
-            model=self.model_ref, prediction=self._prediction(done.forward),
+            model=self.model_ref, prediction=self._prediction(done.forward, done.cell_box),
             target=self._target(done.forward, done.target),
             image_size=(done.image.shape[1], done.image.shape[0]),
+            cell_box=None if done.cell_box is None else list(done.cell_box),
             passes_ms=1000.0 * passes_seconds, explanations=explanations)
 
     def methods_of(self, spec: str) -> list[CamMethod]:
@@ -209,7 +227,7 @@ class InferenceService:
         with ExitStack() as expecting:
             for batcher in batchers:
                 expecting.enter_context(batcher.expecting(1))
-            image, model_input = await self._decode(encoded_image)
+            image, model_input, cell_box = await self._decode(encoded_image)
             results = await asyncio.gather(*(
                 batcher.submit(_ExplainItem(model_input, target, layer_methods))
                 for batcher, layer_methods in zip(batchers, by_layer.values(), strict=True)))
@@ -218,7 +236,8 @@ class InferenceService:
         maps = [_MethodMap(method, layers[method.name],
                            result_of[method.name].heatmaps[method.name],
                            result_of[method.name].seconds[method.name]) for method in methods]
-        return _ImageMaps(image, model_input, results[0].forward, results[0].target, maps)
+        return _ImageMaps(image, model_input, cell_box, results[0].forward, results[0].target,
+                          maps)
 
     def _explain_batcher(self, layer: str) -> MicroBatcher[_ExplainItem, _MapResult]:
         batcher = self._explain_batchers.get(layer)
@@ -228,13 +247,13 @@ class InferenceService:
             )
         return batcher
 
-    async def _render_timed(self, image: np.ndarray, found: _MethodMap,
+    async def _render_timed(self, image: np.ndarray, cell_box: Box | None, found: _MethodMap,
                             options: ExplainOptions) -> tuple[bytes | None, bytes | None, float]:
         async with self._render_slots:
             with self.metrics.stage("encode"):
                 started = perf_counter()
                 overlay_bytes, heatmap_bytes = await asyncio.to_thread(
-                    self._render, image, found.heatmap, options
+                    self._render, image, cell_box, found.heatmap, options
                 )
                 return overlay_bytes, heatmap_bytes, perf_counter() - started
 
@@ -267,11 +286,11 @@ class InferenceService:
                             self.settings.batch_max_wait_ms / 1000.0,
                             self.metrics.batch_observer(stage))
 
-    async def _decode(self, encoded: bytes) -> tuple[np.ndarray, np.ndarray]:
-        def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray]:
+    async def _decode(self, encoded: bytes) -> tuple[np.ndarray, np.ndarray, Box | None]:
+        def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None]:
             with self.metrics.stage("decode"):
                 image = decode_image(encoded, self.settings.max_image_pixels)
-                return image, self.runtime.preprocess(image)
+                return image, *self.runtime.prepare(image)
 
         return await asyncio.to_thread(decode_and_preprocess)
 
@@ -308,14 +327,19 @@ class InferenceService:
             results.append(_MapResult(heatmaps, seconds, forward, int(own.targets[0])))
         return results
 
-    def _render(self, image: np.ndarray, heatmap: np.ndarray,
+    def _render(self, image: np.ndarray, cell_box: Box | None, heatmap: np.ndarray,
                 options: ExplainOptions) -> tuple[bytes | None, bytes | None]:
-        full = upsample(heatmap, image.shape[1], image.shape[0])
+        localisation = self.runtime.manifest.preprocessing.localisation
+        if cell_box is None or localisation is None:
+            full = upsample(heatmap, image.shape[1], image.shape[0])
+        else:  # the window's map, put back where the window was cut from
+            full = normalise(place_in_frame(heatmap, cell_box, image.shape, localisation))
         overlay_bytes = heatmap_bytes = None
         if options.output in ("overlay", "both"):
-            overlay_bytes = encode_png(
-                overlay(image, full, options.colormap, options.alpha, options.threshold)
-            )
+            painted = overlay(image, full, options.colormap, options.alpha, options.threshold)
+            if options.outline and cell_box is not None:
+                outline_box(painted, cell_box)
+            overlay_bytes = encode_png(painted)
         if options.output in ("heatmap", "both"):
             heatmap_bytes = heatmap_png(full)
         return overlay_bytes, heatmap_bytes
@@ -349,18 +373,21 @@ class InferenceService:
             f"0..{len(names) - 1}", code="unknown_target",
         )
 
-    def _prediction(self, forward: Forward) -> Prediction:
+    def _prediction(self, forward: Forward, cell_box: Box | None) -> Prediction:
         names = self.runtime.manifest.class_names
         probabilities = forward.probabilities
         index = int(np.argmax(probabilities))
         features = forward.features if forward.features.size else None
-        quality = self.qualifier.qualify(forward.logits, features)
+        quality = self.qualifier.qualify(forward.logits, features,
+                                         cell_missing=self.runtime.localises and cell_box is None)
         return Prediction(
             label=names[index], class_index=index, confidence=float(probabilities[index]),
             probabilities={name: float(p) for name, p in zip(names, probabilities, strict=True)},
             calibrated_confidence=quality.calibrated_confidence,
             in_distribution=quality.in_distribution, ood_distance=quality.ood_distance,
             ood_reason=quality.ood_reason,
+            cell_box=None if cell_box is None else list(cell_box),
+            region="whole_frame" if cell_box is None else "cell",
         )
 
 

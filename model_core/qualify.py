@@ -10,6 +10,11 @@ import numpy as np
 
 from model_store.manifest import Manifest
 
+NO_CELL_REASON = (
+    "no single white cell was found (nothing stained like a nucleus, or several cells of "
+    "like size), so the whole frame was classified; this model was trained on the window "
+    "around one white cell, so treat the prediction with suspicion")
+
 
 @dataclass
 class Qualification:
@@ -32,12 +37,17 @@ class PredictionQualifier:
             self._precision = np.asarray(distribution.precision, np.float64)
             self.threshold = distribution.threshold
 
-    def qualify(self, logits: np.ndarray, features: np.ndarray | None) -> Qualification:
+    def qualify(self, logits: np.ndarray, features: np.ndarray | None,
+                cell_missing: bool = False) -> Qualification:
+        """`cell_missing`: the model classifies the window around the white cell, and none
+        was found, so it saw the whole frame, which it was never trained on."""
         calibrated = None
         if self.temperature is not None:
             scaled = logits / self.temperature
             scaled = np.exp(scaled - scaled.max())
             calibrated = float(scaled.max() / scaled.sum())
+        if cell_missing:
+            return Qualification(calibrated, False, None, NO_CELL_REASON)
         if features is None or not self.feature_layers:
             return Qualification(calibrated, None, None, None)
         centred = features.astype(np.float64) - self._mean

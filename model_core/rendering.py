@@ -22,10 +22,25 @@ def upsample(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
     full-size map still spans 0..1 (interpolation can miss the low-resolution peak)."""
     resized = cv2.resize(heatmap.astype(np.float32), (width, height),
                          interpolation=cv2.INTER_LINEAR)
-    low, high = float(resized.min()), float(resized.max())
+    return normalise(resized)
+
+
+def normalise(heatmap: np.ndarray) -> np.ndarray:
+    """Min-max scale a map to span 0..1 (all zeros when it is flat)."""
+    low, high = float(heatmap.min()), float(heatmap.max())
     if high - low < 1e-12:
-        return np.zeros_like(resized)
-    return (resized - low) / (high - low)
+        return np.zeros_like(heatmap, dtype=np.float32)
+    return ((heatmap - low) / (high - low)).astype(np.float32)
+
+
+def outline_box(image_rgb: np.ndarray, box: tuple[int, int, int, int],
+                colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Draw `box` [x0, y0, x1, y1) on the image in place, 2 px at 320 wide and thicker on
+    larger images, so it stays visible; returns the image."""
+    thickness = max(1, round(2 * image_rgb.shape[1] / 320))
+    x0, y0, x1, y1 = box
+    cv2.rectangle(image_rgb, (x0, y0), (x1 - 1, y1 - 1), colour, thickness)
+    return image_rgb
 
 
 def colorize(heatmap: np.ndarray, colormap: str) -> np.ndarray:

@@ -16,8 +16,9 @@ import tensorflow as tf
 
 from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
 from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
+from model_store.localisation import Box
 from model_store.manifest import Manifest
-from model_store.preprocessing import to_model_input
+from model_store.preprocessing import prepare_image
 from model_store.store import entry_dir, load_entry
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,20 @@ class ModelRuntime:
             return
         self._onnx, self.backend = onnx, ONNXRUNTIME
 
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, Box | None]:
+        """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3] and the white
+        cell's box in `rgb`'s pixels; None when the whole frame was classified (the
+        manifest asks for no localisation, or no single cell was found)."""
+        return prepare_image(rgb, self.manifest.input_size, self.manifest.preprocessing)
+
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""
-        return to_model_input(rgb, self.manifest.input_size, self.manifest.preprocessing).numpy()
+        """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""
+        return self.prepare(rgb)[0]
+
+    @property
+    def localises(self) -> bool:
+        """Whether this model classifies the window around the white cell."""
+        return self.manifest.preprocessing.localisation is not None
 
     def forward(self, inputs: np.ndarray) -> Forward:
         """Probabilities, logits and pooled features for a batch of preprocessed inputs."""

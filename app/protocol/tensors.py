@@ -30,6 +30,9 @@ from app.settings import Settings
 PIXELS = MetadataTensor(name="pixels", datatype="UINT8", shape=[-1, -1, -1, 3])
 ENCODED = MetadataTensor(name="images", datatype="BYTES", shape=[-1])
 OUTPUT_NAME = "probabilities"
+CELL_BOX_OUTPUT = "cell_box"
+NO_BOX = (-1, -1, -1, -1)  # the cell_box row of an image classified as a whole frame
+_DATATYPES = {np.dtype("<f4"): "FP32", np.dtype("<i4"): "INT32"}
 PIXEL_DATATYPES: dict[str, np.dtype] = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
 # Parameters of extensions this server does not implement: refused, never ignored.
 _UNSUPPORTED = {"shared_memory_region": "the shared-memory extension",
@@ -44,19 +47,42 @@ class Images:
     encoded: list[bytes] | None = None
 
 
-def read_request(body: bytes, header_length: str | None,
-                 settings: Settings) -> tuple[InferenceRequest, Images]:
-    """Parse and check an infer request: its JSON, its binary data and its one input."""
+def output_names(localises: bool) -> list[str]:
+    """The model's outputs: probabilities, and the cell box when it finds the white cell."""
+    return [OUTPUT_NAME, CELL_BOX_OUTPUT] if localises else [OUTPUT_NAME]
+
+
+def output_metadata(num_classes: int, localises: bool) -> list[MetadataTensor]:
+    outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, num_classes])]
+    if localises:
+        outputs.append(MetadataTensor(name=CELL_BOX_OUTPUT, datatype="INT32", shape=[-1, 4]))
+    return outputs
+
+
+def output_tensors(classified: list[tuple[np.ndarray, tuple[int, int, int, int] | None]],
+                   localises: bool) -> dict[str, np.ndarray]:
+    """Each output by name, in the order of `output_names`."""
+    tensors = {OUTPUT_NAME: np.stack([probabilities for probabilities, _ in classified])}
+    if localises:
+        tensors[CELL_BOX_OUTPUT] = np.array(
+            [NO_BOX if box is None else box for _, box in classified], np.int32)
+    return tensors
+
+
+def read_request(body: bytes, header_length: str | None, settings: Settings,
+                 outputs: list[str] | None = None) -> tuple[InferenceRequest, Images]:
+    """Parse and check an infer request: its JSON, its binary data and its one input;
+    requested outputs must be among `outputs` (default: probabilities alone)."""
     header, binary = split_body(body, header_length)
     try:
         request = InferenceRequest.model_validate_json(header)
     except ValidationError as error:
         raise InvalidParameter(describe_validation(error.errors())) from None
     raw = _binary_per_input(request.inputs, binary)
+    known = outputs or [OUTPUT_NAME]
     for output in request.outputs or []:
-        if output.name != OUTPUT_NAME:
-            raise InvalidParameter(f"unknown output {output.name!r}; the model has "
-                                   f"[{OUTPUT_NAME!r}]")
+        if output.name not in known:
+            raise InvalidParameter(f"unknown output {output.name!r}; the model has {known}")
         _refuse_unsupported(output.parameters, f"output {output.name!r}")
     if len(request.inputs) != 1:
         raise InvalidParameter(
@@ -87,15 +113,18 @@ def timeout_s(request: InferenceRequest) -> float | None:
     return value / 1_000_000
 
 
-def encode_response(request: InferenceRequest, probabilities: np.ndarray, model_name: str,
+def encode_response(request: InferenceRequest, tensors: dict[str, np.ndarray], model_name: str,
                     model_version: int) -> tuple[bytes, bytes | None]:
-    """(JSON header, binary data or None) of the response, outputs as requested."""
+    """(JSON header, binary data or None) of the response: the requested outputs, or every
+    output of `tensors` (FP32 or INT32, little-endian) when none is named."""
     default_binary = bool(request.parameters.get("binary_data_output", False))
-    tensor = np.ascontiguousarray(probabilities, dtype="<f4")
     outputs, chunks = [], []
-    for requested in request.outputs or [RequestOutput(name=OUTPUT_NAME)]:
+    for requested in request.outputs or [RequestOutput(name=name) for name in tensors]:
         parameters = requested.parameters
-        output = ResponseOutput(name=OUTPUT_NAME, shape=list(tensor.shape), datatype="FP32")
+        tensor = np.ascontiguousarray(tensors[requested.name])
+        tensor = tensor.astype(tensor.dtype.newbyteorder("<"), copy=False)
+        output = ResponseOutput(name=requested.name, shape=list(tensor.shape),
+                                datatype=_DATATYPES[tensor.dtype])
         if parameters.get("binary_data", default_binary):
             chunks.append(tensor.tobytes())
             output.parameters = {"binary_data_size": tensor.nbytes}

@@ -3,7 +3,6 @@ take the protocol's {"error": "..."} shape (see app.errors)."""
 
 import asyncio
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -11,13 +10,15 @@ from app import __version__
 from app.dependencies import ModelsDep, ServiceDep, SettingsDep, TicketDep
 from app.errors import NotFound
 from app.protocol.body import HEADER_LENGTH
-from app.protocol.schemas import MetadataTensor, ModelMetadata, ServerMetadata
+from app.protocol.schemas import ModelMetadata, ServerMetadata
 from app.protocol.tensors import (
     ENCODED,
-    OUTPUT_NAME,
     PIXEL_DATATYPES,
     PIXELS,
     encode_response,
+    output_metadata,
+    output_names,
+    output_tensors,
     read_request,
     timeout_s,
 )
@@ -66,8 +67,7 @@ def model_metadata(service: ServiceDep, model_name: str,
     return ModelMetadata(
         name=manifest.name, versions=[str(manifest.version)], platform="tensorflow_keras",
         inputs=[PIXELS, ENCODED],
-        outputs=[MetadataTensor(name=OUTPUT_NAME, datatype="FP32",
-                                shape=[-1, manifest.num_classes])],
+        outputs=output_metadata(manifest.num_classes, runtime.localises),
         parameters={"class_names": manifest.class_names, "device": runtime.device,
                     "backend": runtime.backend,
                     "pixel_datatypes": list(PIXEL_DATATYPES)},
@@ -94,23 +94,27 @@ async def infer(
 ) -> Response:
     """Classify images sent as one tensor, in JSON or with the binary tensor data extension:
     `pixels` (UINT8 or FP32 0..255, [N, H, W, 3], any H and W) or `images` (BYTES [N] of
-    encoded files, base64 in JSON). Answers FP32 `probabilities` [N, classes]."""
+    encoded files, base64 in JSON). Answers FP32 `probabilities` [N, classes] and, from a
+    model that finds the white cell, INT32 `cell_box` [N, 4] (x0, y0, x1, y1 in each
+    image's pixels; -1s where the whole frame was classified)."""
     _check_served(service, model_name, model_version)
     body = await read_body(request, settings.max_upload_bytes)
     inference, images = await asyncio.to_thread(
-        read_request, body, request.headers.get(HEADER_LENGTH), settings
+        read_request, body, request.headers.get(HEADER_LENGTH), settings,
+        output_names(service.runtime.localises)
     )
     ticket.shorten(timeout_s(inference))
     if images.encoded is not None:
         ticket.need(len(images.encoded))
-        probabilities = await ticket.run(service.probabilities(images.encoded))
+        classified = await ticket.run(service.classify(images.encoded))
     else:
         ticket.need(len(images.pixels or []))
-        probabilities = await ticket.run(service.probabilities_of_pixels(images.pixels or []))
+        classified = await ticket.run(service.classify_pixels(images.pixels or []))
     model = service.model_ref
     with service.metrics.stage("encode"):
-        header, binary = encode_response(inference, np.stack(probabilities), model.name,
-                                         model.version)
+        header, binary = encode_response(
+            inference, output_tensors(classified, service.runtime.localises), model.name,
+            model.version)
     if binary is None:
         return Response(header, media_type="application/json")
     return Response(header + binary, media_type="application/octet-stream",
