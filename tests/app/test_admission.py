@@ -176,3 +176,13 @@ def test_every_route_that_runs_model_work_has_a_queue_and_no_other_route_has():
             assert (queue_of(method, path) is not None) == takes_ticket, (method, route.path)
             checked += takes_ticket
     assert checked == 4  # /predict, /explain, and v2 infer with and without a version
+
+
+def test_a_forward_queue_too_small_for_the_largest_request_refuses_to_start():
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    with pytest.raises(ValidationError, match="could never be admitted"):
+        Settings(max_request_images=32, forward_queue_limit=16)
+    assert Settings(max_request_images=16, forward_queue_limit=16).forward_queue_limit == 16
