@@ -29,5 +29,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "too many bytes, pixels or images"},
     415: {"description": "unsupported media type"},
     422: {"description": "bad parameter"},
-    503: {"description": "model not ready"},
+    503: {"description": "model not ready, or `overloaded`: its queue is full (see the "
+               "Retry-After header)"},
+    504: {"description": "`deadline_exceeded`: the X-Request-Timeout (or default) deadline "
+               "passed first"},
 }
