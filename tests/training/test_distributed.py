@@ -50,7 +50,10 @@ def test_two_workers_agree_and_only_the_chief_publishes(tmp_path: Path) -> None:
     from model_store.store import load_entry, read_manifest
 
     data_dir = example_data_set(tmp_path / "data")
-    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    ports = {free_port()}
+    while len(ports) < 2:  # the system may hand out the same free port twice
+        ports.add(free_port())
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in sorted(ports)]}
     workers = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
