@@ -13,7 +13,6 @@ from bench.servers import HOST, REPO_ROOT, free_port, serving_command
 VENV = REPO_ROOT / "bench" / ".mlserver-venv"
 SETUP_SCRIPT = "scripts/setup-mlserver.sh"
 RUNTIME = "bench.mlserver_runtime.WBCRuntime"
-READY_ROUTE = "/v2/health/ready"
 # Adaptive batching as the issue set it up: up to 32 items, waiting at most 2 ms.
 MAX_BATCH_SIZE = 32
 MAX_BATCH_TIME_S = 0.002
@@ -53,6 +52,8 @@ def mlserver_serving(entry: Path, model_name: str, version: int,
     (models_dir / "settings.json").write_text(json.dumps(server_settings, indent=2) + "\n")
     # The runtime imports model_store from the repository, as a user's would from their own.
     env = {"PYTHONPATH": str(REPO_ROOT)}
+    # The model's own readiness: the server's answers 200 even when the model failed to load.
     with serving_command([str(command), "start", str(models_dir)], http_port, env,
-                         work_dir / "mlserver.log", ready_route=READY_ROUTE) as base_url:
+                         work_dir / "mlserver.log",
+                         ready_route=f"/v2/models/{model_name}/ready") as base_url:
         yield base_url

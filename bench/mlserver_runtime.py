@@ -4,9 +4,10 @@ way an MLServer user would, kept only for the benchmark (`bench/mlserver.py` sta
 It answers the same Open Inference Protocol request as the service's /v2 route, one input
 `images` (BYTES [N], each element a base64 JPEG in JSON), with FP32 `probabilities`
 [N, classes]. Each image is decoded with PIL and preprocessed by the store's own
-`to_model_input`; the batch goes through one compiled `tf.function` forward with a fixed
-[None, h, w, 3] signature. MLServer's adaptive batching (`max_batch_size`,
-`max_batch_time` in model-settings.json) merges concurrent requests before `predict`.
+`prepare_image` (the cell found and cut out when the manifest asks for it); the batch
+goes through one compiled `tf.function` forward with a fixed [None, h, w, 3] signature.
+MLServer's adaptive batching (`max_batch_size`, `max_batch_time` in model-settings.json)
+merges concurrent requests before `predict`.
 
 Runs in bench/.mlserver-venv (scripts/setup-mlserver.sh) with the repository on PYTHONPATH;
 imports nothing from `app/`.
@@ -25,7 +26,7 @@ from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 from PIL import Image
 
-from model_store.preprocessing import to_model_input
+from model_store.preprocessing import prepare_image
 from model_store.store import load_entry
 
 OUTPUT_NAME = "probabilities"
@@ -56,4 +57,4 @@ class WBCRuntime(MLModel):
     def _preprocess(self, jpeg: bytes) -> np.ndarray:
         rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
         manifest = self.manifest
-        return to_model_input(rgb, manifest.input_size, manifest.preprocessing).numpy()
+        return prepare_image(rgb, manifest.input_size, manifest.preprocessing)[0]
