@@ -192,6 +192,29 @@ def test_a_smear_in_the_file_input_shows_the_predict_label(server_url, tab):
     tab.assert_clean()
 
 
+# Builds a File from an example in the page and hands it over as a drop or a paste would.
+HAND_OVER = """async ([how, url, name]) => {
+    const blob = await (await fetch(url)).blob();
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([blob], name, {type: 'image/jpeg'}));
+    const event = how === 'drop'
+        ? new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true})
+        : new ClipboardEvent('paste', {clipboardData: transfer, bubbles: true, cancelable: true});
+    (how === 'drop' ? document.getElementById('drop') : document).dispatchEvent(event);
+}"""
+
+
+def test_an_image_can_be_dropped_or_pasted(server_url, tab):
+    tab.open(server_url)
+    for how, name in (("drop", "eosinophil-2.jpeg"), ("paste", "neutrophil-2.jpeg")):
+        tab.page.evaluate("document.body.dataset.state = 'waiting'")
+        tab.page.evaluate(HAND_OVER, [how, f"/examples/{name}", f"{how}-{name}"])
+        tab.wait_for_results()
+        assert tab.label() == predicted_label(server_url, EXAMPLES / name)
+        assert f"{how}-{name}" in tab.page.inner_text("#preview-caption")
+    tab.assert_clean()
+
+
 def test_an_unusual_image_is_flagged_and_the_cell_box_drawn(server_url, tab, tmp_path):
     """A synthetic smear is out of distribution for the real model. The page gets the real
     server's /predict answer for it with a cell box added, so the drawing is tested whether
