@@ -129,10 +129,11 @@ def free_port() -> int:
 
 
 def start_server(env: dict[str, str] | None = None, timeout: float = 120.0,
-                 log_file: Path | None = None):
+                 log_file: Path | None = None, wrapper: tuple[str, ...] = ()):
     """Start `uvicorn app.main:app` on a free loopback port; return (process, base_url).
     Its output (the app's JSON log lines, uvicorn's own) goes to `log_file`, else to a
-    temporary file: a pipe nobody reads would fill up and stall the server."""
+    temporary file: a pipe nobody reads would fill up and stall the server. `wrapper` is a
+    command that execs the server's argv after its own (e.g. one that sets up a sandbox)."""
     port = free_port()
     if log_file is None:
         handle, name = tempfile.mkstemp(prefix="wbc-server-", suffix=".log")
@@ -140,7 +141,7 @@ def start_server(env: dict[str, str] | None = None, timeout: float = 120.0,
         log_file = Path(name)
     with open(log_file, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+            [*wrapper, sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
              "--port", str(port)],
             cwd=ROOT, env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **(env or {})},
             stdout=output, stderr=subprocess.STDOUT,

@@ -1,46 +1,76 @@
-"""Every HTTP probe path the manifests name answers 200 from a real server once its model is
-loaded, with API keys configured as in the cluster (probes must stay open)."""
+"""The real server, run as the manifests run it: a read-only root filesystem with only /tmp
+writable, the container's environment from the rendered Deployment, an API key file. Every
+HTTP probe path the manifests name answers 200 without a key, and the API works."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
+import subprocess
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import start_server, stop_server
-from tests.utils.manifests import KSERVE, OVERLAYS, TRAINING_JOB, http_probes, load, render
+from tests.conftest import ROOT, start_server, stop_server
+from tests.utils.manifests import (
+    KSERVE,
+    OVERLAYS,
+    TRAINING_JOB,
+    http_probes,
+    load,
+    pod_spec,
+    render,
+)
+
+API_KEY = "k" * 32
+# A user and mount namespace in which / is read-only and /tmp an empty tmpfs, as the pods'
+# readOnlyRootFilesystem and emptyDir; the key file is written where it can be.
+SANDBOX = ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c")
+READ_ONLY = "mount -o remount,ro,bind / && mount -t tmpfs tmpfs /tmp"
+READ_ONLY_ROOT = (*SANDBOX, READ_ONLY + ' && printf "%s\\n" "$WBC_TEST_API_KEY" > /tmp/api-keys'
+                  ' && exec "$@"', "sh")
 
 
 @pytest.fixture(scope="module")
-def probe_paths() -> set[str]:
-    manifests = [m for directory in (*OVERLAYS.values(), KSERVE) for m in render(directory)]
-    manifests += load(TRAINING_JOB)
-    return {http_get["path"] for _, http_get, _ in http_probes(manifests)}
+def manifests() -> list[dict[str, Any]]:
+    rendered = [m for directory in (*OVERLAYS.values(), KSERVE) for m in render(directory)]
+    return rendered + load(TRAINING_JOB)
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tiny_store: Path, tmp_path_factory) -> str:
-    """The real server on the tiny model, with an API key file as the pods mount it."""
-    keys_file = tmp_path_factory.mktemp("secret") / "api-keys"
-    keys_file.write_text("# mounted from the Secret wbc-api-keys\n" + "k" * 32 + "\n")
-    process, base_url = start_server(env={
-        "WBC_STORE_DIR": str(tiny_store), "WBC_MODEL_NAME": "tiny",
-        "WBC_API_KEYS_FILE": str(keys_file)})
+def read_only_server(manifests) -> str:
+    if shutil.which("unshare") is None or subprocess.run(
+            [*SANDBOX, READ_ONLY], capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("cannot make a read-only root here (needs unshare with user and mount "
+                    "namespaces, from util-linux)")
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    (api,) = pod_spec(deployment)["containers"]
+    container_env = {variable["name"]: variable["value"] for variable in api["env"]}
+    process, base_url = start_server(wrapper=READ_ONLY_ROOT, env={
+        **container_env, "WBC_API_KEYS_FILE": "/tmp/api-keys",
+        "WBC_TEST_API_KEY": API_KEY, "PYTHONDONTWRITEBYTECODE": "1"})
     try:
         yield base_url
     finally:
         stop_server(process)
 
 
-def test_manifests_name_the_health_routes(probe_paths: set[str]) -> None:
-    assert probe_paths == {"/health/ready", "/health/live", "/v2/health/ready",
-                           "/v2/health/live"}
+def test_manifests_name_the_health_routes(manifests) -> None:
+    paths = {http_get["path"] for _, http_get, _ in http_probes(manifests)}
+    assert paths == {"/health/ready", "/health/live", "/v2/health/ready", "/v2/health/live"}
 
 
-def test_every_probe_path_answers_200_without_a_key(keyed_server: str,
-                                                    probe_paths: set[str]) -> None:
-    assert httpx.get(keyed_server + "/models").status_code == 401  # the keys are on
-    for path in sorted(probe_paths):
-        response = httpx.get(keyed_server + path, timeout=10)
+def test_every_probe_path_answers_200_without_a_key(read_only_server: str, manifests) -> None:
+    assert httpx.get(read_only_server + "/models").status_code == 401  # the keys are on
+    for path in sorted({http_get["path"] for _, http_get, _ in http_probes(manifests)}):
+        response = httpx.get(read_only_server + path, timeout=10)
         assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+
+
+@pytest.mark.parametrize("route", ["/predict", "/explain?method=gradcam"])
+def test_predicts_and_explains_on_a_read_only_root(read_only_server: str, route: str) -> None:
+    image = (ROOT / "examples" / "eosinophil-1.jpeg").read_bytes()
+    response = httpx.post(read_only_server + route, timeout=120,
+                          headers={"Authorization": f"Bearer {API_KEY}"},
+                          files={"file": ("smear.jpeg", image, "image/jpeg")})
+    assert response.status_code == 200, response.text
