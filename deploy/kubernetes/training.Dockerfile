@@ -1,5 +1,6 @@
 # The training image: the service's image plus the `training` extra of pyproject.toml
-# (matplotlib, for the reports publish writes). Build the service's image first:
+# (matplotlib for the reports publish writes; tf2onnx and ONNX Runtime for the model.onnx
+# it exports). Build the service's image first:
 #   docker build -t wbc-explain:0.1.0 .
 #   docker build -f deploy/kubernetes/training.Dockerfile -t wbc-explain-training:0.1.0 .
 ARG BASE_IMAGE=wbc-explain:0.1.0
