@@ -322,6 +322,7 @@
     const prediction = body.predictions[0];
     state.prediction = { model: body.model, ...prediction };
     $("label").textContent = prediction.label;
+    $("target").options[0].text = `Predicted class (${prediction.label})`;
     const calibrated = prediction.calibrated_confidence;
     $("confidence").textContent = `Confidence ${percent(prediction.confidence)}` + (
       calibrated == null ? " (no calibration for this model)."
@@ -414,7 +415,7 @@
     const body = await api(`/explain?${query}`, imageForm(state.image));
     if (run !== state.run || explainRun !== state.explainRun) return;
     const shared = { model: body.model, prediction: body.prediction, target: body.target,
-      image_size: body.image_size };
+      image_size: body.image_size, cell_box: body.cell_box };
     state.explanations = body.explanations.map((entry) => ({ ...shared, ...entry }));
     state.explainParams = params;
     state.explainTiming = { request_ms: performance.now() - started, passes_ms: body.passes_ms };
