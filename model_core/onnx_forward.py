@@ -5,6 +5,7 @@ compares the two on a fixed probe before ONNX Runtime may serve."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class OnnxForward:
             probabilities, logits, features = self._session.run(
                 OUTPUT_NAMES, {INPUT_NAME: np.ascontiguousarray(inputs, np.float32)})
         except Exception as error:  # inputs are checked before a pass: the runtime failed
-            raise OnnxRunFailed(str(error)) from error
+            raise OnnxRunFailed(_what_failed(str(error))) from error
         if not self._keep_features:
             features = features[:, :0]
         return probabilities, logits, features
@@ -109,6 +110,14 @@ def parity_gap(reference: tuple[np.ndarray, ...], candidate: tuple[np.ndarray, .
             return (f"{name} differs from TensorFlow's by up to {gap:.3g} (allowed "
                     f"{PARITY_TOLERANCE * scale:.3g})")
     return None
+
+
+def _what_failed(message: str) -> str:
+    """ONNX Runtime's status message without the source file and function it came from:
+    "... Status Message: /src/bfc_arena.cc:360 void* f(size_t) Failed to allocate ..." ->
+    "Failed to allocate ..."."""
+    said = message.split("Status Message:")[-1].strip()
+    return re.sub(r"^\S+:\d+ .*?\) ", "", said) or message
 
 
 def _check_signature(session, manifest: Manifest, path: Path) -> None:

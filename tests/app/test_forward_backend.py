@@ -16,7 +16,7 @@ from model_core.onnx_forward import PARITY_TOLERANCE
 from model_store.manifest import ONNX_FILE
 from tests.conftest import BUNDLED_MODEL, BUNDLED_STORE
 from tests.utils.images import encode, example_smears
-from tests.utils.models import publish_tiny_model
+from tests.utils.models import exhausts_memory_model, publish_tiny_model
 
 KEY = "backend-test-key-0123456789"
 SMEARS = [smear.path.read_bytes() for smear in example_smears()[:4]]
@@ -126,3 +126,19 @@ def test_a_corrupt_model_onnx_falls_back_at_start_and_refuses_a_reload(tmp_path,
         message = refused.json()["error"]["message"]
         assert f"{ONNX_FILE} has SHA-256" in message and "still serving tiny version 1" in message
         assert http.get("/models").json()["models"][0]["version"] == 1
+
+
+def test_a_failed_onnx_runtime_pass_turns_readiness_false(tmp_path):
+    # The layer that asks for 2^58 bytes per batch item beyond the first, exported with the
+    # model: ONNX Runtime's own allocator refuses it, as TensorFlow's does.
+    publish_tiny_model(tmp_path, model=exhausts_memory_model())
+    settings = Settings(store_dir=tmp_path, model_name="tiny", forward_backend="onnxruntime",
+                        onnx_max_pass_images=2, batch_max_wait_ms=2000)
+    png = encode(Image.fromarray(PIXELS[0]))
+    with TestClient(create_app(settings)) as http:
+        assert http.get("/models").json()["models"][0]["backend"] == "onnxruntime"
+        failed = http.post("/predict", files=[("file", ("a.png", png, "image/png"))] * 2)
+        assert failed.status_code == 503
+        assert failed.json()["error"]["code"] == "model_unavailable"
+        reason = http.get("/health/ready").json()["error"]["message"]
+        assert "OnnxRunFailed on CPU:0" in reason and "Failed to allocate memory" in reason
