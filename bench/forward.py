@@ -121,6 +121,12 @@ def markdown(report: ForwardReport) -> str:
     for point in report.curve:
         lines.append(f"| {point.backend} | {point.batch} | {point.ms_per_image:.2f} | "
                      f"{point.gflops:.1f} | {100 * point.gflops / peak:.0f}% |")
+    cheapest = {}
+    for point in sorted(report.curve, key=lambda p: p.ms_per_image):
+        cheapest.setdefault(point.backend, point.batch)
+    lines += ["", "Cheapest per image: " + ", ".join(
+        f"{backend} at batch {batch}" for backend, batch in cheapest.items())
+        + " (WBC_ONNX_MAX_PASS_IMAGES and WBC_MAX_PASS_IMAGES cap the passes of each)."]
     return "\n".join(lines)
 
 
