@@ -28,18 +28,20 @@ DIGEST = re.compile(r"^(worker-\d) of (\d+) replicas: final weights sha256 ([0-9
 
 
 def example_data_set(root: Path) -> Path:
-    """The eight example smears laid out as images/TRAIN/<CLASS>/ (two per class)."""
+    """The eight example smears (two per class) laid out as images/TRAIN/<CLASS>/ and, as
+    the validation set of `--source train-folder`, images/TEST/<CLASS>/."""
     labels = json.loads((EXAMPLES / "examples.json").read_text())["images"]
-    for name, entry in labels.items():
-        folder = root / "images" / "TRAIN" / entry["label"]
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(EXAMPLES / name, folder / name)
+    for split in ("TRAIN", "TEST"):
+        for name, entry in labels.items():
+            folder = root / "images" / split / entry["label"]
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(EXAMPLES / name, folder / name)
     return root
 
 
 def worker_command(data_dir: Path, tmp_path: Path) -> list[str]:
     return [sys.executable, "-m", "training", "train", "--strategy", "multi-worker",
-            "--source", "train-folder", "--validation-fraction", "0", "--no-evaluate",
+            "--source", "train-folder", "--no-evaluate",
             "--data-dir", str(data_dir), "--store-dir", str(tmp_path / "store"),
             "--model-name", "tiny", "--backup-dir", str(tmp_path / "backup"),
             "--input-size", "32", "--epochs", "1", "--batch-size", "4", "--no-augment"]
@@ -86,6 +88,9 @@ def test_two_workers_agree_and_only_the_chief_publishes(tmp_path: Path) -> None:
     manifest = read_manifest(versions[0])
     assert manifest.training["strategy"] == "multi-worker"
     assert manifest.training["replicas"] == 2
+    # The chief validated, calibrated and evaluated the entry after training, alone.
+    assert manifest.calibration is not None
+    assert manifest.metrics["validation"]["count"] == 8
     _, published = load_entry(versions[0])
     assert weights_digest(published.get_weights()) == digests[0][2]
     # Each worker kept its own backup, so a resumed run restores its own state.
