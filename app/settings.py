@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     entry without a usable model.onnx serves through TensorFlow; explanations always do."""
     onnx_max_pass_images: int = Field(default=1, gt=0)
     """Most images one forward pass runs under ONNX Runtime (max_pass_images applies under
-    TensorFlow). On CPUs its cost per image is lowest at batch 1 and rises with the batch
-    (docs/benchmarks.md, `python -m bench.forward`), so passes are not merged by default."""
+    TensorFlow). Its cost per image on a CPU grows with the batch (issue 13, 2 cores: 2.65 ms
+    at batch 1, 5.05 ms at 32), so passes are not merged by default; `python -m
+    bench.forward` measures this machine's curve."""
     max_explain_pass_images: int = Field(default=8, gt=0)
     """Most images one explanation (backward) pass runs: a forward pass waits for at most
     one of these at the TensorFlow worker."""
