@@ -124,12 +124,11 @@ def measure_server(service: str, env: dict[str, str], images: list[bytes],
     return measurements
 
 
-def service_pass_images() -> int:
-    """The most images the service under test runs in one forward pass on its backend."""
+def service_pass_images(backend: str) -> int:
+    """The most images the service runs in one forward pass on `backend` (the floor's: the
+    same settings on the same machine pick the same backend)."""
     settings = Settings()
-    if settings.forward_backend == TENSORFLOW:
-        return settings.max_pass_images
-    return settings.onnx_max_pass_images
+    return settings.max_pass_images if backend == TENSORFLOW else settings.onnx_max_pass_images
 
 
 def _wbc_environment() -> dict[str, str]:
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                         for m in measure_server(service, env, images, manifest, args)]
     except (MLServerMissing, ServerFailed) as error:
         sys.exit(f"bench: {error}")
-    targets = check_targets(measurements, floor, forward, service_pass_images())
+    targets = check_targets(measurements, floor, forward, service_pass_images(floor.backend))
     results = {
         "machine": machine,
         "model": {"name": manifest.name, "version": manifest.version, "store_dir": str(store_dir)},
