@@ -107,7 +107,6 @@ def weights_digest(weights: list) -> str:
 def train_on_workers(config: TrainConfig):
     """Train this worker's share; return the TrainResult to publish on the chief, None on
     the other workers. Each worker keeps its BackupAndRestore files apart (worker-<i>/)."""
-    from training.model import build_model
     from training.train import train
 
     task = current_task()
@@ -117,19 +116,12 @@ def train_on_workers(config: TrainConfig):
             config, backup_dir=Path(config.backup_dir) / task.name / "backup")
     result = train(config)
     average_over_workers(strategy, result.model.non_trainable_weights)
-    # Every worker reads the weights: a sync-on-read variable's value is an all-reduce,
-    # which hangs unless all workers take part.
-    weights = result.model.get_weights()
     print(f"{task.name} of {strategy.num_replicas_in_sync} replicas: final weights sha256 "
-          f"{weights_digest(weights)}", flush=True)
+          f"{weights_digest(result.model.get_weights())}", flush=True)
     if not task.is_chief:
         print(f"{task.name} is not the chief: the chief publishes", flush=True)
         return None
-    # Publish a plain copy: saving the distributed model would read its variables again,
-    # after the other workers have gone.
-    model = build_model(len(result.class_names), config.input_size, config.dropout)
-    model.set_weights(weights)
-    return dataclasses.replace(result, model=model)
+    return result
 
 
 def average_over_workers(strategy, variables: list) -> None:
