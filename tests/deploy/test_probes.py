@@ -23,12 +23,12 @@ from tests.utils.manifests import (
 )
 
 API_KEY = "k" * 32
-# A user and mount namespace in which / is read-only and /tmp an empty tmpfs, as the pods'
-# readOnlyRootFilesystem and emptyDir; the key file is written where it can be.
+# A user and mount namespace in which / is read-only and only /tmp writable, as the pods'
+# readOnlyRootFilesystem with an emptyDir at /tmp (/tmp becomes a mount of its own before
+# the root is remounted read-only); `test -w /` checks it without writing.
 SANDBOX = ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c")
-READ_ONLY = "mount -o remount,ro,bind / && mount -t tmpfs tmpfs /tmp"
-READ_ONLY_ROOT = (*SANDBOX, READ_ONLY + ' && printf "%s\\n" "$WBC_TEST_API_KEY" > /tmp/api-keys'
-                  ' && exec "$@"', "sh")
+READ_ONLY = "mount --bind /tmp /tmp && mount -o remount,ro,bind / && ! test -w /"
+READ_ONLY_ROOT = (*SANDBOX, READ_ONLY + ' && exec "$@"', "sh")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def manifests() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def read_only_server(manifests) -> str:
+def read_only_server(manifests, tmp_path_factory) -> str:
     if shutil.which("unshare") is None or subprocess.run(
             [*SANDBOX, READ_ONLY], capture_output=True, timeout=30).returncode != 0:
         pytest.skip("cannot make a read-only root here (needs unshare with user and mount "
@@ -46,9 +46,10 @@ def read_only_server(manifests) -> str:
     deployment = next(m for m in manifests if m["kind"] == "Deployment")
     (api,) = pod_spec(deployment)["containers"]
     container_env = {variable["name"]: variable["value"] for variable in api["env"]}
+    keys_file = tmp_path_factory.mktemp("secret") / "api-keys"
+    keys_file.write_text(f"# as mounted from the Secret wbc-api-keys\n{API_KEY}\n")
     process, base_url = start_server(wrapper=READ_ONLY_ROOT, env={
-        **container_env, "WBC_API_KEYS_FILE": "/tmp/api-keys",
-        "WBC_TEST_API_KEY": API_KEY, "PYTHONDONTWRITEBYTECODE": "1"})
+        **container_env, "WBC_API_KEYS_FILE": str(keys_file), "PYTHONDONTWRITEBYTECODE": "1"})
     try:
         yield base_url
     finally:
