@@ -32,8 +32,8 @@ async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
                                "to get its picture with Accept: image/png", code="not_acceptable")
     images = await read_images(request, settings.max_upload_bytes, max_images=1)
     if options.several_methods:
-        return await ticket.run(service.explain_methods(images[0], options))
-    explanation = await ticket.run(service.explain(images[0], options))
+        return await ticket.run(service.explanations.explain_methods(images[0], options))
+    explanation = await ticket.run(service.explanations.explain(images[0], options))
     if wants_png:
         png = explanation.overlay_png or explanation.heatmap_png
         return Response(png, media_type="image/png")
