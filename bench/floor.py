@@ -13,8 +13,12 @@ from pathlib import Path
 from app.images import decode_image
 from app.settings import Settings
 from model_core.runtime import ModelRuntime
+from model_store.localisation import find_cell
+from model_store.store import list_versions
 
 WARMUP_CALLS = 10
+# The last whole-frame model (128x128 input): the forward the crop model is held against.
+REFERENCE_VERSION = 3
 
 
 @dataclass
@@ -28,6 +32,14 @@ class Floor:
     samples: int
     backend: str
     """What ran the forward pass: tensorflow or onnxruntime."""
+    localise_ms: float | None = None
+    """Finding the white cell alone (`find_cell`) in a decoded upload; None: the model does
+    not localise."""
+    prepare_ms: float | None = None
+    """Finding the cell and cutting, resizing and scaling its window (`runtime.prepare`)."""
+    version: int | None = None
+    reference_forward_ms: float | None = None
+    """The forward pass of REFERENCE_VERSION, same backend and batch, for comparison."""
 
 
 def measure_floor(store_dir: Path, model_name: str, encoded_images: list[bytes],
@@ -41,13 +53,27 @@ def measure_floor(store_dir: Path, model_name: str, encoded_images: list[bytes],
                            settings.max_image_pixels)
         return runtime.forward(runtime.preprocess(rgb)[None])
 
-    preprocessed = runtime.preprocess(decode_image(encoded_images[0],
-                                                   settings.max_image_pixels))[None]
-    return Floor(
+    decoded = [decode_image(encoded, settings.max_image_pixels) for encoded in encoded_images]
+    preprocessed = runtime.preprocess(decoded[0])[None]
+    localisation = runtime.manifest.preprocessing.localisation
+    floor = Floor(
         decode_and_forward_ms=_median_ms(decode_and_forward, samples),
         forward_ms=_median_ms(lambda _: runtime.forward(preprocessed), samples),
-        samples=samples, backend=runtime.backend,
+        samples=samples, backend=runtime.backend, version=runtime.manifest.version,
     )
+    if localisation is not None:
+        floor.localise_ms = _median_ms(
+            lambda index: find_cell(decoded[index % len(decoded)], localisation), samples)
+        floor.prepare_ms = _median_ms(
+            lambda index: runtime.prepare(decoded[index % len(decoded)]), samples)
+    if (runtime.manifest.version != REFERENCE_VERSION
+            and REFERENCE_VERSION in list_versions(store_dir, model_name)):
+        reference = ModelRuntime.load(store_dir, model_name, REFERENCE_VERSION,
+                                      settings.forward_backend)
+        reference_input = reference.preprocess(decoded[0])[None]
+        floor.reference_forward_ms = _median_ms(
+            lambda _: reference.forward(reference_input), samples)
+    return floor
 
 
 def _median_ms(call: Callable[[int], object], samples: int) -> float:

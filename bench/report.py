@@ -70,6 +70,11 @@ def check_targets(measurements: list[Measurement], floor: Floor, forward: Forwar
                              explain.p50_ms / predict.p50_ms, 2.0),
         TargetCheck("errors in the service's runs", errors, "0", errors == 0),
         *_forward_checks(forward, floor.backend, pass_images),
+        floor.localise_ms is not None and _at_most(
+            "ms to find the white cell in a 320x240 smear", floor.localise_ms, 2.0),
+        floor.reference_forward_ms and _at_most(
+            f"forward of v{floor.version} / forward of the whole-frame v3 (batch 1)",
+            floor.forward_ms / floor.reference_forward_ms, 2.0),
         p50_ratio(BASELINE, SERVICE, EXPLAIN,
                   f"/explain p50 speed-up over the tutorial baseline at c={low}", None),
         throughput_ratio(EXPLAIN, BASELINE,
@@ -116,7 +121,11 @@ def markdown(measurements: list[Measurement], floor: Floor, targets: list[Target
                      f"{r.errors} |")
     lines += ["", f"In-process floor (batch 1, median of {floor.samples}, forward through "
               f"{floor.backend}): decode + preprocess + forward "
-              f"{floor.decode_and_forward_ms:.2f} ms; forward alone {floor.forward_ms:.2f} ms.",
+              f"{floor.decode_and_forward_ms:.2f} ms; forward alone {floor.forward_ms:.2f} ms"
+              + (f"; finding the cell {floor.localise_ms:.2f} ms, finding it and cutting the "
+                 f"window {floor.prepare_ms:.2f} ms" if floor.localise_ms is not None else "")
+              + (f"; v3's forward {floor.reference_forward_ms:.2f} ms"
+                 if floor.reference_forward_ms else "") + ".",
               "",
               "| measure | value | target | met |", "| --- | ---: | --- | --- |"]
     for target in targets:
