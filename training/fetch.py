@@ -5,20 +5,18 @@ with a pinned size and SHA-256. A download goes to `<cache>/<name>.<ext>.part`, 
 an HTTP Range request after an interruption, is checked against the pinned size and SHA-256,
 and only then is renamed and unpacked: folders of the archive map onto folders of the data set
 (`originals/`, `annotations/`, `images/`, `labels.csv`). Finally `splits.csv` and
-`test_simple_wbc_boxes.json` are derived where their inputs are there (see `derive`).
+`test_simple_wbc_boxes.json` are derived where their inputs are there
+(training/derive_splits.py).
 
-Standard library only for the network (urllib), so no new dependency; numpy and Pillow (already
-dependencies) are imported only to derive the splits.
+Standard library only for the network (urllib), so no new dependency.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import http.client
 import json
-import math
 import shutil
 import sys
 import tarfile
@@ -28,12 +26,14 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TextIO
 
+from training.derive_splits import Derived, derive
+
 DEFAULT_SOURCES = Path(__file__).resolve().parent / "data_sources.json"
-CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+SOURCES_FILE_HINT = "the sources file (training/data_sources.json unless --sources)"
 CHUNK = 1 << 16
 TIMEOUT_S = 30.0
 
@@ -217,9 +217,11 @@ def _matches(path: Path, source: Source) -> bool:
 
 def _report_unpinned(path: Path, source: Source, stream: TextIO) -> None:
     if not source.pinned:
-        print(f"warning: {source.name} is not pinned: it is {path.stat().st_size} bytes with "
-              f"SHA-256 {sha256_of(path)}; check them against a trusted copy and pin them as "
-              "`size` and `sha256` in the sources file", file=stream)
+        size, digest = path.stat().st_size, sha256_of(path)
+        print(f"warning: {source.name} is not pinned: {size} bytes, SHA-256 {digest}. To pin "
+              f'it, set "size": {size} and "sha256": "{digest}" on {source.name} in '
+              f"{SOURCES_FILE_HINT} (check them against a trusted copy if you can); later runs "
+              "then verify it", file=stream)
 
 
 def _verify(path: Path, source: Source) -> None:
@@ -234,8 +236,11 @@ def _verify(path: Path, source: Source) -> None:
     if problem:
         path.unlink()
         raise FetchError(f"{source.name}: refusing {source.url}: {problem}. The download "
-                         "was deleted and nothing was written to the data folder; if the "
-                         "source changed on purpose, pin its new size and SHA-256")
+                         "was deleted and nothing was written to the data folder. A mismatch "
+                         "means the archive is not the one pinned: if it changed upstream and "
+                         "you trust the new one, re-pin it (set its size and sha256 to null "
+                         f"in {SOURCES_FILE_HINT}, run with --allow-unpinned, which prints "
+                         "the new values, and pin those)")
 
 
 # -- unpack --------------------------------------------------------------------------------
@@ -291,123 +296,6 @@ def unpack(archive: Path, source: Source, data_dir: Path) -> int:
     return written
 
 
-# -- derive --------------------------------------------------------------------------------
-
-
-@dataclass
-class Derived:
-    written: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    """What could not be derived, and why."""
-
-
-def single_type_labels(labels_csv: Path) -> dict[str, str]:
-    """{"BloodImage_00000.jpg": "NEUTROPHIL", ...} for originals labelled with one of the four
-    classes (not BASOPHIL, not mixed such as "NEUTROPHIL, EOSINOPHIL", not blank)."""
-    labels = {}
-    with open(labels_csv, newline="") as handle:
-        for row in csv.DictReader(handle):
-            category = (row.get("Category") or "").strip()
-            if category in CLASSES and row.get("Image", "").strip().isdigit():
-                labels[f"BloodImage_{int(row['Image']):05d}.jpg"] = category
-    return labels
-
-
-def _thumbnail(path: Path):
-    """A 64x48 grey thumbnail, centred and scaled to unit norm: its dot product with another
-    is their correlation, blind to brightness and stain strength."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as image:
-        small = np.asarray(image.convert("L").resize((64, 48), Image.Resampling.BOX),
-                           np.float32).ravel()
-    small -= small.mean()
-    return small / (np.linalg.norm(small) + 1e-6)
-
-
-def match_test_simple(data_dir: Path, originals: list[Path]) -> dict[Path, Path]:
-    """{TEST_SIMPLE image: the original it was resized from}, by pixels: the original whose
-    thumbnail correlates best, kept when the correlation is at least 0.95 (on the real data
-    set the right original scores 0.999 or more, the runner-up 0.62 at most)."""
-    import numpy as np
-
-    if not originals:
-        return {}
-    thumbs = np.stack([_thumbnail(p) for p in originals])
-    matches = {}
-    for image in sorted((data_dir / "images" / "TEST_SIMPLE").glob("*/*.jpeg")):
-        correlations = thumbs @ _thumbnail(image)
-        best = int(np.argmax(correlations))
-        if correlations[best] >= 0.95:
-            matches[image] = originals[best]
-    return matches
-
-
-def wbc_boxes(annotation: Path, scale: float) -> list[list[int]]:
-    import xml.etree.ElementTree as ElementTree
-
-    boxes = []
-    for item in ElementTree.parse(annotation).getroot().iter("object"):
-        if (item.findtext("name") or "").strip() == "WBC":
-            box = item.find("bndbox")
-            assert box is not None
-            boxes.append([math.floor(float(box.findtext(k) or 0) * scale)
-                          for k in ("xmin", "ymin", "xmax", "ymax")])
-    return boxes
-
-
-def derive(data_dir: Path, out_dir: Path | None = None) -> Derived:
-    """splits.csv (every single-type labelled original: `test` when a TEST_SIMPLE image was
-    resized from it, else `train`) and test_simple_wbc_boxes.json (each TEST_SIMPLE image's
-    original and WBC boxes, halved to its 320x240 frame), as far as the inputs allow; written
-    to `out_dir` (default: the data folder)."""
-    out_dir = out_dir or data_dir
-    result = Derived()
-    labels_csv, originals_dir = data_dir / "labels.csv", data_dir / "originals"
-    test_simple = data_dir / "images" / "TEST_SIMPLE"
-    needs = [p for p in (labels_csv, originals_dir, test_simple) if not p.exists()]
-    if needs:
-        result.missing.append("splits.csv and test_simple_wbc_boxes.json: no "
-                              + ", ".join(str(p.relative_to(data_dir)) for p in needs))
-        return result
-    labels = single_type_labels(labels_csv)
-    originals = sorted(p for p in originals_dir.glob("BloodImage_*.jpg") if p.name in labels)
-    matches = match_test_simple(data_dir, originals)
-    unmatched = len(list(test_simple.glob("*/*.jpeg"))) - len(matches)
-    if unmatched:
-        result.missing.append(f"{unmatched} TEST_SIMPLE images matched no original clearly; "
-                              "their originals count as train in splits.csv")
-    test_originals = {original.name for original in matches.values()}
-    with open(out_dir / "splits.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["original", "category", "split"])
-        for original in originals:
-            split = "test" if original.name in test_originals else "train"
-            writer.writerow([original.name, labels[original.name], split])
-    result.written.append(f"splits.csv ({len(originals)} originals, "
-                          f"{len(test_originals)} test)")
-    boxes = {}
-    for image, original in matches.items():
-        annotation = data_dir / "annotations" / f"{original.stem}.xml"
-        if annotation.is_file():
-            boxes[str(image.relative_to(data_dir))] = {
-                "original": f"originals/{original.name}",
-                "annotation": f"annotations/{annotation.name}",
-                "wbc_boxes_xyxy": wbc_boxes(annotation, 0.5),
-            }
-    if len(boxes) < len(matches):
-        result.missing.append(f"{len(matches) - len(boxes)} matched TEST_SIMPLE images have "
-                              "no annotation, so no WBC box")
-    (out_dir / "test_simple_wbc_boxes.json").write_text(json.dumps({
-        "image_size_wh": [320, 240],
-        "box_format": "xmin,ymin,xmax,ymax in pixels of the 320x240 image",
-        "images": dict(sorted(boxes.items())),
-    }, indent=1) + "\n")
-    result.written.append(f"test_simple_wbc_boxes.json ({len(boxes)} images)")
-    return result
-
-
 # -- command -------------------------------------------------------------------------------
 
 
@@ -417,10 +305,15 @@ def fetch_data(data_dir: Path, sources: list[Source], cache_dir: Path,
     stream = stream or sys.stderr
     unpinned = [s.name for s in sources if not s.pinned]
     if unpinned and not allow_unpinned:
+        pinned = [s.name for s in sources if s.pinned]
         raise FetchError(
-            f"no size and SHA-256 pinned for {', '.join(unpinned)}: fetch-data will not "
-            "write unverified files. Pin them in the sources file, or pass --allow-unpinned "
-            "to download anyway (the measured values are printed, to pin)")
+            f"no size and SHA-256 pinned for {', '.join(unpinned)}, so fetch-data will not "
+            "write unverified files"
+            + (f" (pinned and checked: {', '.join(pinned)})" if pinned else "")
+            + ". To fetch anyway, run again with --allow-unpinned: it downloads and writes "
+            "every source and prints each unpinned archive's size and SHA-256. To pin, put "
+            f'those as "size" and "sha256" on the source in {SOURCES_FILE_HINT}; later runs '
+            "then verify them, and a mismatch means the archive changed: re-pin it")
     for source in sources:
         print(f"{source.name}: {source.url}", file=stream)
         archive = download(source, cache_dir, stream)

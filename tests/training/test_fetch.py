@@ -244,7 +244,7 @@ def test_the_shipped_sources_and_unsafe_archive_paths():
 
 def test_derived_splits_match_the_real_data_set(data_dir, tmp_path):
     """On the full data set, the derivation gives back its own splits.csv and WBC boxes."""
-    from training.fetch import derive
+    from training.derive_splits import derive
 
     derived = derive(data_dir, tmp_path)
     assert derived.missing == []
