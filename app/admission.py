@@ -26,6 +26,7 @@ from app.errors import (
     error_response,
 )
 from app.metrics import Metrics
+from app.paths import route_path
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -41,6 +42,15 @@ def queue_of(method: str, path: str) -> str | None:
     if path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
         return FORWARD
     return EXPLAIN if path == "/explain" else None
+
+
+def route_template(path: str) -> str:
+    """The route template of a model-work path, as the router would name it."""
+    if path.startswith("/v2/models/"):
+        versioned = "/versions/" in path
+        return ("/v2/models/{model_name}/versions/{model_version}/infer" if versioned
+                else "/v2/models/{model_name}/infer")
+    return path
 
 
 class Admission:
@@ -115,6 +125,22 @@ class Ticket:
         if timeout_s is not None:
             self.timeout_s = min(self.timeout_s, timeout_s)
 
+    async def in_time(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await `work` (reading the upload) under the deadline alone: a stalled upload is
+        answered 504 and frees its place. (The client-gone watch of `run` cannot listen
+        while the body is still being received.)"""
+        remaining = self._admitted_at + self.timeout_s - time.monotonic()
+        if remaining <= 0:
+            work.close()
+            raise self._expired()
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=remaining)
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise self._expired()
+
     async def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Await `work`, cancelling it when the deadline passes (504) or the client goes
         away (499): its queued items are then skipped by the batcher, never run."""
@@ -176,7 +202,8 @@ class AdmitModelWork:
         self.app, self.admission, self.default_timeout_s = app, admission, default_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        queue = queue_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        queue = (queue_of(scope["method"], route_path(scope)) if scope["type"] == "http"
+                 else None)
         if queue is None:
             await self.app(scope, receive, send)
             return
@@ -185,6 +212,9 @@ class AdmitModelWork:
                                         self.default_timeout_s)
             ticket = self.admission.admit(queue, timeout_s, lambda: client_gone(receive))
         except ServiceError as error:
+            # Refused before routing: name the route the request was for, for the request
+            # metrics and log line.
+            scope.setdefault("state", {})["route"] = route_template(route_path(scope))
             await error_response(Request(scope), error)(scope, receive, send)
             return
         scope.setdefault("state", {})["ticket"] = ticket

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.paths import route_path
 from model_core.errors import DeviceFailure, ModelCoreError, UnknownLayer
 
 
@@ -82,6 +83,13 @@ class DeadlineExceeded(ServiceError):
     code = "deadline_exceeded"
 
 
+class NotAcceptable(ServiceError):
+    """The Accept header asks for a representation this answer does not have."""
+
+    status_code = 406
+    code = "not_acceptable"
+
+
 class ClientDisconnected(ServiceError):
     """The client went away while its request waited; nobody reads this answer (499, as
     nginx logs it)."""
@@ -136,7 +144,7 @@ def describe_validation(errors: Sequence[Any]) -> str:
 
 def _render(request: Request, status: int, code: str, message: str,
             headers: Mapping[str, str] | None = None) -> JSONResponse:
-    path = request.url.path
+    path = route_path(request.scope)
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         # The protocol's $inference_error_response; it knows 400, not FastAPI's 422.
         return JSONResponse({"error": message}, 400 if status == 422 else status, headers)

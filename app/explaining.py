@@ -170,7 +170,11 @@ class Explainer:
                     options: ExplainOptions) -> _ImageMaps:
         """Decode once, run one backward pass per distinct layer of `methods` (through that
         layer's micro-batcher), and turn it into each method's map, in the order given."""
-        layers = {method.name: method.layer_for(options.layer, self.runtime)
+        # With several methods, `layer` goes to those that can explain any layer; a method
+        # bound to one layer (CAM) keeps its own.
+        several = len(methods) > 1
+        layers = {method.name: method.layer_for(
+                      None if several and method.fixed_layer else options.layer, self.runtime)
                   for method in methods}
         target = self._resolve_target(options.target)
         by_layer: dict[str, list[CamMethod]] = {}
@@ -273,15 +277,15 @@ class Explainer:
         return overlay_bytes, heatmap_bytes
 
     def _method(self, name: str) -> CamMethod:
-        # An unencoded "+" in a query string arrives as a space: "gradcam++" -> "gradcam  ".
-        name = name.lower().replace(" ", "+")
-        method = METHODS.get(METHOD_ALIASES.get(name, name))
-        if method is None:
-            raise InvalidParameter(
-                f"unknown method {name!r}; expected one of {sorted(METHODS)}",
-                code="unknown_method",
-            )
-        return method
+        # An unencoded "+" in a query string arrives as a space ("gradcam++" -> "gradcam  "),
+        # and a list may have spaces after its commas ("gradcam, layercam"): try the name
+        # with spaces as "+", then with them trimmed.
+        for candidate in (name.lower().replace(" ", "+"), name.lower().strip()):
+            method = METHODS.get(METHOD_ALIASES.get(candidate, candidate))
+            if method is not None:
+                return method
+        raise InvalidParameter(f"unknown method {name.strip()!r}; expected one of "
+                               f"{sorted(METHODS)}", code="unknown_method")
 
     def _resolve_target(self, target: str | None) -> int:
         """A label (any case) or a class index -> class index; None -> -1 (predicted)."""

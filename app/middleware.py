@@ -50,7 +50,8 @@ class ObserveRequests:
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            route = (getattr(scope.get("route"), "path", None) or state.get("route")
+                     or UNMATCHED_ROUTE)
             self.metrics.observe_request(scope["method"], route, status, seconds)
             # The version that answered (set when the request took the model), else the
             # current one.

@@ -17,10 +17,11 @@ DEPRECATED_ENV = {"WBC_MAX_BATCH_IMAGES": "WBC_MAX_REQUEST_IMAGES",
 
 
 def _also_deprecated(field: str) -> AliasChoices:
-    """Accept the field's name, its WBC_ variable, and the variable it replaced."""
+    """Read the field's WBC_ variable, then the variable it replaced (the field's own name
+    stays a keyword argument through populate_by_name, never an environment variable)."""
     new = f"WBC_{field.upper()}"
     old = [name for name, replacement in DEPRECATED_ENV.items() if replacement == new]
-    return AliasChoices(field, new, *old)
+    return AliasChoices(new, *old)
 
 
 class Settings(BaseSettings):

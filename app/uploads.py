@@ -10,10 +10,16 @@ import json
 import zlib
 
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from app.errors import InvalidImage, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+from app.errors import (
+    ClientDisconnected,
+    InvalidImage,
+    InvalidParameter,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 # Content-Encoding -> zlib wbits; HTTP's "deflate" is the zlib format (RFC 9110).
 _ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -43,11 +49,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _gone() from None
     return _inflate(b"".join(chunks), request.headers.get("content-encoding", ""), limit)
 
 
@@ -81,7 +90,10 @@ async def read_images(request: Request, max_bytes: int, max_images: int) -> list
     limited = Request(request.scope, _LimitedReceive(request.receive, max_bytes))
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        images = await _from_multipart(limited, max_images)
+        try:
+            images = await _from_multipart(limited, max_images)
+        except ClientDisconnect:
+            raise _gone() from None
     elif content_type == "application/json":
         images = await asyncio.to_thread(_from_json, await read_body(request, max_bytes))
     else:
@@ -154,3 +166,7 @@ def _decode_base64(item: object, index: int) -> bytes:
         return base64.b64decode(item, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidImage(f"images[{index}] is not valid base64") from None
+
+
+def _gone() -> ClientDisconnected:
+    return ClientDisconnected("the client closed the connection during the upload")

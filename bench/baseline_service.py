@@ -25,7 +25,7 @@ import tensorflow as tf
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from PIL import Image
 
-from model_store.preprocessing import to_model_input
+from model_store.preprocessing import prepare_image
 from model_store.store import entry_dir, load_entry
 
 STORE = Path(os.environ.get("WBC_STORE_DIR", Path(__file__).resolve().parents[1] / "model_store"))
@@ -70,7 +70,10 @@ async def _read_rgb(upload: UploadFile) -> np.ndarray:
 
 
 def _model_input(image: np.ndarray) -> tf.Tensor:
-    return to_model_input(image[None], manifest.input_size, manifest.preprocessing)
+    """The store's own preprocessing (the cell's window where the model finds it), so the
+    baseline answers what the service answers."""
+    inputs, _ = prepare_image(image, manifest.input_size, manifest.preprocessing)
+    return tf.convert_to_tensor(inputs[None])
 
 
 def _prediction(probabilities: np.ndarray) -> dict:

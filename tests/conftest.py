@@ -129,11 +129,13 @@ def free_port() -> int:
 
 
 def start_server(env: dict[str, str] | None = None, timeout: float = 120.0,
-                 log_file: Path | None = None, wrapper: tuple[str, ...] = ()):
+                 log_file: Path | None = None, wrapper: tuple[str, ...] = (),
+                 extra_args: tuple[str, ...] = ()):
     """Start `uvicorn app.main:app` on a free loopback port; return (process, base_url).
     Its output (the app's JSON log lines, uvicorn's own) goes to `log_file`, else to a
     temporary file: a pipe nobody reads would fill up and stall the server. `wrapper` is a
-    command that execs the server's argv after its own (e.g. one that sets up a sandbox)."""
+    command that execs the server's argv after its own (e.g. one that sets up a sandbox);
+    `extra_args` go to uvicorn."""
     port = free_port()
     if log_file is None:
         handle, name = tempfile.mkstemp(prefix="wbc-server-", suffix=".log")
@@ -142,7 +144,7 @@ def start_server(env: dict[str, str] | None = None, timeout: float = 120.0,
     with open(log_file, "wb") as output:
         process = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-             "--port", str(port)],
+             "--port", str(port), *extra_args],
             cwd=ROOT, env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **(env or {})},
             stdout=output, stderr=subprocess.STDOUT,
         )

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.dependencies import ServiceDep, SettingsDep, TicketDep
-from app.errors import InvalidParameter
+from app.errors import NotAcceptable
 from app.negotiation import accepts_png
 from app.routers.openapi_bodies import ERRORS, image_body
 from app.schemas import ExplainMethodsResponse, ExplainOptions, ExplainResponse
@@ -26,11 +26,14 @@ async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
                   service: ServiceDep, settings: SettingsDep, ticket: TicketDep):
     """Explain one image's prediction with a class-activation heat map; with several methods
     (`method=gradcam,layercam` or `method=all`), one answer listing each method's map."""
+    methods = request.query_params.getlist("method")
+    if len(methods) > 1:  # method=a&method=b, as HTTP clients send a list: one list
+        options = options.model_copy(update={"method": ",".join(methods)})
     wants_png = accepts_png(request.headers.get("accept"))
     if options.several_methods and wants_png:
-        raise InvalidParameter("several methods are answered as JSON only; ask for one method "
-                               "to get its picture with Accept: image/png", code="not_acceptable")
-    images = await read_images(request, settings.max_upload_bytes, max_images=1)
+        raise NotAcceptable("several methods are answered as JSON only; ask for one method "
+                            "to get its picture with Accept: image/png")
+    images = await ticket.in_time(read_images(request, settings.max_upload_bytes, max_images=1))
     if options.several_methods:
         return await ticket.run(service.explanations.explain_methods(images[0], options))
     explanation = await ticket.run(service.explanations.explain(images[0], options))

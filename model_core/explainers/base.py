@@ -15,6 +15,9 @@ class CamMethod:
     """Base class of the explanation methods."""
 
     name: ClassVar[str]
+    fixed_layer: ClassVar[bool] = False
+    """True for a method defined on one layer only: asked alone for another layer it
+    refuses; among several methods it keeps its own layer."""
 
     def layer_for(self, requested: str | None, runtime: ModelRuntime) -> str:
         """The layer this method explains: the requested one, or the manifest's default."""
@@ -39,6 +42,8 @@ class CamMethod:
 
 class FixedLayerMethod(CamMethod):
     """A method defined only on the model's last convolutional block (the GAP input)."""
+
+    fixed_layer = True
 
     def layer_for(self, requested: str | None, runtime: ModelRuntime) -> str:
         features = runtime.manifest.layers.features

@@ -69,6 +69,8 @@ def test_the_methods_share_one_decode_and_one_pass_per_layer(client):
     ("layercam,gradcampp", ["layercam", "gradcam++"]),
     ("gradcam,GRADCAM,gradcam", ["gradcam"]),
     ("cam,", ["cam"]),
+    ("gradcam, layercam", ["gradcam", "layercam"]),  # a space after the comma
+    ("gradcam++ ,cam", ["gradcam++", "cam"]),  # "gradcam++" unencoded: "gradcam  "
     ("ALL", sorted(METHODS)),
 ])
 def test_a_list_of_methods_answers_each_once_in_the_order_asked(client, spec, expected):
@@ -91,13 +93,34 @@ def test_faithfulness_is_scored_for_each_method(client):
     ({"method": "gradcam,nope"}, {}, "unknown_method"),
     ({"method": ","}, {}, "unknown_method"),
     ({"method": "all", "target": "BASOPHIL"}, {}, "unknown_target"),
-    ({"method": "all", "layer": "fire4"}, {}, "unknown_layer"),  # cam explains fire6 only
-    ({"method": "gradcam,cam"}, {"Accept": "image/png"}, "not_acceptable"),
+    ({"method": "all", "layer": "nope"}, {}, "unknown_layer"),
+    ({"method": "cam", "layer": "fire4"}, {}, "unknown_layer"),  # cam explains fire6 only
 ])
 def test_bad_lists_answer_422(client, params, headers, code):
     response = _explain(client, headers=headers, **params)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_a_list_asked_as_a_picture_answers_406(client):
+    response = _explain(client, headers={"Accept": "image/png"}, method="gradcam,cam")
+    assert response.status_code == 406
+    assert response.json()["error"]["code"] == "not_acceptable"
+
+
+def test_repeated_method_parameters_are_one_list(client):
+    response = client.post("/explain", params=[("method", "layercam"), ("method", "cam")],
+                           files={"file": ("smear.jpeg", SMEAR, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    assert [e["method"] for e in response.json()["explanations"]] == ["layercam", "cam"]
+
+
+def test_a_layer_with_several_methods_goes_to_those_that_take_one(client):
+    response = _explain(client, method="all", layer="fire4", output="heatmap")
+    assert response.status_code == 200, response.text
+    layers = {e["method"]: e["layer"] for e in response.json()["explanations"]}
+    assert layers.pop("cam") != "fire4"  # CAM keeps the layer feeding the pooling
+    assert set(layers.values()) == {"fire4"}
 
 
 def test_a_bad_upload_answers_the_same_error_as_one_method(client):

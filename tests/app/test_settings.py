@@ -27,6 +27,13 @@ def test_deprecated_names_still_work_with_a_warning(monkeypatch, caplog, old, fi
                for record in caplog.records)
 
 
+def test_only_prefixed_variables_configure_the_service(monkeypatch):
+    monkeypatch.setenv("MAX_REQUEST_IMAGES", "7")
+    monkeypatch.setenv("MAX_PASS_IMAGES", "5")
+    settings = Settings()
+    assert (settings.max_request_images, settings.max_pass_images) == (32, 32)
+
+
 def test_new_name_wins_over_the_deprecated_one(monkeypatch):
     monkeypatch.setenv("WBC_MAX_BATCH_IMAGES", "4")
     monkeypatch.setenv("WBC_MAX_REQUEST_IMAGES", "9")
