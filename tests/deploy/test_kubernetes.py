@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import shutil
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -90,13 +92,16 @@ def test_strict_validation_rejects_an_unknown_field(gpu) -> None:
         validate_strictly(deployment)
 
 
-@pytest.mark.parametrize("components", [("store-pvc",), ("queue-depth-hpa",),
-                                        ("store-pvc", "queue-depth-hpa")])
-def test_optional_components_render_and_validate(tmp_path: Path, components) -> None:
-    manifests = render(overlay_with_components(tmp_path, "gpu", *components))
+@pytest.mark.parametrize(("name", "components"), [
+    ("gpu", ("store-pvc",)), ("cpu", ("queue-depth-hpa",)),
+    ("cpu", ("store-pvc", "queue-depth-hpa")),  # the gpu overlay has queue-depth-hpa already
+])
+def test_optional_components_render_and_validate(tmp_path: Path, name, components) -> None:
+    manifests = render(overlay_with_components(tmp_path, name, *components))
     for manifest in manifests:
         validate_strictly(manifest)
-    assert container(manifests)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    limits = container(manifests)["resources"]["limits"]
+    assert limits.get("nvidia.com/gpu") == ("1" if name == "gpu" else None)
 
 
 def test_gpu_overlay_asks_for_one_gpu_and_cpu_overlay_for_none(overlay) -> None:
@@ -152,7 +157,7 @@ def test_probes_use_readiness_for_startup_and_ready_and_liveness_for_live(overla
 
 
 def test_service_hpa_and_pdb_select_the_deployment(overlay) -> None:
-    _, manifests = overlay
+    name, manifests = overlay
     deployment = one(manifests, "Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -165,9 +170,12 @@ def test_service_hpa_and_pdb_select_the_deployment(overlay) -> None:
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                             "name": deployment["metadata"]["name"]}
     assert budget["minAvailable"] < hpa["spec"]["minReplicas"], "a drain could never proceed"
-    # CPU alone works on any cluster with metrics-server; nothing else is required.
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    # CPU first, which works on any cluster with metrics-server. On a GPU pod CPU barely
+    # moves while images wait, so the gpu overlay also follows queue depth (issue 14).
+    cpu, *others = hpa["spec"]["metrics"]
+    assert cpu["type"] == "Resource" and cpu["resource"]["name"] == "cpu"
+    assert [(m["type"], m["pods"]["metric"]["name"]) for m in others] == (
+        [("Pods", "wbc_queue_depth")] if name == "gpu" else [])
 
 
 def test_queue_depth_component_adds_a_pods_metric_beside_cpu(tmp_path: Path) -> None:
@@ -180,6 +188,38 @@ def test_queue_depth_component_adds_a_pods_metric_beside_cpu(tmp_path: Path) -> 
 def test_image_is_composes_image_at_the_project_version(overlay) -> None:
     _, manifests = overlay
     assert container(manifests)["image"] == f"{image_repository()}:{project_version()}"
+
+
+def test_prestop_execs_sleep_so_it_runs_before_kubernetes_1_29(overlay) -> None:
+    """The `sleep` lifecycle handler needs Kubernetes 1.29 (on by default from 1.30), and
+    strict validation against 1.32 would not notice it; an exec of sleep runs anywhere."""
+    _, manifests = overlay
+    pre_stop = container(manifests)["lifecycle"]["preStop"]
+    assert pre_stop == {"exec": {"command": ["sleep", "5"]}}
+
+
+HEREDOC = re.compile(r"^cat > (\S+) <<'EOF'\n(.*?)^EOF$", re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("readme", ["README.md", "deploy/README.md"])
+def test_readme_overlays_take_the_image_the_readme_pushes(tmp_path: Path, readme) -> None:
+    """Each overlay the README writes (`cat > ... <<'EOF'`), beside a copy of deploy/,
+    renders with the image its `docker push` sent to the registry, not the bare name."""
+    text = (ROOT / readme).read_text()
+    pushed = set(re.findall(r"^docker push (\S+)$", text, re.MULTILINE))
+    overlays = HEREDOC.findall(text)
+    assert pushed and overlays, f"{readme}: no `docker push` or no overlay to apply"
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    for path, content in overlays:
+        target = tmp_path / path
+        target.parent.mkdir(parents=True)
+        target.write_text(content)
+        workloads = [m for m in render(target.parent)
+                     if m["kind"] in ("Deployment", "InferenceService")]
+        assert workloads, path
+        for workload in workloads:
+            (api,) = pod_spec(workload)["containers"]
+            assert api["image"] in pushed, f"{path}: {api['image']} was never pushed"
 
 
 def configmap_env(manifests: list[dict[str, Any]]) -> dict[str, str]:
