@@ -13,6 +13,37 @@ WEIGHTS_FILE = "model.weights.h5"
 SCHEMA_VERSION = 1
 
 
+class Localisation(BaseModel):
+    """How the white cell is found and the classification window cut around it
+    (model_store.localisation): the largest component of a nucleus-colour mask."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["nucleus-hsv"] = "nucleus-hsv"
+    working_width: int = Field(320, ge=16)
+    """The image is resized to this width (aspect kept) to find the cell; the window is cut
+    from the full-resolution image."""
+    hue_min: int = Field(105, ge=0, le=180)
+    """Nucleus hue range in OpenCV's HSV (0..180)..."""
+    hue_max: int = Field(165, ge=0, le=180)
+    saturation_min: int = Field(70, ge=0, le=255)
+    """...and the least saturation and value (0..255) of a nucleus pixel."""
+    value_min: int = Field(40, ge=0, le=255)
+    open_size: int = Field(3, ge=1)
+    """Side of the square morphological opening (removes specks), then..."""
+    close_size: int = Field(7, ge=1)
+    """...of the closing (joins a nucleus's lobes)."""
+    min_area_fraction: float = Field(0.005, ge=0, le=1)
+    """The largest component must cover at least this share of the frame to be a cell."""
+    rival_area_ratio: float = Field(0.9, gt=0)
+    """A second component at least this share of the largest's area means several cells
+    (no single cell found); above 1, never."""
+    box_margin: float = Field(0.15, ge=0)
+    """The reported cell box is the nucleus box grown by this share of its size per side."""
+    window: int = Field(112, ge=8)
+    """Side of the square window around the cell, in pixels at the working width."""
+
+
 class Preprocessing(BaseModel):
     """How an RGB uint8 image becomes the model's input tensor."""
 
@@ -28,6 +59,9 @@ class Preprocessing(BaseModel):
     """Pixels are multiplied by this after resizing..."""
     offset: float = 0.0
     """...and then this is added, so uint8 input lands in [0, 1] by default."""
+    localisation: Localisation | None = None
+    """Find the white cell and classify the window around it; None: the whole frame (v1-v3).
+    When no single cell is found the whole frame is classified, and the caller is told."""
 
 
 class Layers(BaseModel):

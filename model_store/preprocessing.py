@@ -1,22 +1,65 @@
-"""The one implementation of the model's input transform, run by training and serving."""
+"""The one implementation of the model's input transform, run by training and serving.
+
+`prepare_image` is the whole contract for one RGB frame: find the white cell when the
+manifest asks for it (model_store.localisation), cut the window around it or fall back to
+the whole frame, resize, scale. Training runs the same steps, `model_pixels` then
+`scale_pixels`, with augmentation in between that does not change pixel statistics."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
+from model_store.localisation import Box, cut_window, find_cell
 from model_store.manifest import Preprocessing
+
+
+def resize_frame(
+    rgb: tf.Tensor | np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+) -> tf.Tensor:
+    """The whole frame ([H, W, 3] or [N, H, W, 3], uint8 or float 0..255) resized to the
+    input size, float32 0..255."""
+    return tf.image.resize(
+        tf.cast(rgb, tf.float32), input_size, method=spec.resize_method, antialias=spec.antialias
+    )
+
+
+def scale_pixels(pixels, spec: Preprocessing):
+    """Pixels 0..255 at the input size -> model input (the last step of every path)."""
+    return pixels * spec.scale + spec.offset
 
 
 def to_model_input(
     rgb: tf.Tensor | np.ndarray, input_size: tuple[int, int], spec: Preprocessing
 ) -> tf.Tensor:
     """Resize RGB pixels ([H, W, 3] or [N, H, W, 3], uint8 or float 0..255) to the input size
-    and scale them; returns float32."""
-    resized = tf.image.resize(
-        tf.cast(rgb, tf.float32), input_size, method=spec.resize_method, antialias=spec.antialias
-    )
-    return resized * spec.scale + spec.offset
+    and scale them; returns float32. The whole-frame path: no localisation."""
+    return scale_pixels(resize_frame(rgb, input_size, spec), spec)
+
+
+def model_pixels(
+    rgb: np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+) -> tuple[np.ndarray, Box | None]:
+    """An RGB uint8 frame [H, W, 3] of any size -> the pixels the model sees before scaling
+    (float32 [h, w, 3], 0..255) and the cell box in the frame's pixels, or None when the
+    whole frame was used (no localisation in `spec`, or no single cell found)."""
+    if spec.localisation is not None:
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8:
+            rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        box = find_cell(rgb, spec.localisation)
+        if box is not None:
+            return cut_window(rgb, box, spec.localisation, input_size).astype(np.float32), box
+    return resize_frame(rgb, input_size, spec).numpy(), None
+
+
+def prepare_image(
+    rgb: np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+) -> tuple[np.ndarray, Box | None]:
+    """An RGB uint8 frame [H, W, 3] of any size -> (model input float32 [h, w, 3], cell box
+    `(x0, y0, x1, y1)` in the frame's pixels or None when the whole frame was classified)."""
+    pixels, box = model_pixels(rgb, input_size, spec)
+    return scale_pixels(pixels, spec).astype(np.float32), box
 
 
 def decode_jpeg(encoded: tf.Tensor) -> tf.Tensor:

@@ -16,6 +16,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(subparsers) -> None:
+    from training.model import ARCHITECTURES
+
     defaults, augment = TrainConfig(), AugmentConfig()
     parser = subparsers.add_parser(
         "train", help="train a model and publish it as a new model-store version",
@@ -31,6 +33,14 @@ def _train_parser(subparsers) -> None:
                         "way, fit on images/TRAIN and validate on images/TEST")
     parser.add_argument("--input-size", type=int, default=defaults.input_size[0],
                         help="square input side in pixels")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=defaults.arch,
+                        help="network: the tutorial's fire modules, or 1.5x wider")
+    parser.add_argument("--whole-frame", dest="localise", action="store_false",
+                        help="classify the whole frame (v1-v3) instead of the window around "
+                        "the white cell")
+    parser.add_argument("--bank-copies", type=int, default=defaults.bank_copies,
+                        help="augmented full-frame copies of each training original, "
+                        "localised and cropped once per run (with the cell window)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="global batch size (split across replicas)")
@@ -48,6 +58,9 @@ def _train_parser(subparsers) -> None:
                         default=defaults.validation_fraction,
                         help="share of train originals held out (0: train on all); with "
                         "--source train-folder, 0 skips validating on TEST")
+    parser.add_argument("--holdout-seed", type=int, default=defaults.holdout_seed,
+                        help="seeds which train originals are held out (the same for every "
+                        "--seed, so seeds are compared on the same originals)")
     parser.add_argument("--validation-copies", type=int, default=defaults.validation_copies,
                         help="fixed augmented copies of each held-out original in validation")
     parser.add_argument("--last-epoch", dest="restore_best", action="store_false",
@@ -61,6 +74,8 @@ def _train_parser(subparsers) -> None:
                         help="max shift as a fraction of width and height")
     parser.add_argument("--zoom", type=float, default=augment.zoom_fraction,
                         help="max zoom in or out as a fraction")
+    parser.add_argument("--shear", type=float, default=augment.shear,
+                        help="max shear angle in radians")
     parser.add_argument("--no-flips", dest="flips", action="store_false",
                         help="no random horizontal and vertical flips")
     parser.add_argument("--color-jitter", type=float, default=augment.color_jitter,
@@ -84,15 +99,17 @@ def _train_parser(subparsers) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data_dir=args.data_dir, store_dir=args.store_dir, model_name=args.model_name,
-        source=args.source, input_size=(args.input_size, args.input_size), epochs=args.epochs,
+        source=args.source, input_size=(args.input_size, args.input_size), arch=args.arch,
+        localise=args.localise, bank_copies=args.bank_copies, epochs=args.epochs,
         batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         initial_lr=args.lr, lr_drop_every=args.lr_drop_every, dropout=args.dropout,
         label_smoothing=args.label_smoothing, validation_fraction=args.validation_fraction,
+        holdout_seed=args.holdout_seed,
         validation_copies=args.validation_copies, restore_best=args.restore_best,
         augment=args.augment,
         augmentation=AugmentConfig(
             rotation_degrees=args.rotation, shift_fraction=args.shift, zoom_fraction=args.zoom,
-            flips=args.flips, color_jitter=args.color_jitter,
+            shear=args.shear, flips=args.flips, color_jitter=args.color_jitter,
         ),
         limit_per_class=args.limit_per_class, seed=args.seed, strategy=args.strategy,
         cpu_replicas=args.cpu_replicas,
