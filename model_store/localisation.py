@@ -45,7 +45,8 @@ def find_cell(rgb: np.ndarray, spec: Localisation) -> Box | None:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 2:
         return None
     working, factor = _working_copy(np.ascontiguousarray(rgb, dtype=np.uint8), spec.working_width)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(nucleus_mask(working, spec), connectivity=8)
+    mask = nucleus_mask(working, spec)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count < 2:
         return None
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -66,11 +67,13 @@ def find_cell(rgb: np.ndarray, spec: Localisation) -> Box | None:
     return (x0, y0, x1, y1)
 
 
-def window_box(box: Box, image_width: int, spec: Localisation) -> tuple[float, float, float]:
-    """Centre (x, y) and side of the square classification window around `box`, in the
-    pixels of an image `image_width` wide."""
-    side = spec.window * image_width / spec.working_width
-    return (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0, side
+def window_rect(box: Box, image_width: int, spec: Localisation) -> tuple[int, int, int]:
+    """The square classification window around `box` in the pixels of an image
+    `image_width` wide: its top-left corner (x0, y0), which may lie outside the image, and
+    its side."""
+    side = max(1, round(spec.window * image_width / spec.working_width))
+    centre_x, centre_y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    return round(centre_x - side / 2.0), round(centre_y - side / 2.0), side
 
 
 def cut_window(
@@ -78,15 +81,31 @@ def cut_window(
 ) -> np.ndarray:
     """The square window around `box`, black beyond the image's edges, resized from full
     resolution to `output_size` (height, width) by area averaging; uint8 [h, w, 3]."""
-    centre_x, centre_y, side = window_box(box, rgb.shape[1], spec)
-    side_px = max(1, round(side))
-    x0, y0 = round(centre_x - side_px / 2.0), round(centre_y - side_px / 2.0)
-    window = np.zeros((side_px, side_px, 3), np.uint8)
+    x0, y0, side = window_rect(box, rgb.shape[1], spec)
+    window = np.zeros((side, side, 3), np.uint8)
     height, width = rgb.shape[:2]
     src_x0, src_y0 = max(0, x0), max(0, y0)
-    src_x1, src_y1 = min(width, x0 + side_px), min(height, y0 + side_px)
+    src_x1, src_y1 = min(width, x0 + side), min(height, y0 + side)
     if src_x1 > src_x0 and src_y1 > src_y0:
         window[src_y0 - y0 : src_y1 - y0, src_x0 - x0 : src_x1 - x0] = rgb[
             src_y0:src_y1, src_x0:src_x1]
-    interpolation = cv2.INTER_AREA if side_px >= max(output_size) else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_AREA if side >= max(output_size) else cv2.INTER_LINEAR
     return cv2.resize(window, output_size[::-1], interpolation=interpolation)
+
+
+def place_in_frame(
+    window_map: np.ndarray, box: Box, frame_shape: tuple[int, ...], spec: Localisation
+) -> np.ndarray:
+    """A map over the window (e.g. a heat map [h, w] at the model's input or feature size)
+    put back where the window was cut from: float32 [H, W] of the frame, zero outside it."""
+    height, width = frame_shape[:2]
+    x0, y0, side = window_rect(box, width, spec)
+    resized = cv2.resize(np.asarray(window_map, np.float32), (side, side),
+                         interpolation=cv2.INTER_LINEAR)
+    frame_map = np.zeros((height, width), np.float32)
+    dst_x0, dst_y0 = max(0, x0), max(0, y0)
+    dst_x1, dst_y1 = min(width, x0 + side), min(height, y0 + side)
+    if dst_x1 > dst_x0 and dst_y1 > dst_y0:
+        frame_map[dst_y0:dst_y1, dst_x0:dst_x1] = resized[
+            dst_y0 - y0 : dst_y1 - y0, dst_x0 - x0 : dst_x1 - x0]
+    return frame_map

@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                           default=["test", "test_simple"])
     _entry_parser(subparsers, "calibrate",
                   "fit the softmax temperature and the feature distribution of an entry")
+    _entry_parser(subparsers, "evaluate-localiser",
+                  "score an entry's cell localiser against the annotated WBC boxes")
     explain = _entry_parser(subparsers, "evaluate-explanations",
                             "score every explanation method against the WBC boxes")
     explain.add_argument("--keep-layer", dest="choose_layer", action="store_false",
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(config_from_args(args))
         if args.command == "calibrate":
             return _run_calibrate(args)
+        if args.command == "evaluate-localiser":
+            return _run_localiser(args)
         if args.command == "evaluate-explanations":
             return _run_explanations(args)
         return _run_evaluate(args)
@@ -217,6 +221,23 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     assert manifest.calibration and manifest.feature_distribution
     print(f"temperature {manifest.calibration.temperature:.3f}; out-of-distribution threshold "
           f"{manifest.feature_distribution.threshold:.2f}")
+    return 0
+
+
+def _run_localiser(args: argparse.Namespace) -> int:
+    from model_store.store import read_manifest
+    from training.data import DataError
+    from training.localiser_report import evaluate_localiser, markdown, write_localiser_report
+    from training.publish import REPORTS_DIR
+
+    directory = _entry(args)
+    manifest = read_manifest(directory)
+    if manifest.preprocessing.localisation is None:
+        raise DataError(f"{manifest.name} v{manifest.version} classifies the whole frame: it "
+                        "has no localiser to measure (preprocessing.localisation is null)")
+    report = evaluate_localiser(args.data_dir, manifest.preprocessing.localisation)
+    write_localiser_report(report, directory / REPORTS_DIR)
+    print(markdown(report))
     return 0
 
 

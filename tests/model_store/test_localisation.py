@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from model_store.localisation import cut_window, find_cell
+from model_store.localisation import cut_window, find_cell, place_in_frame, window_rect
 from model_store.manifest import Localisation, Manifest, Preprocessing
 from model_store.preprocessing import prepare_image, to_model_input
 from model_store.store import read_manifest, write_manifest
@@ -77,6 +77,18 @@ def test_the_window_is_cut_at_full_resolution_with_black_beyond_the_edges():
     small_window = cut_window(gradient, (100, 80, 160, 140), SPEC, (96, 96)).astype(int)
     big_window = cut_window(big, (200, 160, 320, 280), SPEC, (96, 96)).astype(int)
     assert np.abs(small_window - big_window).max() <= 2
+
+
+def test_a_window_map_is_placed_back_where_the_window_was_cut():
+    frame = np.zeros((240, 320, 3), np.uint8)
+    box = (0, 100, 40, 140)  # window: 112 px centred on (20, 120), x from -36 to 76
+    assert window_rect(box, 320, SPEC) == (-36, 64, 112)
+    placed = place_in_frame(np.ones((6, 6)), box, frame.shape, SPEC)
+    assert placed.shape == (240, 320)
+    assert (placed[64:176, 0:76] == 1).all()
+    assert placed.sum() == 112 * 76
+    # A 640x480 frame: the same window, twice the pixels.
+    assert window_rect((0, 200, 80, 280), 640, SPEC) == (-72, 128, 224)
 
 
 def test_prepare_image_crops_the_cell_or_falls_back_to_the_whole_frame():
