@@ -41,13 +41,13 @@ class TrainConfig:
     """`originals`: train on the train originals of splits.csv with on-the-fly augmentation,
     validating on held-out train originals. `train-folder`: the tutorial's way, fit on
     images/TRAIN and validate on images/TEST."""
-    input_size: tuple[int, int] = (96, 96)
+    input_size: tuple[int, int] = (80, 80)
     arch: str = "tutorial"
     """Network: `tutorial` (the tutorial's fire modules) or `wide` (1.5x widths)."""
     localise: bool = True
     """Classify the window around the white cell (model_store.localisation) instead of the
     whole frame; the localiser's parameters go into the manifest's preprocessing."""
-    bank_copies: int = 20
+    bank_copies: int = 16
     """With `localise`: augment each training original's full frame this many times once
     per run, localise and crop each copy, and train on that bank of crops with random flips
     and 90-degree rotations (0: augment full frames on the fly, then localise)."""
