@@ -142,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
                           default=["test", "test_simple"])
     _entry_parser(subparsers, "calibrate",
                   "fit the softmax temperature and the feature distribution of an entry")
+    seeds = subparsers.add_parser(
+        "seed-report", help="score entries of the same recipe with different seeds on TEST "
+        "and TEST_SIMPLE, with accuracy per original",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(seeds)
+    seeds.add_argument("entries", type=Path, nargs="+", help="entry folders, one per seed")
+    seeds.add_argument("--output-dir", type=Path, required=True,
+                       help="writes seed_report.json and seed_report.md here")
+    seeds.add_argument("--mapping-cache", type=Path, default=Path("runs/test_originals.json"),
+                       help="TEST image -> original matches, computed once (minutes)")
     _entry_parser(subparsers, "evaluate-localiser",
                   "score an entry's cell localiser against the annotated WBC boxes")
     explain = _entry_parser(subparsers, "evaluate-explanations",
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(config_from_args(args))
         if args.command == "calibrate":
             return _run_calibrate(args)
+        if args.command == "seed-report":
+            return _run_seed_report(args)
         if args.command == "evaluate-localiser":
             return _run_localiser(args)
         if args.command == "evaluate-explanations":
@@ -221,6 +233,19 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     assert manifest.calibration and manifest.feature_distribution
     print(f"temperature {manifest.calibration.temperature:.3f}; out-of-distribution threshold "
           f"{manifest.feature_distribution.threshold:.2f}")
+    return 0
+
+
+def _run_seed_report(args: argparse.Namespace) -> int:
+    import json
+
+    from training.seed_report import markdown, seed_report
+
+    report = seed_report(args.entries, args.data_dir, args.mapping_cache)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "seed_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.output_dir / "seed_report.md").write_text(markdown(report))
+    print(markdown(report))
     return 0
 
 
