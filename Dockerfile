@@ -25,6 +25,7 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 # volume replaces /app/model_store with a store that holds only entries.
 COPY README.md ./
 COPY app/ app/
+COPY model_core/ model_core/
 COPY model_store/ model_store/
 COPY training/ training/
 RUN python3 -m pip install --no-cache-dir --no-deps . \

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -16,6 +17,8 @@ MIN_KEY_LENGTH = 16
 # OpenAPI page still gets its "Authorize" button for both schemes.
 _bearer = HTTPBearer(auto_error=False)
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+HeaderKeyDep = Annotated[str | None, Depends(_api_key_header)]
 
 
 class ApiKeys:
@@ -68,10 +71,10 @@ def _check(keys: ApiKeys, bearer: HTTPAuthorizationCredentials | None,
         raise Unauthorized("the API key is not valid")
 
 
-def require_api_key(
+async def require_api_key(  # async: no thread-pool hop on every request (app.dependencies)
     request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    header_key: str | None = Depends(_api_key_header),
+    bearer: BearerDep,
+    header_key: HeaderKeyDep,
 ) -> None:
     """Lets the request through when no key is configured or it carries a valid one."""
     keys: ApiKeys = request.app.state.api_keys
@@ -81,8 +84,8 @@ def require_api_key(
 
 def require_admin_key(
     request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    header_key: str | None = Depends(_api_key_header),
+    bearer: BearerDep,
+    header_key: HeaderKeyDep,
 ) -> None:
     """Admin routes need a valid key, and are switched off while none is configured."""
     keys: ApiKeys = request.app.state.api_keys

@@ -38,7 +38,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task | None = None
         self._expected = 0  # items announced and not yet answered
         self._waiting = 0  # items submitted and not yet answered
-        self.batch_sizes: list[int] = []
 
     @contextmanager
     def expecting(self, count: int) -> Iterator[None]:
@@ -92,22 +91,28 @@ class MicroBatcher(Generic[Item, Result]):
             live = [entry for entry in batch if not entry[1].done()]
             if not live:
                 continue
-            self.batch_sizes.append(len(live))
             try:
-                results = await loop.run_in_executor(self._executor, self._observed_run, live)
-                if len(results) != len(live):
-                    raise RuntimeError(f"a batch of {len(live)} gave {len(results)} results")
+                ran, results = await loop.run_in_executor(self._executor, self._observed_run,
+                                                          live)
+                if len(results) != len(ran):
+                    raise RuntimeError(f"a batch of {len(ran)} gave {len(results)} results")
             except Exception as error:  # the batch's callers get the error, the worker lives
                 for _, future, _ in live:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for (_, future, _), result in zip(live, results, strict=True):
+            for (_, future, _), result in zip(ran, results, strict=True):
                 if not future.done():
                     future.set_result(result)
 
-    def _observed_run(self, live: list[tuple[Item, asyncio.Future[Result], float]]) -> list[Result]:
-        """Runs in the executor, so the queue wait ends when the pass really starts."""
+    def _observed_run(self, batch: list[tuple[Item, asyncio.Future[Result], float]]
+                      ) -> tuple[list[tuple[Item, asyncio.Future[Result], float]], list[Result]]:
+        """Runs in the executor, so the queue wait ends when the pass really starts. Items
+        whose callers stopped waiting meanwhile (deadline passed, client gone: their futures
+        are cancelled) are dropped here, at the last moment, and never run."""
+        live = [entry for entry in batch if not entry[1].done()]
+        if not live:
+            return [], []
         started = time.perf_counter()
         if self._observer is not None:
             for _, _, queued_at in live:
@@ -115,4 +120,4 @@ class MicroBatcher(Generic[Item, Result]):
         results = self._run_batch([item for item, _, _ in live])
         if self._observer is not None:
             self._observer.ran(len(live), time.perf_counter() - started)
-        return results
+        return live, results

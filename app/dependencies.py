@@ -3,25 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
+from app.admission import Ticket
 from app.model_manager import ModelManager
 from app.service import InferenceService
 from app.settings import Settings
 
 
-def get_models(request: Request) -> ModelManager:
+# The dependencies are `async def` though they never wait: FastAPI runs a plain `def` one in
+# its thread pool, a hop per dependency per request that, with the CPU busy, cost a
+# refused request hundreds of milliseconds.
+async def get_models(request: Request) -> ModelManager:
     return request.app.state.models
 
 
 async def get_service(request: Request) -> AsyncIterator[InferenceService]:
     """The served model's service, held for the whole request: a reload meanwhile swaps in
     the new version for later requests while this one finishes on the old."""
-    with get_models(request).hold() as service:
+    models: ModelManager = request.app.state.models
+    with models.hold() as service:
         request.state.model = service.model_ref  # the version the request log names
         yield service
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_ticket(request: Request) -> Ticket:
+    """The request's place in its queue, taken by app.admission.AdmitModelWork before
+    routing (a refused request never gets here)."""
+    ticket = request.scope.get("state", {}).get("ticket")
+    if ticket is None:
+        raise RuntimeError(f"{request.method} {request.url.path} runs model work, but "
+                           "app.admission.queue_of gives it no queue")
+    return ticket
+
+
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+ModelsDep = Annotated[ModelManager, Depends(get_models)]
+ServiceDep = Annotated[InferenceService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+TicketDep = Annotated[Ticket, Depends(get_ticket)]

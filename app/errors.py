@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_core.errors import DeviceFailure, ModelCoreError, UnknownLayer
+
 
 class ServiceError(Exception):
     """Base: carries the HTTP status and a stable machine-readable code."""
@@ -61,6 +63,33 @@ class ModelUnavailable(NotReady):
     code = "model_unavailable"
 
 
+class Overloaded(ServiceError):
+    """The queue for this kind of work is full: refused at once, before the body is read."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before it was answered; a model pass it was still
+    queued for never runs."""
+
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away while its request waited; nobody reads this answer (499, as
+    nginx logs it)."""
+
+    status_code = 499
+    code = "client_disconnected"
+
+
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"
@@ -77,6 +106,15 @@ class ReloadFailed(ServiceError):
 
     status_code = 409
     code = "reload_failed"
+
+
+def from_core(error: ModelCoreError) -> ServiceError:
+    """The HTTP face of a model-core exception."""
+    if isinstance(error, UnknownLayer):
+        return InvalidParameter(error.message, code="unknown_layer")
+    if isinstance(error, DeviceFailure):
+        return ModelUnavailable(error.message)
+    return ServiceError(error.message, code="model_error")
 
 
 # Open Inference Protocol routes answer errors in the protocol's own shape.
@@ -105,12 +143,21 @@ def _render(request: Request, status: int, code: str, message: str,
     return JSONResponse(error_body(code, message), status, headers)
 
 
+def error_response(request: Request, error: ServiceError) -> JSONResponse:
+    """The answer to `error`: its status, headers and body in the route's shape."""
+    return _render(request, error.status_code, error.code, error.message, error.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error as {"error": {"code", "message"}} with its status, or as
+    """Render every error (the service's own, the model core's as `from_core` maps them) as
+    {"error": {"code", "message"}} with its status, or as
     {"error": message} on the Open Inference Protocol's /v2 routes."""
 
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
-        return _render(request, error.status_code, error.code, error.message, error.headers)
+        return error_response(request, error)
+
+    async def core_error(request: Request, error: ModelCoreError) -> JSONResponse:
+        return await service_error(request, from_core(error))
 
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         message = describe_validation(error.errors())
@@ -121,5 +168,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return _render(request, error.status_code, code, str(error.detail), error.headers)
 
     app.add_exception_handler(ServiceError, service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ModelCoreError, core_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -13,9 +13,6 @@ from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp",
                      "TIFF": "image/tiff", "WEBP": "image/webp"}
 MIN_IMAGE_SIDE = 8
-# Our own pixel limit, checked from the header below, replaces Pillow's global one (which
-# would refuse some images with a message that does not name our limit).
-Image.MAX_IMAGE_PIXELS = None
 # Magic numbers of the formats above, so text and garbage are told apart from images.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 _UNSUPPORTED_SIGNATURES = {b"GIF8": "GIF", b"%PDF": "PDF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
@@ -37,7 +34,7 @@ def decode_image(encoded: bytes, max_pixels: int) -> np.ndarray:
             f"{', '.join(SUPPORTED_FORMATS)}); they start with {encoded[:8]!r}"
         )
     try:
-        image = Image.open(io.BytesIO(encoded), formats=list(SUPPORTED_FORMATS))
+        image = _open_header(encoded)
         _check_header(image, max_pixels)
     except (InvalidImage, PayloadTooLarge, UnsupportedMediaType):
         raise
@@ -53,19 +50,41 @@ def decode_image(encoded: bytes, max_pixels: int) -> np.ndarray:
         ) from None
 
 
-def _check_header(image: Image.Image, max_pixels: int) -> None:
-    width, height = image.size
+def _open_header(encoded: bytes) -> Image.ImageFile.ImageFile:
+    """What `Image.open` does for our formats (read the header, decode nothing) minus its
+    decompression-bomb check, which `_check_header` replaces for uploads with a limit and a
+    message of ours. Pillow's own guard stays on for every other caller in the process."""
+    Image.init()
+    prefix = encoded[:16]
+    for name in SUPPORTED_FORMATS:
+        factory, accept = Image.OPEN[name]
+        verdict = accept(prefix) if accept is not None else True
+        if isinstance(verdict, str):  # recognised, but a variant Pillow cannot read
+            raise InvalidImage(f"cannot read the {name} image: {verdict}")
+        if verdict:
+            return factory(io.BytesIO(encoded), "")
+    raise InvalidImage("cannot identify the image format")
+
+
+def check_dimensions(width: int, height: int, max_pixels: int, subject: str = "image is") -> None:
+    """The size rules every image meets, from its header or a tensor's declared shape, before
+    any pixels exist: at most `max_pixels`, at least MIN_IMAGE_SIDE on each side."""
     if width * height > max_pixels:
         raise PayloadTooLarge(
-            f"image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); "
+            f"{subject} {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); "
             f"the limit is {max_pixels / 1e6:g} megapixels",
             code="image_too_large",
         )
     if min(width, height) < MIN_IMAGE_SIDE:
         raise InvalidImage(
-            f"image is {width}x{height} pixels; the minimum is {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
+            f"{subject} {width}x{height} pixels; the minimum is "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
             code="image_too_small",
         )
+
+
+def _check_header(image: Image.Image, max_pixels: int) -> None:
+    check_dimensions(*image.size, max_pixels)
     if getattr(image, "n_frames", 1) > 1 and image.format != "TIFF":
         raise UnsupportedMediaType(f"animated {image.format} images are not supported")
 

@@ -9,13 +9,14 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.admission import Admission, AdmitModelWork
 from app.auth import ApiKeys, require_admin_key, require_api_key
 from app.errors import install_error_handlers
 from app.logs import log_event
 from app.metrics import Metrics
 from app.middleware import ObserveRequests
 from app.model_manager import ModelManager
-from app.routers import admin, explain, health, metrics, models, predict, v2
+from app.routers import admin, explain, health, metrics, models, page, predict, v2
 from app.settings import Settings, get_settings
 
 
@@ -51,6 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = app_metrics
     app.state.api_keys = api_keys
     app.state.models = model_manager
+    app.state.admission = admission = Admission.from_settings(settings, app_metrics)
+    # Innermost of the three: a refusal still gets CORS headers, a request id and a log line.
+    app.add_middleware(AdmitModelWork, admission=admission,
+                       default_timeout_s=settings.request_timeout_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
@@ -58,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObserveRequests, metrics=app_metrics, current_model=lambda: (
         None if model_manager.service is None else model_manager.service.model_ref))
     install_error_handlers(app)
-    for router in (health.router, v2.health_router, metrics.router):
+    # The page and its examples are open: the page asks for a key when the API needs one.
+    for router in (health.router, v2.health_router, metrics.router, page.router):
         app.include_router(router)
     for router in (models.router, predict.router, explain.router, v2.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 STAGES = ("decode", "queue", "inference", "explanation", "encode")
 # Seconds: from a sub-millisecond queue wait to a slow explanation batch on a CPU.
@@ -21,6 +21,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry = registry or CollectorRegistry()
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: what sizing
+        # and leak checks read.
+        ProcessCollector(registry=registry)
         self.requests = Counter(
             "wbc_http_requests", "HTTP requests answered, by route template and status",
             ["method", "route", "status"], registry=registry)
@@ -41,7 +44,8 @@ class Metrics:
             "wbc_model_load_seconds", "Time the served model took to load, verify and warm",
             registry=registry)
         self.model_info = Gauge(
-            "wbc_model_info", "The served model (always 1)", ["name", "version", "device"],
+            "wbc_model_info", "The served model (always 1); backend: what runs its forward "
+            "passes (tensorflow or onnxruntime)", ["name", "version", "device", "backend"],
             registry=registry)
         self.model_ready = Gauge(
             "wbc_model_ready", "1 while the model is loaded and its device works",
@@ -49,6 +53,17 @@ class Metrics:
         self.reloads = Counter(
             "wbc_model_reloads", "Reload attempts by result (reloaded, unchanged, failed)",
             ["result"], registry=registry)
+        self.queue_depth = Gauge(
+            "wbc_queue_depth", "Images admitted and not yet answered (waiting, or in a model "
+            "pass), per queue: forward (/predict, /v2 infer) or explain (/explain); the "
+            "autoscaling signal", ["queue"], registry=registry)
+        self.queue_limit = Gauge(
+            "wbc_queue_limit", "Most images a queue admits; requests beyond are refused (503)",
+            ["queue"], registry=registry)
+        self.requests_shed = Counter(
+            "wbc_requests_shed", "Requests answered without their model pass, by queue and "
+            "reason: full (refused, 503), deadline (expired while queued, 504), disconnected "
+            "(client gone while queued)", ["queue", "reason"], registry=registry)
         for stage in STAGES:
             self.stage_seconds.labels(stage)  # every stage shows from the start, at zero
 
@@ -67,9 +82,10 @@ class Metrics:
     def batch_observer(self, stage: str) -> BatchMetrics:
         return BatchMetrics(self, stage)
 
-    def model_loaded(self, name: str, version: int, device: str, seconds: float) -> None:
+    def model_loaded(self, name: str, version: int, device: str, backend: str,
+                     seconds: float) -> None:
         self.model_info.clear()
-        self.model_info.labels(name, str(version), device).set(1)
+        self.model_info.labels(name, str(version), device, backend).set(1)
         self.model_load_seconds.set(seconds)
 
     def watch_readiness(self, is_ready: Callable[[], bool]) -> None:

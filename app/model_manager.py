@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from app.errors import NotReady, ReloadFailed
 from app.logs import log_event
 from app.metrics import Metrics
-from app.runtime import ModelRuntime
 from app.schemas import ModelRef, ReloadResponse
 from app.service import InferenceService
 from app.settings import Settings
+from model_core.runtime import ModelRuntime
 from model_store.store import entry_dir
 
 # How long a replaced version may take to finish its requests before it is closed anyway.
@@ -82,7 +82,8 @@ class ModelManager:
         """Load the configured version; failing here stops the service from starting."""
         settings = self.settings
         runtime = await asyncio.to_thread(
-            ModelRuntime.load, settings.store_dir, settings.model_name, settings.model_version
+            ModelRuntime.load, settings.store_dir, settings.model_name, settings.model_version,
+            settings.forward_backend,
         )
         self._install(runtime)
 
@@ -100,9 +101,11 @@ class ModelManager:
                     self.metrics.reloads.labels("unchanged").inc()
                     log_event("reload_unchanged", serving=previous.model_dump())
                     return ReloadResponse(status="unchanged", model=previous, previous=previous)
+                # A corrupt or foreign model.onnx refuses the version, as a tampered
+                # model.keras does; at start it only falls back to TensorFlow.
                 runtime = await asyncio.to_thread(
                     ModelRuntime.load, self.settings.store_dir, self.settings.model_name,
-                    int(directory.name),
+                    int(directory.name), self.settings.forward_backend, True,
                 )
             except Exception as error:  # a bad entry must never take the service down
                 self.metrics.reloads.labels("failed").inc()
@@ -150,10 +153,14 @@ class ModelManager:
         )
         manifest = runtime.manifest
         self.metrics.model_loaded(manifest.name, manifest.version, runtime.device,
-                                  runtime.load_seconds)
+                                  runtime.backend, runtime.load_seconds)
+        if runtime.backend_note is not None:
+            log_event("forward_backend_fallback", logging.WARNING, model=manifest.name,
+                      version=manifest.version, wanted=self.settings.forward_backend,
+                      reason=runtime.backend_note)
         log_event("model_loaded", model=manifest.name, version=manifest.version,
-                  device=runtime.device, load_seconds=round(runtime.load_seconds, 3),
-                  directory=str(runtime.directory))
+                  device=runtime.device, backend=runtime.backend,
+                  load_seconds=round(runtime.load_seconds, 3), directory=str(runtime.directory))
         if old is not None:
             task = asyncio.create_task(self._retire(old))
             self._background.add(task)

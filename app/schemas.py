@@ -4,7 +4,39 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from model_core.explainers import METHODS
+from model_core.rendering import COLORMAPS
+
+
+class ExplainOptions(BaseModel):
+    """What the caller asked of an explanation: `/explain`'s query parameters, and the one
+    place their defaults are stated."""
+
+    method: str = Field("gradcam", description=f"one of {sorted(METHODS)}; or several "
+                        "separated by commas, or `all`, for one answer listing each method")
+    target: str | None = Field(None, description="class label or index; default: predicted")
+    layer: str | None = Field(None, description="layer to explain; default: the manifest's")
+    alpha: float = Field(0.4, ge=0.0, le=1.0, description="overlay opacity")
+    threshold: float = Field(0.2, ge=0.0, le=1.0, description="heat below it is not painted")
+    colormap: str = Field("jet", description=f"one of {sorted(COLORMAPS)}")
+    output: Literal["overlay", "heatmap", "both"] = "both"
+    faithfulness: bool = Field(
+        False, description="also score the map: the target's probability with only the "
+        "hottest 20% of the image kept, and with it removed")
+
+    @property
+    def several_methods(self) -> bool:
+        """`method` lists methods ("a,b") or asks for all: the answer lists each one."""
+        return "," in self.method or self.method.strip().lower() == "all"
+
+    @field_validator("colormap")
+    @classmethod
+    def _known_colormap(cls, colormap: str) -> str:
+        if colormap.lower() not in COLORMAPS:
+            raise ValueError(f"unknown colormap {colormap!r}; expected one of {sorted(COLORMAPS)}")
+        return colormap.lower()
 
 
 class ModelRef(BaseModel):
@@ -62,6 +94,33 @@ class ExplainResponse(BaseModel):
     faithfulness: Faithfulness | None = Field(None, description="with ?faithfulness=true")
 
 
+class MethodExplanation(BaseModel):
+    """One method's map in an answer of several methods."""
+
+    method: str
+    layer: str
+    overlay_png: str | None = Field(None, description="base64 PNG: heat map over the image")
+    heatmap_png: str | None = Field(
+        None, description="base64 8-bit greyscale PNG: the normalised map at image size")
+    faithfulness: Faithfulness | None = Field(None, description="with ?faithfulness=true")
+    latency_ms: float = Field(
+        description="this method's own work: its map from the shared pass, and its PNGs")
+
+
+class ExplainMethodsResponse(BaseModel):
+    """`/explain?method=a,b` or `method=all`: one upload, decoded once, one backward pass per
+    distinct layer shared by the methods on it, and one explanation per method."""
+
+    model: ModelRef
+    prediction: Prediction
+    target: Target
+    image_size: tuple[int, int] = Field(description="[width, height] of the uploaded image")
+    passes_ms: float = Field(
+        description="decoding the upload and the model passes the methods share")
+    explanations: list[MethodExplanation] = Field(description="one per method, in the order "
+                                                  "asked (`all`: alphabetical)")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: int
@@ -71,6 +130,8 @@ class ModelInfo(BaseModel):
     explainable_layers: list[str]
     methods: list[str]
     device: str
+    backend: str = Field(description="what runs forward passes: tensorflow or onnxruntime "
+                         "(explanations always run in TensorFlow)")
     created_at: str
     metrics: dict
 

@@ -4,47 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import astuple, dataclass
-from typing import Literal
+from time import perf_counter
 
 import numpy as np
 
+from app.admission import EXPLAIN, FORWARD
 from app.batching import MicroBatcher
 from app.errors import InvalidParameter
-from app.explainers import METHOD_ALIASES, METHODS, CamMethod
-from app.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
 from app.images import decode_image
+from app.logs import log_event
 from app.metrics import Metrics
-from app.qualify import PredictionQualifier
-from app.rendering import encode_png, heatmap_png, overlay, upsample
-from app.runtime import Forward, Gradients, ModelRuntime
 from app.schemas import (
+    ExplainMethodsResponse,
+    ExplainOptions,
     ExplainResponse,
     Faithfulness,
+    MethodExplanation,
     ModelRef,
     Prediction,
     PredictResponse,
     Target,
 )
 from app.settings import Settings
-
-Output = Literal["overlay", "heatmap", "both"]
-
-
-@dataclass
-class ExplainOptions:
-    """What the caller asked of an explanation."""
-
-    method: str = "gradcam"
-    target: str | None = None
-    layer: str | None = None
-    alpha: float = 0.4
-    threshold: float = 0.2
-    colormap: str = "jet"
-    output: Output = "both"
-    faithfulness: bool = False
+from app.worker import LaneWorker
+from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
+from model_core.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
+from model_core.qualify import PredictionQualifier
+from model_core.rendering import encode_png, heatmap_png, overlay, upsample
+from model_core.runtime import ONNXRUNTIME, Forward, Gradients, ModelRuntime
 
 
 @dataclass
@@ -58,14 +49,36 @@ class Explanation:
 class _ExplainItem:
     inputs: np.ndarray
     target: int  # -1: the predicted class
-    method: CamMethod
+    methods: list[CamMethod]  # each turns the item's one backward pass into its own map
 
 
 @dataclass
 class _MapResult:
-    heatmap: np.ndarray  # [h, w] in [0, 1] at the layer's resolution
+    heatmaps: dict[str, np.ndarray]  # method -> [h, w] in [0, 1] at the layer's resolution
+    seconds: dict[str, float]  # method -> time spent turning the shared pass into its map
     forward: Forward  # the same pass's outputs for this item
     target: int
+
+
+@dataclass
+class _MethodMap:
+    """One method's map of one image, ready to render."""
+
+    method: CamMethod
+    layer: str
+    heatmap: np.ndarray
+    seconds: float
+
+
+@dataclass
+class _ImageMaps:
+    """One upload decoded once, its shared passes' outputs and each method's map."""
+
+    image: np.ndarray  # the upload, RGB at its own size
+    model_input: np.ndarray
+    forward: Forward
+    target: int
+    maps: list[_MethodMap]
 
 
 class InferenceService:
@@ -76,7 +89,10 @@ class InferenceService:
                  metrics: Metrics | None = None) -> None:
         self.runtime, self.settings = runtime, settings
         self.metrics = metrics or Metrics()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
+        runtime.on_device_failure = self._log_device_failure
+        # One thread runs every pass; forward passes and explanations wait in lanes of their
+        # own, taken in turn (app.admission bounds how many wait).
+        self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow")
         self._predict_batcher: MicroBatcher[np.ndarray, Forward] = self._batcher(
             self.runtime.forward_each, "inference"
         )
@@ -119,40 +135,112 @@ class InferenceService:
             return await asyncio.gather(*(self._predict_batcher.submit(i) for i in inputs))
 
     async def explain(self, encoded_image: bytes, options: ExplainOptions) -> Explanation:
-        method = self._method(options.method)
-        layer = method.layer_for(options.layer, self.runtime)
-        target = self._resolve_target(options.target)
-        batcher = self._explain_batchers.get(layer)
-        if batcher is None:
-            batcher = self._explain_batchers[layer] = self._batcher(
-                lambda items: self._explain_batch(items, layer), "explanation"
-            )
-        with batcher.expecting(1):
-            image, model_input = await self._decode(encoded_image)
-            result = await batcher.submit(_ExplainItem(model_input, target, method))
+        done = await self._maps(encoded_image, [self._method(options.method)], options)
+        (found,) = done.maps
         evidence = None
         if options.faithfulness:
-            evidence = await self._faithfulness(model_input, result)
-        async with self._render_slots:
-            with self.metrics.stage("encode"):
-                overlay_bytes, heatmap_bytes = await asyncio.to_thread(
-                    self._render, image, result.heatmap, options
-                )
-        names = self.runtime.manifest.class_names
-        probabilities = result.forward.probabilities
+            evidence = await self._faithfulness(done, found.heatmap)
+        overlay_bytes, heatmap_bytes, _ = await self._render_timed(done.image, found, options)
         response = ExplainResponse(
             model=self.model_ref,
-            prediction=self._prediction(result.forward),
-            method=method.name,
-            layer=layer,
-            target=Target(label=names[result.target], class_index=result.target,
-                          probability=float(probabilities[result.target])),
-            image_size=(image.shape[1], image.shape[0]),
+            prediction=self._prediction(done.forward),
+            method=found.method.name,
+            layer=found.layer,
+            target=self._target(done.forward, done.target),
+            image_size=(done.image.shape[1], done.image.shape[0]),
             overlay_png=_b64(overlay_bytes),
             heatmap_png=_b64(heatmap_bytes),
             faithfulness=evidence,
         )
         return Explanation(response, overlay_bytes, heatmap_bytes)
+
+    async def explain_methods(self, encoded_image: bytes,
+                              options: ExplainOptions) -> ExplainMethodsResponse:
+        """Several methods (`options.method`: names separated by commas, or "all") of one
+        upload: one decode, and one backward pass per distinct layer that all methods on
+        that layer share; then each method's own map, PNGs and faithfulness."""
+        methods = self.methods_of(options.method)
+        started = perf_counter()
+        done = await self._maps(encoded_image, methods, options)
+        passes_seconds = perf_counter() - started
+
+        async def one(found: _MethodMap) -> MethodExplanation:
+            evidence = None
+            if options.faithfulness:
+                evidence = await self._faithfulness(done, found.heatmap)
+            overlay_bytes, heatmap_bytes, seconds = await self._render_timed(
+                done.image, found, options)
+            return MethodExplanation(
+                method=found.method.name, layer=found.layer, overlay_png=_b64(overlay_bytes),
+                heatmap_png=_b64(heatmap_bytes), faithfulness=evidence,
+                latency_ms=1000.0 * (found.seconds + seconds))
+
+        explanations = await asyncio.gather(*(one(found) for found in done.maps))
+        return ExplainMethodsResponse(
+            model=self.model_ref, prediction=self._prediction(done.forward),
+            target=self._target(done.forward, done.target),
+            image_size=(done.image.shape[1], done.image.shape[0]),
+            passes_ms=1000.0 * passes_seconds, explanations=explanations)
+
+    def methods_of(self, spec: str) -> list[CamMethod]:
+        """"all", or method names separated by commas (aliases allowed, repeats dropped),
+        in the order given."""
+        if spec.strip().lower() == "all":
+            return [METHODS[name] for name in sorted(METHODS)]
+        names = [part for part in spec.split(",") if part.strip()]
+        if not names:
+            raise InvalidParameter(f"method={spec!r} names no method; expected names of "
+                                   f"{sorted(METHODS)} separated by commas, or 'all'",
+                                   code="unknown_method")
+        methods = [self._method(name) for name in names]
+        return list({method.name: method for method in methods}.values())
+
+    async def _maps(self, encoded_image: bytes, methods: list[CamMethod],
+                    options: ExplainOptions) -> _ImageMaps:
+        """Decode once, run one backward pass per distinct layer of `methods` (through that
+        layer's micro-batcher), and turn it into each method's map, in the order given."""
+        layers = {method.name: method.layer_for(options.layer, self.runtime)
+                  for method in methods}
+        target = self._resolve_target(options.target)
+        by_layer: dict[str, list[CamMethod]] = {}
+        for method in methods:
+            by_layer.setdefault(layers[method.name], []).append(method)
+        batchers = [self._explain_batcher(layer) for layer in by_layer]
+        with ExitStack() as expecting:
+            for batcher in batchers:
+                expecting.enter_context(batcher.expecting(1))
+            image, model_input = await self._decode(encoded_image)
+            results = await asyncio.gather(*(
+                batcher.submit(_ExplainItem(model_input, target, layer_methods))
+                for batcher, layer_methods in zip(batchers, by_layer.values(), strict=True)))
+        result_of = {method.name: result for result, layer_methods in
+                     zip(results, by_layer.values(), strict=True) for method in layer_methods}
+        maps = [_MethodMap(method, layers[method.name],
+                           result_of[method.name].heatmaps[method.name],
+                           result_of[method.name].seconds[method.name]) for method in methods]
+        return _ImageMaps(image, model_input, results[0].forward, results[0].target, maps)
+
+    def _explain_batcher(self, layer: str) -> MicroBatcher[_ExplainItem, _MapResult]:
+        batcher = self._explain_batchers.get(layer)
+        if batcher is None:
+            batcher = self._explain_batchers[layer] = self._batcher(
+                lambda items: self._explain_batch(items, layer), "explanation"
+            )
+        return batcher
+
+    async def _render_timed(self, image: np.ndarray, found: _MethodMap,
+                            options: ExplainOptions) -> tuple[bytes | None, bytes | None, float]:
+        async with self._render_slots:
+            with self.metrics.stage("encode"):
+                started = perf_counter()
+                overlay_bytes, heatmap_bytes = await asyncio.to_thread(
+                    self._render, image, found.heatmap, options
+                )
+                return overlay_bytes, heatmap_bytes, perf_counter() - started
+
+    def _target(self, forward: Forward, target: int) -> Target:
+        return Target(label=self.runtime.manifest.class_names[target], class_index=target,
+                      probability=float(forward.probabilities[target]))
 
     async def close(self) -> None:
         await self._predict_batcher.close()
@@ -160,8 +248,22 @@ class InferenceService:
             await batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _log_device_failure(self, failure: str) -> None:
+        manifest = self.runtime.manifest
+        log_event("device_failure", logging.ERROR, model=manifest.name,
+                  version=manifest.version, device=self.runtime.device, error=failure)
+
     def _batcher(self, run_batch, stage: str) -> MicroBatcher:
-        return MicroBatcher(run_batch, self._executor, self.settings.batch_max_size,
+        settings = self.settings
+        # Forward passes are sized for their backend: ONNX Runtime is cheapest per image
+        # in small batches (settings.onnx_max_pass_images).
+        lane, max_size = FORWARD, (settings.onnx_max_pass_images
+                                   if self.runtime.backend == ONNXRUNTIME
+                                   else settings.max_pass_images)
+        if stage == "explanation":  # short passes: a forward pass never waits long behind one
+            lane, max_size = EXPLAIN, min(settings.max_pass_images,
+                                          settings.max_explain_pass_images)
+        return MicroBatcher(run_batch, self._executor.lane(lane), max_size,
                             self.settings.batch_max_wait_ms / 1000.0,
                             self.metrics.batch_observer(stage))
 
@@ -173,18 +275,18 @@ class InferenceService:
 
         return await asyncio.to_thread(decode_and_preprocess)
 
-    async def _faithfulness(self, model_input: np.ndarray, result: _MapResult) -> Faithfulness:
+    async def _faithfulness(self, done: _ImageMaps, heatmap: np.ndarray) -> Faithfulness:
         """The target's probability with only the hottest 20% of the input kept, and with it
         removed (blurred): two more forward passes, batched together."""
-        heat = heat_at_input(result.heatmap, self.runtime.manifest.input_size)
-        kept, removed = keep_and_remove(model_input, heat, KEEP_FRACTION)
+        heat = heat_at_input(heatmap, self.runtime.manifest.input_size)
+        kept, removed = keep_and_remove(done.model_input, heat, KEEP_FRACTION)
+        target = done.target
         with self._predict_batcher.expecting(2):
             passes = await asyncio.gather(self._predict_batcher.submit(kept),
                                           self._predict_batcher.submit(removed))
-        target = result.target
         return Faithfulness(
             fraction=KEEP_FRACTION,
-            target_probability=float(result.forward.probabilities[target]),
+            target_probability=float(done.forward.probabilities[target]),
             top_kept_probability=float(passes[0].probabilities[target]),
             top_removed_probability=float(passes[1].probabilities[target]),
         )
@@ -197,9 +299,13 @@ class InferenceService:
         results = []
         for index, item in enumerate(items):
             own = Gradients(*(value[index : index + 1] for value in astuple(gradients)))
-            heatmap = item.method.heatmaps(own, own.targets, self.runtime)[0]
+            heatmaps, seconds = {}, {}
+            for method in item.methods:
+                started = perf_counter()
+                heatmaps[method.name] = method.heatmaps(own, own.targets, self.runtime)[0]
+                seconds[method.name] = perf_counter() - started
             forward = Forward(own.probabilities[0], own.logits[0], own.features[0])
-            results.append(_MapResult(heatmap, forward, int(own.targets[0])))
+            results.append(_MapResult(heatmaps, seconds, forward, int(own.targets[0])))
         return results
 
     def _render(self, image: np.ndarray, heatmap: np.ndarray,

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Old environment names still read, with a warning, and the names that replace them.
+DEPRECATED_ENV = {"WBC_MAX_BATCH_IMAGES": "WBC_MAX_REQUEST_IMAGES",
+                  "WBC_BATCH_MAX_SIZE": "WBC_MAX_PASS_IMAGES"}
+
+
+def _also_deprecated(field: str) -> AliasChoices:
+    """Accept the field's name, its WBC_ variable, and the variable it replaced."""
+    new = f"WBC_{field.upper()}"
+    old = [name for name, replacement in DEPRECATED_ENV.items() if replacement == new]
+    return AliasChoices(field, new, *old)
 
 
 class Settings(BaseSettings):
     """Every knob of the service; each field is the env variable WBC_<FIELD>."""
 
     model_config = SettingsConfigDict(
-        env_prefix="WBC_", extra="ignore", env_ignore_empty=True, protected_namespaces=()
+        env_prefix="WBC_", extra="ignore", env_ignore_empty=True, protected_namespaces=(),
+        populate_by_name=True,
     )
 
     store_dir: Path = Path("model_store")
@@ -26,18 +41,62 @@ class Settings(BaseSettings):
     """Largest request body accepted, in bytes (413 beyond)."""
     max_image_pixels: int = Field(default=25_000_000, gt=0)
     """Largest image accepted, width x height, checked from the header before decoding."""
-    max_batch_images: int = Field(default=32, gt=0)
-    """Most images in one /predict request."""
-    batch_max_size: int = Field(default=32, gt=0)
-    """Most images the micro-batcher runs in one forward or backward pass."""
+    max_request_images: int = Field(default=32, gt=0,
+                                    validation_alias=_also_deprecated("max_request_images"))
+    """Most images one request may carry (/predict, /v2 infer); 413 beyond. Replaces the
+    deprecated WBC_MAX_BATCH_IMAGES."""
+    max_pass_images: int = Field(default=32, gt=0,
+                                 validation_alias=_also_deprecated("max_pass_images"))
+    """Most images the micro-batcher runs in one forward or backward pass, gathered from
+    concurrent requests. Replaces the deprecated WBC_BATCH_MAX_SIZE."""
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
     """How long the micro-batcher waits for more requests to join a batch."""
+    forward_backend: Literal["auto", "tensorflow", "onnxruntime"] = "auto"
+    """What runs forward passes (/predict, /v2 infer): `onnxruntime` (the entry's verified
+    model.onnx), `tensorflow`, or `auto`: ONNX Runtime on a CPU, TensorFlow on a GPU. An
+    entry without a usable model.onnx serves through TensorFlow; explanations always do."""
+    onnx_max_pass_images: int = Field(default=1, gt=0)
+    """Most images one forward pass runs under ONNX Runtime (max_pass_images applies under
+    TensorFlow). On CPUs its cost per image is lowest at batch 1 and rises with the batch
+    (docs/benchmarks.md, `python -m bench.forward`), so passes are not merged by default."""
+    max_explain_pass_images: int = Field(default=8, gt=0)
+    """Most images one explanation (backward) pass runs: a forward pass waits for at most
+    one of these at the TensorFlow worker."""
+    forward_queue_limit: int = Field(default=64, gt=0)
+    """Most images of /predict and /v2 infer requests admitted at once (waiting or in a
+    pass); past it requests are refused at once with 503 `overloaded` and Retry-After."""
+    explain_queue_limit: int = Field(default=32, gt=0)
+    """Most /explain requests admitted at once (waiting or in a pass); past it 503
+    `overloaded`."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Deadline of a request, in seconds from its arrival; X-Request-Timeout or the v2
+    `timeout` parameter may shorten it. Past it a request is answered 504 and never run."""
+    retry_after_s: int = Field(default=1, ge=1)
+    """Seconds a refused (503 overloaded) request is told to wait, in Retry-After."""
     cors_origins: list[str] = []
     """Origins allowed by CORS (JSON list); empty allows none."""
     api_key: SecretStr | None = None
     """API key every route but health and metrics requires; unset (and no file): open, no /admin."""
     api_keys_file: Path | None = None
     """File of further accepted API keys, one per line (blank lines and # comments skipped)."""
+
+    @model_validator(mode="after")
+    def _a_full_request_fits_the_queue(self) -> Settings:
+        if self.forward_queue_limit < self.max_request_images:
+            raise ValueError(
+                f"WBC_FORWARD_QUEUE_LIMIT ({self.forward_queue_limit}) is below "
+                f"WBC_MAX_REQUEST_IMAGES ({self.max_request_images}): a request of the "
+                "largest allowed size could never be admitted")
+        return self
+
+    @model_validator(mode="after")
+    def _warn_deprecated(self) -> Settings:
+        for old, new in DEPRECATED_ENV.items():
+            if old in os.environ:
+                logging.getLogger(__name__).warning(
+                    "%s is deprecated; set %s instead (%s still wins when both are set)",
+                    old, new, new)
+        return self
 
 
 @lru_cache

@@ -28,8 +28,8 @@ from PIL import Image
 from model_store.preprocessing import to_model_input
 from model_store.store import entry_dir, load_entry
 
-manifest, model = load_entry(entry_dir(Path(os.environ.get("WBC_STORE_DIR", "model_store")),
-                                       os.environ.get("WBC_MODEL_NAME", "wbc-squeezenet")))
+STORE = Path(os.environ.get("WBC_STORE_DIR", Path(__file__).resolve().parents[1] / "model_store"))
+manifest, model = load_entry(entry_dir(STORE, os.environ.get("WBC_MODEL_NAME", "wbc-squeezenet")))
 OVERLAY_ALPHA = 0.4
 
 app = FastAPI(title="Tutorial-style baseline (benchmark only)")

@@ -1,5 +1,6 @@
 """The in-process floor: what one image costs with no HTTP, no queue and no framework,
-decoded the way the service decodes and run through a compiled forward pass."""
+decoded the way the service decodes and run through the service's own forward pass (the
+backend WBC_FORWARD_BACKEND picks, as the service under test does)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
-
 from app.images import decode_image
 from app.settings import Settings
-from model_store.preprocessing import to_model_input
-from model_store.store import entry_dir, load_entry
+from model_core.runtime import ModelRuntime
 
 WARMUP_CALLS = 10
 
@@ -25,32 +22,31 @@ class Floor:
     """Median milliseconds per image, batch 1."""
 
     decode_and_forward_ms: float
-    """PIL decode (the service's `decode_image`) + `to_model_input` + compiled forward."""
+    """PIL decode (the service's `decode_image`) + preprocessing + forward pass."""
     forward_ms: float
-    """The compiled forward pass alone, on an already preprocessed input."""
+    """The forward pass alone, on an already preprocessed input."""
     samples: int
+    backend: str
+    """What ran the forward pass: tensorflow or onnxruntime."""
 
 
 def measure_floor(store_dir: Path, model_name: str, encoded_images: list[bytes],
                   samples: int) -> Floor:
     """Time `samples` images end to end through decode and forward, then the forward alone."""
-    manifest, model = load_entry(entry_dir(store_dir, model_name))
-    height, width = manifest.input_size
-    forward = tf.function(lambda inputs: model(inputs, training=False),
-                          input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
-    max_pixels = Settings().max_image_pixels
+    settings = Settings()
+    runtime = ModelRuntime.load(store_dir, model_name, None, settings.forward_backend)
 
-    def decode_and_forward(index: int) -> np.ndarray:
-        rgb = decode_image(encoded_images[index % len(encoded_images)], max_pixels)
-        inputs = to_model_input(rgb[None], manifest.input_size, manifest.preprocessing)
-        return forward(inputs).numpy()
+    def decode_and_forward(index: int) -> object:
+        rgb = decode_image(encoded_images[index % len(encoded_images)],
+                           settings.max_image_pixels)
+        return runtime.forward(runtime.preprocess(rgb)[None])
 
-    preprocessed = to_model_input(decode_image(encoded_images[0], max_pixels)[None],
-                                  manifest.input_size, manifest.preprocessing)
+    preprocessed = runtime.preprocess(decode_image(encoded_images[0],
+                                                   settings.max_image_pixels))[None]
     return Floor(
         decode_and_forward_ms=_median_ms(decode_and_forward, samples),
-        forward_ms=_median_ms(lambda _: forward(preprocessed).numpy(), samples),
-        samples=samples,
+        forward_ms=_median_ms(lambda _: runtime.forward(preprocessed), samples),
+        samples=samples, backend=runtime.backend,
     )
 
 

@@ -4,6 +4,8 @@ been answered, each one's latency and status recorded."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -32,21 +34,36 @@ class LoadResult:
     """How often each HTTP status (or transport error name) came back."""
 
 
-async def run_load(base_url: str, route: str, images: list[bytes], concurrency: int,
+def multipart_bodies(images: list[bytes]) -> list[dict]:
+    """One upload per image, as multipart field `file` (/predict, /explain)."""
+    return [{"files": {"file": ("cell.jpeg", image, "image/jpeg")}} for image in images]
+
+
+def v2_bodies(images: list[bytes]) -> list[dict]:
+    """One Open Inference Protocol request per image: input `images`, BYTES [1], the file
+    base64 in JSON; the same bytes go to every server that speaks it."""
+    return [{"content": json.dumps({"inputs": [{
+                "name": "images", "datatype": "BYTES", "shape": [1],
+                "data": [base64.b64encode(image).decode("ascii")]}]}).encode(),
+             "headers": {"Content-Type": "application/json"}}
+            for image in images]
+
+
+async def run_load(base_url: str, route: str, bodies: list[dict], concurrency: int,
                    requests: int, warmup: int) -> LoadResult:
     """Send `warmup` unrecorded requests, then `requests` recorded ones, `concurrency` at a
-    time; request i uploads images[i % len(images)] as multipart field `file`."""
+    time; request i posts bodies[i % len(bodies)] (httpx keyword arguments) to `route`."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits,
                                  timeout=REQUEST_TIMEOUT_S) as client:
-        await _closed_loop(client, route, images, concurrency, warmup)
+        await _closed_loop(client, route, bodies, concurrency, warmup)
         started = time.perf_counter()
-        outcomes = await _closed_loop(client, route, images, concurrency, requests)
+        outcomes = await _closed_loop(client, route, bodies, concurrency, requests)
         elapsed_s = time.perf_counter() - started
     return _summarise(outcomes, concurrency, elapsed_s)
 
 
-async def _closed_loop(client: httpx.AsyncClient, route: str, images: list[bytes],
+async def _closed_loop(client: httpx.AsyncClient, route: str, bodies: list[dict],
                        concurrency: int, count: int) -> list[tuple[float, str]]:
     outcomes: list[tuple[float, str]] = []
     # One iterator shared by all workers: each takes the next request as soon as its
@@ -55,16 +72,16 @@ async def _closed_loop(client: httpx.AsyncClient, route: str, images: list[bytes
 
     async def worker() -> None:
         for index in indices:
-            outcomes.append(await _send(client, route, images[index % len(images)]))
+            outcomes.append(await _send(client, route, bodies[index % len(bodies)]))
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
     return outcomes
 
 
-async def _send(client: httpx.AsyncClient, route: str, image: bytes) -> tuple[float, str]:
+async def _send(client: httpx.AsyncClient, route: str, body: dict) -> tuple[float, str]:
     started = time.perf_counter()
     try:
-        response = await client.post(route, files={"file": ("cell.jpeg", image, "image/jpeg")})
+        response = await client.post(route, **body)
         status = str(response.status_code)
     except httpx.HTTPError as error:
         status = type(error).__name__

@@ -1,7 +1,8 @@
-"""One command: the real service and the tutorial-style baseline, each started under uvicorn
-on a loopback port and loaded at each concurrency, plus the in-process floor.
+"""One command: the real service, the tutorial-style baseline (uvicorn) and the MLServer
+baseline (its own venv), each started on a loopback port and loaded at each concurrency,
+plus the in-process floor and the forward pass's batch curve against the matmul peak.
 
-    python -m bench.run [--requests 200] [--concurrency 1,16] [--store-dir model_store]
+    python -m bench.run [--requests 200] [--concurrency 1,16] [--servers service,mlserver]
 
 Progress goes to stderr, the Markdown table to stdout, everything to --output as JSON.
 """
@@ -21,23 +22,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 if __package__ in (None, ""):  # run as `python bench/run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.settings import Settings  # noqa: E402
 from bench.floor import measure_floor  # noqa: E402
+from bench.forward import BATCHES, measure_forward  # noqa: E402
+from bench.forward import markdown as forward_markdown  # noqa: E402
 from bench.images import MissingImages, test_simple_jpegs  # noqa: E402
-from bench.load import run_load  # noqa: E402
+from bench.load import multipart_bodies, run_load, v2_bodies  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
+from bench.mlserver import MLServerMissing, mlserver_serving  # noqa: E402
 from bench.report import (  # noqa: E402
     BASELINE,
     EXPLAIN,
+    MLSERVER,
     PREDICT,
     SERVICE,
+    V2_INFER,
     Measurement,
     check_targets,
     markdown,
 )
-from bench.servers import serving  # noqa: E402
+from bench.servers import REPO_ROOT, ServerFailed, serving  # noqa: E402
+from model_core.runtime import TENSORFLOW  # noqa: E402
+from model_store.manifest import Manifest  # noqa: E402
 from model_store.store import StoreError, entry_dir, read_manifest  # noqa: E402
+from training.config import DEFAULT_DATA_DIR  # noqa: E402
 
 APPS = {SERVICE: "app.main:app", BASELINE: "bench.baseline_service:app"}
+# The routes each server is loaded on; MLServer speaks only the Open Inference Protocol.
+ROUTES = {SERVICE: (PREDICT, EXPLAIN, V2_INFER), BASELINE: (PREDICT, EXPLAIN),
+          MLSERVER: (V2_INFER,)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,11 +62,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="unrecorded requests sent first at the same concurrency (default 20)")
     parser.add_argument("--concurrency", type=_concurrencies, default=[1, 16],
                         help="comma-separated requests in flight (default 1,16)")
-    parser.add_argument("--store-dir", type=Path, default=Path("model_store"))
+    parser.add_argument("--servers", type=_servers, default=list(ROUTES),
+                        help="comma-separated servers to measure, of service (always run), "
+                             "baseline, mlserver (default all)")
+    parser.add_argument("--forward-batches", default=",".join(map(str, BATCHES)),
+                        help="batch sizes of the in-process forward curve (default %(default)s)")
+    parser.add_argument("--forward-seconds", type=float, default=0.5,
+                        help="seconds per batch size and backend in that curve (default 0.5)")
+    parser.add_argument("--store-dir", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--model-name", default="wbc-squeezenet")
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/blood-cells"),
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="blood-cell data set holding images/TEST_SIMPLE/*/*.jpeg")
-    parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--output", type=Path,
+                        default=REPO_ROOT / "bench" / "results" / "latest.json")
     return parser.parse_args(argv)
 
 
@@ -68,21 +89,47 @@ def _concurrencies(text: str) -> list[int]:
     return sorted({_positive_int(part) for part in text.split(",") if part.strip()})
 
 
-def measure_app(service: str, env: dict[str, str], images: list[bytes],
-                args: argparse.Namespace) -> list[Measurement]:
-    """Start one app, load both routes at every concurrency, stop it (whatever happens)."""
+def _servers(text: str) -> list[str]:
+    named = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = named - set(ROUTES)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown servers {sorted(unknown)}; choose from "
+                                          f"{list(ROUTES)}")
+    return [server for server in ROUTES if server in named | {SERVICE}]
+
+
+def measure_server(service: str, env: dict[str, str], images: list[bytes],
+                   manifest: Manifest, args: argparse.Namespace) -> list[Measurement]:
+    """Start one server, load its routes at every concurrency, stop it (whatever happens)."""
     measurements = []
-    log_path = args.output.parent / "logs" / f"{service}.log"
-    with serving(APPS[service], env, log_path) as base_url:
-        for route in (PREDICT, EXPLAIN):
+    logs = args.output.parent / "logs"
+    requests = {PREDICT: (PREDICT, multipart_bodies(images)),
+                EXPLAIN: (EXPLAIN, multipart_bodies(images)),
+                V2_INFER: (f"/v2/models/{manifest.name}/infer", v2_bodies(images))}
+    if service == MLSERVER:
+        entry = entry_dir(args.store_dir.resolve(), manifest.name, manifest.version)
+        server = mlserver_serving(entry, manifest.name, manifest.version, logs / MLSERVER)
+    else:
+        server = serving(APPS[service], env, logs / f"{service}.log")
+    with server as base_url:
+        for route in ROUTES[service]:
+            path, bodies = requests[route]
             for concurrency in args.concurrency:
-                result = asyncio.run(run_load(base_url, route, images, concurrency,
+                result = asyncio.run(run_load(base_url, path, bodies, concurrency,
                                               args.requests, args.warmup))
                 print(f"{service} {route} c={concurrency}: p50 {result.p50_ms:.1f} ms, "
                       f"{result.requests_per_second:.1f} req/s, {result.errors} errors "
                       f"{result.status_counts}", file=sys.stderr)
                 measurements.append(Measurement(service, route, result))
     return measurements
+
+
+def service_pass_images() -> int:
+    """The most images the service under test runs in one forward pass on its backend."""
+    settings = Settings()
+    if settings.forward_backend == TENSORFLOW:
+        return settings.max_pass_images
+    return settings.onnx_max_pass_images
 
 
 def _wbc_environment() -> dict[str, str]:
@@ -100,25 +147,36 @@ def main(argv: list[str] | None = None) -> None:
     except (MissingImages, StoreError) as error:
         sys.exit(f"bench: {error}")
     machine = machine_info()
+    print("forward pass: batch curve and matmul peak in process", file=sys.stderr)
+    forward = measure_forward(store_dir, args.model_name,
+                              tuple(int(b) for b in args.forward_batches.split(",")),
+                              args.forward_seconds)
     print(f"floor: {args.requests} images in process", file=sys.stderr)
     floor = measure_floor(store_dir, args.model_name, images, args.requests)
     # The servers inherit this environment, so any other WBC_* setting applies to the service.
     env = {"WBC_STORE_DIR": str(store_dir), "WBC_MODEL_NAME": args.model_name}
-    measurements = [m for service in APPS for m in measure_app(service, env, images, args)]
-    targets = check_targets(measurements, floor)
+    try:
+        measurements = [m for service in args.servers
+                        for m in measure_server(service, env, images, manifest, args)]
+    except (MLServerMissing, ServerFailed) as error:
+        sys.exit(f"bench: {error}")
+    targets = check_targets(measurements, floor, forward, service_pass_images())
     results = {
         "machine": machine,
         "model": {"name": manifest.name, "version": manifest.version, "store_dir": str(store_dir)},
         "settings": {"requests": args.requests, "warmup": args.warmup,
                      "concurrency": args.concurrency, "images": len(images),
+                     "servers": args.servers,
                      "server_env": {**_wbc_environment(), **env}},
         "floor": asdict(floor),
+        "forward": asdict(forward),
         "measurements": [asdict(m) for m in measurements],
         "targets": [asdict(t) for t in targets],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(measurements, floor, targets, machine))
+    print("\n" + forward_markdown(forward))
     print(f"\nresults written to {args.output}", file=sys.stderr)
 
 

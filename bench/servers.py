@@ -1,5 +1,5 @@
-"""Run an ASGI app under uvicorn in its own process group on a free loopback port, and
-always stop the whole group afterwards."""
+"""Run a server (an ASGI app under uvicorn, or MLServer) in its own process group on a free
+loopback port, and always stop the whole group afterwards."""
 
 from __future__ import annotations
 
@@ -32,13 +32,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def uvicorn_command(app_path: str, port: int) -> list[str]:
+    """`uvicorn <app_path>`, one worker, no access log."""
+    return [sys.executable, "-m", "uvicorn", app_path, "--host", HOST, "--port", str(port),
+            "--workers", "1", "--no-access-log"]
+
+
 @contextmanager
 def serving(app_path: str, env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """Start `uvicorn <app_path>` (one worker) with `env` added to this process's environment,
-    wait for its readiness route, yield its base URL; stop it on the way out, error or not."""
+    """Start `uvicorn <app_path>` with `env` added to this process's environment, wait for
+    its readiness route, yield its base URL; stop it on the way out, error or not."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app_path, "--host", HOST, "--port", str(port),
-               "--workers", "1", "--no-access-log"]
+    with serving_command(uvicorn_command(app_path, port), port, env, log_path) as base_url:
+        yield base_url
+
+
+@contextmanager
+def serving_command(command: list[str], port: int, env: dict[str, str], log_path: Path,
+                    ready_route: str = READY_ROUTE) -> Iterator[str]:
+    """Start `command` (a server listening on `port`) as `serving` does."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -48,25 +60,25 @@ def serving(app_path: str, env: dict[str, str], log_path: Path) -> Iterator[str]
         )
     try:
         base_url = f"http://{HOST}:{port}"
-        _wait_until_ready(process, base_url, log_path)
+        _wait_until_ready(process, base_url + ready_route, log_path)
         yield base_url
     finally:
         _stop(process)
 
 
-def _wait_until_ready(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
+def _wait_until_ready(process: subprocess.Popen, ready_url: str, log_path: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerFailed(f"{base_url} exited with status {process.returncode} before it "
+            raise ServerFailed(f"{ready_url} exited with status {process.returncode} before it "
                                f"was ready; the end of {log_path}:\n{_tail(log_path)}")
         try:
-            if httpx.get(base_url + READY_ROUTE, timeout=5.0).status_code == 200:
+            if httpx.get(ready_url, timeout=5.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise ServerFailed(f"{base_url}{READY_ROUTE} did not answer 200 within {READY_TIMEOUT_S:.0f}"
+    raise ServerFailed(f"{ready_url} did not answer 200 within {READY_TIMEOUT_S:.0f}"
                        f" s; the end of {log_path}:\n{_tail(log_path)}")
 
 

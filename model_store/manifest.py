@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"
+ONNX_FILE = "model.onnx"
 SCHEMA_VERSION = 1
+# Fields that earlier entries of schema 1 wrote and nothing reads: dropped when read, so
+# those entries still load under the strict (extra="forbid") schema.
+RETIRED_FIELDS = {"preprocessing": ("color_mode",), "layers": ("probabilities",)}
 
 
 class Localisation(BaseModel):
@@ -49,8 +53,6 @@ class Preprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    color_mode: Literal["rgb"] = "rgb"
-    """Channel order the model expects."""
     resize_method: Literal["bilinear", "area", "bicubic", "nearest"] = "bilinear"
     """`tf.image.resize` method used to reach `input_size` (aspect ratio is not kept)."""
     antialias: bool = False
@@ -75,8 +77,6 @@ class Layers(BaseModel):
     """The last convolutional block, the input of global average pooling (CAM's layer)."""
     logits: str
     """The dense layer whose output is the class scores before the softmax."""
-    probabilities: str
-    """The softmax output layer."""
 
 
 class Framework(BaseModel):
@@ -105,6 +105,20 @@ class FeatureDistribution(BaseModel):
     fitted_on: str
 
 
+class OnnxExport(BaseModel):
+    """`model.onnx`: the serving forward pass exported for ONNX Runtime (its SHA-256 is in
+    `artefacts`). Input `inputs` [N, h, w, 3] float32 (already preprocessed); outputs
+    `probabilities` and `logits` [N, classes] and `features` [N, K]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_layers: list[str]
+    """Layers whose globally average-pooled activations `features` concatenates, in order."""
+    opset: int
+    exporter: str
+    """The converter and its version, e.g. "tf2onnx 1.17.0"."""
+
+
 class Manifest(BaseModel):
     """Everything the service needs to know about one trained model version."""
 
@@ -127,8 +141,21 @@ class Manifest(BaseModel):
     """Evaluation results keyed by split (e.g. "test", "test_simple")."""
     calibration: Calibration | None = None
     feature_distribution: FeatureDistribution | None = None
+    onnx: OnnxExport | None = None
+    """Present when the entry also holds `model.onnx`; entries without it serve through
+    TensorFlow."""
     artefacts: dict[str, str] = {}
     """SHA-256 hex digest of each artefact file, keyed by file name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for section, names in RETIRED_FIELDS.items():
+                if isinstance(data.get(section), dict):
+                    data[section] = {k: v for k, v in data[section].items() if k not in names}
+        return data
 
     @property
     def num_classes(self) -> int:

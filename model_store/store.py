@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model_store.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
+from model_store.manifest import MANIFEST_FILE, MODEL_FILE, ONNX_FILE, Manifest
 
 if TYPE_CHECKING:
     import keras
@@ -35,14 +35,6 @@ def list_versions(root: Path, name: str) -> list[int]:
         for child in model_dir.iterdir()
         if child.name.isdigit() and (child / MANIFEST_FILE).is_file()
     )
-
-
-def list_models(root: Path) -> list[str]:
-    """Model names in the store that have at least one version."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(child.name for child in root.iterdir() if list_versions(root, child.name))
 
 
 def entry_dir(root: Path, name: str, version: int | None = None) -> Path:
@@ -100,19 +92,32 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
     return path
 
 
-def verify_artefacts(directory: Path, manifest: Manifest) -> None:
-    """Raise ChecksumMismatch unless every artefact matches its recorded SHA-256."""
+def verify_artefacts(directory: Path, manifest: Manifest,
+                     skip: tuple[str, ...] = (ONNX_FILE,)) -> None:
+    """Raise ChecksumMismatch unless every artefact but those in `skip` matches its recorded
+    SHA-256. `model.onnx` is skipped by default: whoever loads it verifies it (a bad one
+    must not stop the Keras model from loading)."""
     if MODEL_FILE not in manifest.artefacts:
         raise ChecksumMismatch(f"manifest in {directory} records no checksum for {MODEL_FILE}")
-    for file_name, expected in manifest.artefacts.items():
-        path = Path(directory) / file_name
-        if not path.is_file():
-            raise ChecksumMismatch(f"artefact {path} named in the manifest is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ChecksumMismatch(
-                f"artefact {path} has SHA-256 {actual}, the manifest expects {expected}"
-            )
+    for file_name in manifest.artefacts:
+        if file_name not in skip:
+            verify_artefact(directory, manifest, file_name)
+
+
+def verify_artefact(directory: Path, manifest: Manifest, file_name: str) -> Path:
+    """The path of one artefact, after checking it against its recorded SHA-256."""
+    path = Path(directory) / file_name
+    expected = manifest.artefacts.get(file_name)
+    if expected is None:
+        raise ChecksumMismatch(f"manifest in {directory} records no checksum for {file_name}")
+    if not path.is_file():
+        raise ChecksumMismatch(f"artefact {path} named in the manifest is missing")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumMismatch(
+            f"artefact {path} has SHA-256 {actual}, the manifest expects {expected}"
+        )
+    return path
 
 
 def load_entry(directory: Path) -> tuple[Manifest, keras.Model]:

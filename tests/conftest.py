@@ -1,5 +1,6 @@
 """Real objects for the tests: the bundled model, a real app with its lifespan, a real
-uvicorn server on a loopback port, and the real data set when it is present."""
+uvicorn server on a loopback port, the real smears that live in examples/, and the full
+data set (only for full training and full-split evaluation) when it is present."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.utils.images import DATA_DIR, test_simple_images
+from tests.utils.images import DATA_DIR, Smear, example_smears, test_simple_images
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_STORE = ROOT / "model_store"
@@ -26,22 +27,49 @@ BUNDLED_VERSION = max(int(p.parent.name) for p in (BUNDLED_STORE / BUNDLED_MODEL
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The full blood-cell data set, for full training and full-split evaluation only. Where
+    it is missing the test skips, except under CI=true, where a missing data set fails."""
     if not (DATA_DIR / "images" / "TEST_SIMPLE").is_dir():
-        pytest.skip(f"needs the blood-cell data set at {DATA_DIR.resolve()} (set WBC_DATA_DIR); "
-                    "it is not there")
+        message = (f"needs the blood-cell data set at {DATA_DIR} (set WBC_DATA_DIR, or run "
+                   "`python -m training fetch-data`); it is not there")
+        if running_in_ci():
+            pytest.fail(f"CI=true: {message}", pytrace=False)
+        pytest.skip(message)
     return DATA_DIR
 
 
 @pytest.fixture(scope="session")
-def smear_files(data_dir: Path) -> list[Path]:
-    """Real TEST_SIMPLE images, one per class first, then the rest."""
-    files = test_simple_images()
-    firsts = {}
-    for path in files:
-        firsts.setdefault(path.parent.name, path)
-    return list(firsts.values()) + [p for p in files if p not in firsts.values()]
+def smears() -> list[Smear]:
+    """The eight real smears of examples/ with their classes and WBC boxes: one of each class
+    first, then the second of each."""
+    return example_smears()
+
+
+@pytest.fixture(scope="session")
+def smear_files(smears: list[Smear]) -> list[Path]:
+    """The files of `smears`, in the same order."""
+    return [smear.path for smear in smears]
+
+
+@pytest.fixture(scope="session")
+def test_simple_files(data_dir: Path) -> list[Path]:
+    """Every TEST_SIMPLE image of the full data set (71), for rates over the whole split."""
+    return test_simple_images()
+
+
+@pytest.fixture(scope="session")
+def bundled_manifest():
+    """The manifest of the version the service serves by default: tests read its classes,
+    input size and metrics from here instead of assuming one version's numbers."""
+    from model_store.store import read_manifest
+
+    return read_manifest(BUNDLED_STORE / BUNDLED_MODEL / str(BUNDLED_VERSION))
 
 
 @pytest.fixture(scope="session")

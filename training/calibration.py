@@ -7,8 +7,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from model_core.runtime import ModelRuntime, configure_tensorflow
 from model_store.manifest import Calibration, FeatureDistribution, Manifest
 from model_store.store import load_entry, read_manifest, write_manifest
 from training.config import TrainConfig
@@ -25,15 +25,14 @@ def logits_and_features(
     model: keras.Model, manifest: Manifest, data: LabelledImages, layers: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pre-softmax scores [N, classes] and the pooled activations of `layers`, concatenated
-    [N, K]."""
-    extractor = keras.Model(model.inputs, [model.get_layer(manifest.layers.logits).output,
-                                           *(model.get_layer(name).output for name in layers)])
+    [N, K], from the serving runtime's own compiled forward pass, so the features fitted
+    here are exactly the ones serving measures."""
+    runtime = ModelRuntime(manifest, model, Path(), configure_tensorflow(), feature_layers=layers)
     logits, features = [], []
     for inputs, _ in evaluation_dataset(data, manifest.input_size, manifest.preprocessing):
-        batch_logits, *activations = extractor(inputs, training=False)
-        logits.append(batch_logits.numpy())
-        features.append(np.concatenate(
-            [tf.reduce_mean(a, axis=[1, 2]).numpy() for a in activations], axis=1))
+        forward = runtime.forward(inputs.numpy())
+        logits.append(forward.logits)
+        features.append(forward.features)
     return np.concatenate(logits), np.concatenate(features)
 
 

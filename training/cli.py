@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from training import fetch
 from training.config import DEFAULT_DATA_DIR, AugmentConfig, TrainConfig
 
 
@@ -84,8 +85,11 @@ def _train_parser(subparsers) -> None:
                         help="use at most this many images per class (quick runs)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seeds weights, sampling, augmentation and the hold-out")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "one-device"),
-                        default=defaults.strategy, help="tf.distribute strategy")
+    parser.add_argument("--strategy",
+                        choices=("default", "mirrored", "one-device", "multi-worker"),
+                        default=defaults.strategy, help="tf.distribute strategy; "
+                        "multi-worker: one process per machine, the cluster in TF_CONFIG, "
+                        "only the chief publishes (training/distributed.py)")
     parser.add_argument("--cpu-replicas", type=int, default=1,
                         help="split the CPU into N logical devices (for --strategy mirrored "
                         "without GPUs)")
@@ -154,18 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TEST image -> original matches, computed once (minutes)")
     _entry_parser(subparsers, "evaluate-localiser",
                   "score an entry's cell localiser against the annotated WBC boxes")
+    _entry_parser(subparsers, "export-onnx",
+                  "add model.onnx (the forward pass for ONNX Runtime) to an existing entry")
     explain = _entry_parser(subparsers, "evaluate-explanations",
                             "score every explanation method against the WBC boxes")
     explain.add_argument("--keep-layer", dest="choose_layer", action="store_false",
                          help="keep the manifest's explanation layer instead of choosing "
                          "the best on the train originals")
+    fetch.add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "fetch-data":
+        return fetch.run(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.data import DataError
+    from training.distributed import ClusterConfigError
 
     try:
         if args.command == "train":
@@ -176,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run_seed_report(args)
         if args.command == "evaluate-localiser":
             return _run_localiser(args)
+        if args.command == "export-onnx":
+            return _run_export_onnx(args)
         if args.command == "evaluate-explanations":
             return _run_explanations(args)
         return _run_evaluate(args)
-    except DataError as error:
+    except (DataError, ClusterConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -192,7 +204,14 @@ def _run_train(config: TrainConfig) -> int:
     from training.publish import publish
     from training.train import train
 
-    result = train(config)
+    if config.strategy == "multi-worker":
+        from training.distributed import train_on_workers
+
+        result = train_on_workers(config)
+        if result is None:  # not the chief: the chief publishes
+            return 0
+    else:
+        result = train(config)
     directory, manifest = publish(result, config)
     print(f"published {manifest.name} v{manifest.version} to {directory} "
           f"({result.seconds_per_epoch:.1f} s/epoch)")
@@ -220,6 +239,17 @@ def _entry(args: argparse.Namespace) -> Path:
     from model_store.store import entry_dir
 
     return entry_dir(args.store_dir, args.model_name, args.version)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from training.onnx_export import export_entry
+
+    directory = _entry(args)
+    manifest = export_entry(directory)
+    assert manifest.onnx is not None
+    print(f"wrote {directory / 'model.onnx'} ({manifest.onnx.exporter}, opset "
+          f"{manifest.onnx.opset}, features of {manifest.onnx.feature_layers})")
+    return 0
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-DEFAULT_DATA_DIR = Path("../shared/data/blood-cells")
+# The data set's usual place, beside the repository (not the working directory).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "blood-cells"
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Score heat maps against the white cell's box: pointing game, energy share, and the
 deletion/insertion curves, for every method the service offers plus two baselines.
 
-It runs the service's own explainers (app.explainers) on the saved model, so the numbers
-describe exactly what /explain returns."""
+It runs the model core's explainers (model_core.explainers), the ones /explain runs, on
+the saved model, so the numbers describe exactly what /explain returns."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.explainers import METHODS
-from app.faithfulness import blur, heat_at_input
-from app.rendering import upsample
-from app.runtime import ModelRuntime
+from model_core.explainers import METHODS
+from model_core.faithfulness import blur, heat_at_input
+from model_core.rendering import upsample
+from model_core.runtime import ModelRuntime
 from training.data import LabelledImages, list_split, load_images
 
 TOLERANCE_PX = 15  # Zhang et al. 2018, "Top-down neural attention by excitation backprop"
@@ -124,7 +124,7 @@ def grid_png(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
     """One row per class (its first image), one column per method: overlays with the box."""
     import cv2
 
-    from app.rendering import overlay
+    from model_core.rendering import overlay
 
     names = runtime.manifest.class_names
     rows = []

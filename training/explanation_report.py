@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.explainers import METHODS
-from app.runtime import ModelRuntime, configure_tensorflow
+from model_core.explainers import METHODS
+from model_core.runtime import ModelRuntime, configure_tensorflow
 from model_store.store import load_entry, read_manifest, write_manifest
 from training.data import FRAME_SIZE, list_originals, load_images
 from training.explanation_quality import (
@@ -61,7 +61,7 @@ def choose_layer(runtime: ModelRuntime, scored: ScoredImages) -> dict[str, float
 
 
 def _full(low_res: np.ndarray, image: np.ndarray) -> np.ndarray:
-    from app.rendering import upsample
+    from model_core.rendering import upsample
 
     return upsample(low_res, image.shape[1], image.shape[0])
 

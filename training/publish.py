@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,16 +12,20 @@ import tensorflow as tf
 
 from model_store.manifest import MODEL_FILE, WEIGHTS_FILE, Framework, Layers, Manifest
 from model_store.store import create_next_version_dir, sha256_file, write_manifest
+from training.calibration import OOD_LAYERS
 from training.config import TrainConfig
-from training.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER
+from training.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LAYER
+from training.onnx_export import export_onnx
 from training.reports import plot_training_curves
 from training.train import TrainResult
 
 REPORTS_DIR = "reports"
+log = logging.getLogger(__name__)
 
 
 def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
-    """Save model, weights, training curves and manifest; return the entry folder."""
+    """Save model, weights, its ONNX export, training curves and manifest; return the entry
+    folder."""
     version, directory = create_next_version_dir(config.store_dir, config.model_name)
     result.model.save(directory / MODEL_FILE)
     result.model.save_weights(directory / WEIGHTS_FILE)
@@ -44,7 +49,7 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
         preprocessing=result.preprocessing,
         layers=Layers(
             explanation=EXPLANATION_LAYER, features=FEATURES_LAYER,
-            logits=LOGITS_LAYER, probabilities=PROBABILITIES_LAYER,
+            logits=LOGITS_LAYER,
         ),
         framework=Framework(tensorflow=tf.__version__, keras=keras.__version__),
         training=training_record,
@@ -52,5 +57,10 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
             name: sha256_file(directory / name) for name in (MODEL_FILE, WEIGHTS_FILE)
         },
     )
+    try:  # model.onnx pools the layers calibration is about to fit
+        manifest = export_onnx(directory, manifest, result.model, list(OOD_LAYERS))
+    except Exception as error:  # the Keras model still serves; the export can be redone
+        log.warning("v%s published without model.onnx (python -m training export-onnx "
+                    "--version %s adds it): %s", version, version, error)
     write_manifest(directory, manifest)
     return directory, manifest

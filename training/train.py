@@ -29,7 +29,7 @@ from training.pipeline import (
     training_dataset,
 )
 
-STRATEGIES = ("default", "mirrored", "one-device")
+STRATEGIES = ("default", "mirrored", "one-device", "multi-worker")
 
 
 @dataclass
@@ -84,6 +84,10 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "one-device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "multi-worker":
+        from training.distributed import multi_worker_strategy
+
+        return multi_worker_strategy()
     raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.errors import InvalidImage, InvalidParameter, PayloadTooLarge, describe_validation
-from app.images import MIN_IMAGE_SIDE
+from app.images import check_dimensions
 from app.protocol.body import split_body
 from app.protocol.schemas import (
     InferenceRequest,
@@ -75,6 +75,18 @@ def read_request(body: bytes, header_length: str | None,
     )
 
 
+def timeout_s(request: InferenceRequest) -> float | None:
+    """The request's `timeout` parameter in seconds (it is given in microseconds, as
+    Triton's clients send it); None when absent."""
+    value = request.parameters.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidParameter("parameters.timeout must be a positive integer number of "
+                               f"microseconds; received {value!r}", code="invalid_timeout")
+    return value / 1_000_000
+
+
 def encode_response(request: InferenceRequest, probabilities: np.ndarray, model_name: str,
                     model_version: int) -> tuple[bytes, bytes | None]:
     """(JSON header, binary data or None) of the response, outputs as requested."""
@@ -126,15 +138,7 @@ def _pixel_images(tensor: RequestInput, raw: memoryview | None,
                                "[N, H, W, 3] (RGB, channels last)")
     count, height, width = shape[:3]
     _check_count(count, settings)
-    if height * width > settings.max_image_pixels:
-        raise PayloadTooLarge(
-            f"images are {width}x{height} pixels ({height * width / 1e6:.1f} megapixels); "
-            f"the limit is {settings.max_image_pixels / 1e6:g} megapixels",
-            code="image_too_large",
-        )
-    if min(height, width) < MIN_IMAGE_SIDE:
-        raise InvalidImage(f"images are {width}x{height} pixels; the minimum is "
-                           f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}", code="image_too_small")
+    check_dimensions(width, height, settings.max_image_pixels, subject="images are")
     dtype = PIXEL_DATATYPES[tensor.datatype]
     pixels = _array(tensor, raw, dtype, math.prod(shape)).reshape(shape)
     if tensor.datatype == "FP32" and not (np.isfinite(pixels).all()
@@ -213,9 +217,9 @@ def _base64_elements(tensor: RequestInput) -> list[bytes]:
 
 
 def _check_count(count: int, settings: Settings) -> None:
-    if count > settings.max_batch_images:
+    if count > settings.max_request_images:
         raise PayloadTooLarge(f"request holds {count} images; the limit is "
-                              f"{settings.max_batch_images}", code="too_many_images")
+                              f"{settings.max_request_images}", code="too_many_images")
 
 
 def _refuse_unsupported(parameters: dict, where: str) -> None:

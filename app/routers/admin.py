@@ -1,7 +1,6 @@
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from app.dependencies import get_models
-from app.model_manager import ModelManager
+from app.dependencies import ModelsDep
 from app.schemas import ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -13,7 +12,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
     409: {"description": "the version failed to load or verify; the old one keeps serving"},
 })
 async def reload(
-    models: ModelManager = Depends(get_models),
+    models: ModelsDep,
     version: int | None = Query(None, ge=1, description="default: the pinned version (WBC_"
                                 "MODEL_VERSION), else the newest in the store"),
 ) -> ReloadResponse:

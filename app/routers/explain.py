@@ -1,16 +1,16 @@
-from typing import Any, Literal
+"""POST /explain: a class-activation heat map of one image's prediction, by one method or
+several at once."""
 
-from fastapi import APIRouter, Depends, Query, Request
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.dependencies import get_app_settings, get_service
+from app.dependencies import ServiceDep, SettingsDep, TicketDep
 from app.errors import InvalidParameter
-from app.explainers import METHODS
-from app.rendering import COLORMAPS
+from app.negotiation import accepts_png
 from app.routers.openapi_bodies import ERRORS, image_body
-from app.schemas import ExplainResponse
-from app.service import ExplainOptions, InferenceService
-from app.settings import Settings
+from app.schemas import ExplainMethodsResponse, ExplainOptions, ExplainResponse
 from app.uploads import read_images
 
 router = APIRouter(tags=["inference"])
@@ -19,35 +19,22 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": 
                       "description": "JSON, or the PNG itself with Accept: image/png"}}
 
 
-@router.post("/explain", response_model=ExplainResponse, responses=ERRORS | PNG_RESPONSE,
+@router.post("/explain", response_model=ExplainResponse | ExplainMethodsResponse,
+             responses=ERRORS | PNG_RESPONSE,
              openapi_extra=image_body(multiple=False))
-async def explain(
-    request: Request,
-    method: str = Query("gradcam", description=f"one of {sorted(METHODS)}"),
-    target: str | None = Query(None, description="class label or index; default: predicted"),
-    layer: str | None = Query(None, description="layer to explain; default: the manifest's"),
-    alpha: float = Query(0.4, ge=0.0, le=1.0, description="overlay opacity"),
-    threshold: float = Query(0.2, ge=0.0, le=1.0, description="heat below it is not painted"),
-    colormap: str = Query("jet", description=f"one of {sorted(COLORMAPS)}"),
-    output: Literal["overlay", "heatmap", "both"] = Query("both"),
-    faithfulness: bool = Query(
-        False, description="also score the map: the target's probability with only the "
-        "hottest 20% of the image kept, and with it removed"),
-    service: InferenceService = Depends(get_service),
-    settings: Settings = Depends(get_app_settings),
-):
-    """Explain one image's prediction with a class-activation heat map."""
-    if colormap.lower() not in COLORMAPS:
-        raise InvalidParameter(
-            f"unknown colormap {colormap!r}; expected one of {sorted(COLORMAPS)}"
-        )
+async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
+                  service: ServiceDep, settings: SettingsDep, ticket: TicketDep):
+    """Explain one image's prediction with a class-activation heat map; with several methods
+    (`method=gradcam,layercam` or `method=all`), one answer listing each method's map."""
+    wants_png = accepts_png(request.headers.get("accept"))
+    if options.several_methods and wants_png:
+        raise InvalidParameter("several methods are answered as JSON only; ask for one method "
+                               "to get its picture with Accept: image/png", code="not_acceptable")
     images = await read_images(request, settings.max_upload_bytes, max_images=1)
-    options = ExplainOptions(method, target, layer, alpha, threshold, colormap.lower(), output,
-                             faithfulness)
-    explanation = await service.explain(images[0], options)
-    if "image/png" in request.headers.get("accept", ""):
+    if options.several_methods:
+        return await ticket.run(service.explain_methods(images[0], options))
+    explanation = await ticket.run(service.explain(images[0], options))
+    if wants_png:
         png = explanation.overlay_png or explanation.heatmap_png
         return Response(png, media_type="image/png")
     return explanation.response
-
-

@@ -1,14 +1,13 @@
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from app.dependencies import get_models
-from app.model_manager import ModelManager
+from app.dependencies import ModelsDep
 from app.schemas import HealthResponse
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
 @router.get("/live", response_model=HealthResponse)
-def live() -> HealthResponse:
+async def live() -> HealthResponse:
     """Liveness: the process answers HTTP."""
     return HealthResponse(status="live")
 
@@ -16,6 +15,6 @@ def live() -> HealthResponse:
 @router.get("/ready", response_model=HealthResponse,
             responses={503: {"description": "model not loaded, not warmed up, or its device "
                                             "failed (the message says which)"}})
-def ready(models: ModelManager = Depends(get_models)) -> HealthResponse:
+async def ready(models: ModelsDep) -> HealthResponse:
     """Readiness: the model is loaded, warmed up and its device works."""
     return HealthResponse(status="ready", model=models.ready_service().model_ref)

@@ -1,15 +1,14 @@
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from app.dependencies import get_service
-from app.explainers import METHODS
+from app.dependencies import ServiceDep
 from app.schemas import ModelInfo, ModelsResponse
-from app.service import InferenceService
+from model_core.explainers import METHODS
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/models", response_model=ModelsResponse)
-def models(service: InferenceService = Depends(get_service)) -> ModelsResponse:
+def models(service: ServiceDep) -> ModelsResponse:
     """The served model: classes, input size, explanation layers and evaluation metrics."""
     runtime = service.runtime
     manifest = runtime.manifest
@@ -17,6 +16,6 @@ def models(service: InferenceService = Depends(get_service)) -> ModelsResponse:
         name=manifest.name, version=manifest.version, classes=manifest.class_names,
         input_size=manifest.input_size, explanation_layer=manifest.layers.explanation,
         explainable_layers=runtime.explainable_layers(), methods=sorted(METHODS),
-        device=runtime.device, created_at=manifest.created_at.isoformat(),
+        device=runtime.device, backend=runtime.backend, created_at=manifest.created_at.isoformat(),
         metrics=manifest.metrics,
     )])

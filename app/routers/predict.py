@@ -1,10 +1,8 @@
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from app.dependencies import get_app_settings, get_service
+from app.dependencies import ServiceDep, SettingsDep, TicketDep
 from app.routers.openapi_bodies import ERRORS, image_body
 from app.schemas import PredictResponse
-from app.service import InferenceService
-from app.settings import Settings
 from app.uploads import read_images
 
 router = APIRouter(tags=["inference"])
@@ -14,9 +12,11 @@ router = APIRouter(tags=["inference"])
              openapi_extra=image_body(multiple=True))
 async def predict(
     request: Request,
-    service: InferenceService = Depends(get_service),
-    settings: Settings = Depends(get_app_settings),
+    service: ServiceDep,
+    settings: SettingsDep,
+    ticket: TicketDep,
 ) -> PredictResponse:
     """Classify one or more images (repeat the multipart field `file` for a batch)."""
-    images = await read_images(request, settings.max_upload_bytes, settings.max_batch_images)
-    return await service.predict(images)
+    images = await read_images(request, settings.max_upload_bytes, settings.max_request_images)
+    ticket.need(len(images))
+    return await ticket.run(service.predict(images))

@@ -4,13 +4,12 @@ take the protocol's {"error": "..."} shape (see app.errors)."""
 import asyncio
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import __version__
-from app.dependencies import get_app_settings, get_models, get_service
+from app.dependencies import ModelsDep, ServiceDep, SettingsDep, TicketDep
 from app.errors import NotFound
-from app.model_manager import ModelManager
 from app.protocol.body import HEADER_LENGTH
 from app.protocol.schemas import MetadataTensor, ModelMetadata, ServerMetadata
 from app.protocol.tensors import (
@@ -20,9 +19,9 @@ from app.protocol.tensors import (
     PIXELS,
     encode_response,
     read_request,
+    timeout_s,
 )
 from app.service import InferenceService
-from app.settings import Settings
 from app.uploads import read_body
 
 TAGS: list = ["open inference protocol (v2)"]
@@ -34,13 +33,13 @@ VERSION = MODEL + "/versions/{model_version}"
 
 
 @health_router.get("/live")
-def server_live() -> dict:
+async def server_live() -> dict:
     """Server liveness: 200 while the process answers."""
     return {"live": True}
 
 
 @health_router.get("/ready", responses={400: {"description": "not ready, and why"}})
-def server_ready(models: ModelManager = Depends(get_models)) -> JSONResponse:
+async def server_ready(models: ModelsDep) -> JSONResponse:
     """Server readiness: 200 once the model is loaded, warmed and its device works; 400
     (the protocol's "4xx is false") with the reason otherwise."""
     reason = models.readiness()
@@ -58,8 +57,8 @@ def server_metadata() -> ServerMetadata:
 
 @router.get(MODEL, response_model=ModelMetadata)
 @router.get(VERSION, response_model=ModelMetadata)
-def model_metadata(model_name: str, model_version: str | None = None,
-                   service: InferenceService = Depends(get_service)) -> ModelMetadata:
+def model_metadata(service: ServiceDep, model_name: str,
+                   model_version: str | None = None) -> ModelMetadata:
     """Model metadata: its inputs (pixels or encoded images) and output (probabilities)."""
     _check_served(service, model_name, model_version)
     runtime = service.runtime
@@ -70,14 +69,15 @@ def model_metadata(model_name: str, model_version: str | None = None,
         outputs=[MetadataTensor(name=OUTPUT_NAME, datatype="FP32",
                                 shape=[-1, manifest.num_classes])],
         parameters={"class_names": manifest.class_names, "device": runtime.device,
+                    "backend": runtime.backend,
                     "pixel_datatypes": list(PIXEL_DATATYPES)},
     )
 
 
 @router.get(MODEL + "/ready", responses={400: {"description": "not ready, and why"}})
 @router.get(VERSION + "/ready", responses={400: {"description": "not ready, and why"}})
-def model_ready(model_name: str, model_version: str | None = None,
-                models: ModelManager = Depends(get_models)) -> JSONResponse:
+async def model_ready(models: ModelsDep, model_name: str,
+                      model_version: str | None = None) -> JSONResponse:
     """Model readiness: 200 when this model (and version) can serve, 400 otherwise."""
     reason = models.readiness()
     if reason is None and models.service is not None:
@@ -89,9 +89,8 @@ def model_ready(model_name: str, model_version: str | None = None,
 @router.post(MODEL + "/infer")
 @router.post(VERSION + "/infer")
 async def infer(
-    request: Request, model_name: str, model_version: str | None = None,
-    service: InferenceService = Depends(get_service),
-    settings: Settings = Depends(get_app_settings),
+    request: Request, service: ServiceDep, settings: SettingsDep, ticket: TicketDep,
+    model_name: str, model_version: str | None = None,
 ) -> Response:
     """Classify images sent as one tensor, in JSON or with the binary tensor data extension:
     `pixels` (UINT8 or FP32 0..255, [N, H, W, 3], any H and W) or `images` (BYTES [N] of
@@ -101,10 +100,13 @@ async def infer(
     inference, images = await asyncio.to_thread(
         read_request, body, request.headers.get(HEADER_LENGTH), settings
     )
+    ticket.shorten(timeout_s(inference))
     if images.encoded is not None:
-        probabilities = await service.probabilities(images.encoded)
+        ticket.need(len(images.encoded))
+        probabilities = await ticket.run(service.probabilities(images.encoded))
     else:
-        probabilities = await service.probabilities_of_pixels(images.pixels or [])
+        ticket.need(len(images.pixels or []))
+        probabilities = await ticket.run(service.probabilities_of_pixels(images.pixels or []))
     model = service.model_ref
     with service.metrics.stage("encode"):
         header, binary = encode_response(inference, np.stack(probabilities), model.name,

@@ -1,13 +1,26 @@
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from app.batching import MicroBatcher
+from app.metrics import Metrics
 
 
 def _run(coroutine):
     return asyncio.run(coroutine)
+
+
+def _batch_sizes(metrics: Metrics) -> tuple[float, float, dict[float, float]]:
+    """(passes, items, {bucket upper bound: passes of at most that size}) from the
+    wbc_batch_size histogram, as /metrics reports it."""
+    sample = metrics.registry.get_sample_value
+    labels = {"pass_kind": "test"}
+    buckets = {bound: sample("wbc_batch_size_bucket", labels | {"le": f"{bound:.1f}"})
+               for bound in (1, 2, 4, 8)}
+    return (sample("wbc_batch_size_count", labels), sample("wbc_batch_size_sum", labels),
+            buckets)
 
 
 def test_concurrent_items_share_a_batch_and_keep_their_order():
@@ -18,29 +31,70 @@ def test_concurrent_items_share_a_batch_and_keep_their_order():
         return [2 * item for item in items]
 
     async def scenario():
-        batcher = MicroBatcher(double, ThreadPoolExecutor(1), max_size=8, max_wait_s=0.05)
+        # The wait for more items ends when every announced item is queued (an event), not
+        # on a clock: the 60 s ceiling is never reached by a passing run, so the five share
+        # one pass however slowly the machine runs.
+        batcher = MicroBatcher(double, ThreadPoolExecutor(1), max_size=8, max_wait_s=60.0,
+                               observer=metrics.batch_observer("test"))
         with batcher.expecting(5):
             results = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
         await batcher.close()
-        return results, batcher.batch_sizes
+        return results
 
-    results, sizes = _run(scenario())
+    metrics = Metrics()
+    results = _run(scenario())
+    passes, items, buckets = _batch_sizes(metrics)
     assert results == [0, 2, 4, 6, 8]
-    assert sum(sizes) == 5 and max(sizes) > 1
-    assert len(calls) == len(sizes)
+    assert calls == [[0, 1, 2, 3, 4]]  # one pass, in submission order
+    assert (passes, items) == (1, 5) and buckets[4] == 0 and buckets[8] == 1
+
+
+def test_items_queued_during_a_pass_join_the_next_one():
+    """While a pass runs, new items wait in the queue and go together in the next pass. The
+    pass is held on an event until they are queued: no clock decides the outcome."""
+    started, release = threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def gated(items):
+        calls.append(list(items))
+        if items == [0]:
+            started.set()
+            release.wait(timeout=60)
+        return items
+
+    async def scenario():
+        batcher = MicroBatcher(gated, ThreadPoolExecutor(1), max_size=8, max_wait_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(0))
+        # The first pass has started and holds the executor.
+        assert await asyncio.to_thread(started.wait, 60)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2, 3)]
+        for _ in range(3):  # each submit runs to its queue.put in one loop iteration
+            await asyncio.sleep(0)
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        return results
+
+    assert _run(scenario()) == [0, 1, 2, 3]
+    assert calls == [[0], [1, 2, 3]]
 
 
 def test_batches_never_exceed_the_limit():
     async def scenario():
-        batcher = MicroBatcher(lambda items: items, ThreadPoolExecutor(1), 3, 0.01)
+        batcher = MicroBatcher(lambda items: items, ThreadPoolExecutor(1), 3, 0.01,
+                               observer=metrics.batch_observer("test"))
         with batcher.expecting(10):
             results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
         await batcher.close()
-        return results, batcher.batch_sizes
+        return results
 
-    results, sizes = _run(scenario())
+    metrics = Metrics()
+    results = _run(scenario())
+    passes, items, buckets = _batch_sizes(metrics)
     assert results == list(range(10))
-    assert max(sizes) <= 3
+    assert items == 10
+    # No pass above 3: every pass falls in the le=4 bucket, and at least 4 passes ran.
+    assert buckets[4] == passes and passes >= 4
 
 
 def test_a_failing_batch_fails_its_callers_and_the_batcher_lives_on():
@@ -58,3 +112,42 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_lives_on():
         return after
 
     assert _run(scenario()) == 7
+
+
+def test_an_item_whose_caller_stopped_waiting_never_runs():
+    """A caller cancelled (deadline, disconnect) while its batch waits for the worker: the
+    batch's other items run, the cancelled one is dropped and never counted as a pass."""
+    import threading
+
+    from app.worker import LaneWorker
+
+    ran: list[list[int]] = []
+    worker = LaneWorker(("forward",))
+    gate, started = threading.Event(), threading.Event()
+    worker.submit_to("forward", lambda: (started.set(), gate.wait()))
+    assert started.wait(30)
+
+    def record(items):
+        ran.append(list(items))
+        return items
+
+    async def scenario():
+        batcher = MicroBatcher(record, worker.lane("forward"), 8, 0.0,
+                               observer=metrics.batch_observer("test"))
+        callers = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+        while batcher._queue is None or not batcher._queue.empty():
+            await asyncio.sleep(0.01)  # until the batch of three waits at the blocked worker
+        callers[1].cancel()
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*callers, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    metrics = Metrics()
+    results = _run(scenario())
+    worker.shutdown()
+    passes, items, _ = _batch_sizes(metrics)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert ran == [[0, 2]] and items == 2 and passes == 1

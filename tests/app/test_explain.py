@@ -3,11 +3,12 @@
 import base64
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.explainers import METHODS
+from model_core.explainers import METHODS
 
 METHOD_NAMES = sorted(METHODS)
 
@@ -78,15 +79,72 @@ def test_output_selects_what_is_returned(client, smear_files):
     assert body["overlay_png"] is None and body["heatmap_png"]
 
 
-@pytest.mark.parametrize("colormap", ["jet", "viridis", "inferno"])
-def test_colormaps(client, smear_files, colormap):
-    response = _explain(client, smear_files[0].read_bytes(), colormap=colormap)
-    assert response.status_code == 200
+# The published ends of each colour map (matplotlib's tables, which OpenCV's follow): the
+# RGB colour of no heat and of the peak.
+COLORMAP_ENDS = {"jet": ((0, 0, 128), (128, 0, 0)), "viridis": ((68, 1, 84), (253, 231, 37)),
+                 "inferno": ((0, 0, 4), (252, 255, 164))}
+
+
+def test_colormaps_paint_the_same_map_in_their_own_colours(client, smear_files):
+    """Fully opaque and painted everywhere, the overlay is the colour map applied to the heat
+    map: one colour per heat level, the map's own colours at no heat and at the peak, and a
+    different picture for each map while the heat map stays the same."""
+    payload = smear_files[0].read_bytes()
+    overlays, heatmaps = {}, {}
+    for name, (cold, hot) in COLORMAP_ENDS.items():
+        body = _explain(client, payload, colormap=name, alpha=1.0, threshold=0.0).json()
+        overlay = np.asarray(_png(body["overlay_png"])).astype(int)
+        heat = np.asarray(_png(body["heatmap_png"]))
+        levels = np.unique(heat)
+        pairs = np.unique(np.column_stack([heat.ravel(), overlay.reshape(-1, 3)]), axis=0)
+        assert len(pairs) == len(levels), f"{name}: a heat level painted in several colours"
+        assert levels[0] == 0 and levels[-1] == 255
+        np.testing.assert_allclose(overlay[heat == 0][0], cold, atol=2, err_msg=name)
+        np.testing.assert_allclose(overlay[heat == 255][0], hot, atol=2, err_msg=name)
+        overlays[name], heatmaps[name] = overlay, heat
+    names = list(COLORMAP_ENDS)
+    for index, first in enumerate(names):
+        np.testing.assert_array_equal(heatmaps[first], heatmaps[names[0]])
+        for second in names[index + 1:]:
+            differing = np.any(overlays[first] != overlays[second], axis=-1).mean()
+            assert differing > 0.9, f"{first} and {second} overlays differ on {differing:.0%}"
+
+
+def _detail_lost_on(heat: np.ndarray, grid: tuple[int, int]) -> float:
+    """Share of the map's variation lost when it is squeezed onto `grid` (rows, columns) and
+    blown back up: near 0 for a map with no more detail than the grid holds."""
+    rows, columns = grid
+    coarse = cv2.resize(heat, (columns, rows), interpolation=cv2.INTER_AREA)
+    back = cv2.resize(coarse, (heat.shape[1], heat.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return float(np.linalg.norm(heat - back) / np.linalg.norm(heat - heat.mean()))
 
 
 def test_other_layer_gives_a_finer_map(client, smear_files):
-    body = _explain(client, smear_files[0].read_bytes(), layer="fire5").json()
-    assert body["layer"] == "fire5"
+    """An earlier layer with at least twice the default layer's grid gives a map with detail
+    the default layer's grid cannot hold: squeezed onto that grid it loses far more of its
+    variation than the default map does (v3: fire4's 16x16 against fire5's 8x8)."""
+    model = client.get("/models").json()["models"][0]
+    keras_model = client.app.state.models.service.runtime.model
+
+    def grid(layer: str) -> tuple[int, int]:
+        return tuple(keras_model.get_layer(layer).output.shape[1:3])
+
+    default = model["explanation_layer"]
+    finer = [layer for layer in model["explainable_layers"]
+             if all(f >= 2 * d for f, d in zip(grid(layer), grid(default), strict=True))]
+    assert finer, f"no explainable layer has twice {default}'s grid {grid(default)}"
+    layer = finer[-1]  # the deepest of them
+    for path in smear_files[:4]:
+        maps = {}
+        for name in (default, layer):
+            body = _explain(client, path.read_bytes(), layer=name, output="heatmap").json()
+            assert body["layer"] == name
+            maps[name] = np.asarray(_png(body["heatmap_png"])).astype(np.float32) / 255
+        # Where a model explains a crop, the maps are zero outside it: compare inside.
+        rows, columns = np.nonzero((maps[default] > 0) | (maps[layer] > 0))
+        window = np.s_[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+        lost = {name: _detail_lost_on(heat[window], grid(default)) for name, heat in maps.items()}
+        assert lost[layer] > 1.5 * lost[default], (path.name, lost)
 
 
 def test_cam_and_gradcam_agree_for_a_gap_dense_model(client, smear_files):

@@ -4,10 +4,8 @@ version keeps serving, SIGHUP reloads, a version can be chosen; the server's JSO
 record it all."""
 
 import asyncio
-import json
 import os
 import signal
-import time
 
 import httpx
 import pytest
@@ -16,6 +14,7 @@ from PIL import Image
 from model_store.manifest import MODEL_FILE
 from tests.conftest import start_server, stop_server
 from tests.utils.images import encode, smear_like_rgb
+from tests.utils.logs import read_json_lines, wait_for_line
 from tests.utils.models import copy_entry, publish_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -59,10 +58,13 @@ def answered_version(response: httpx.Response) -> int | None:
     return body["model"]["version"] if "model" in body else int(body["model_version"])
 
 
-async def steady_load(base_url: str, action, workers: int = 4):
-    """Requests from `workers` clients back to back, /predict and v2 infer alternately,
-    before, during and after `action(http)`; returns (its result, [(status, version)])."""
+async def steady_load(base_url: str, action, workers: int = 4, around: int = 20):
+    """Requests from `workers` clients back to back, /predict and v2 infer alternately:
+    `around` answers before `action(http)`, those during it, and `around` answers after it;
+    returns (its result, [(status, version)]). Counted answers, not a clock, mark before and
+    after."""
     answers: list[tuple[int | str, int | None]] = []
+    answered = asyncio.Condition()
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=60) as http:
         async def client(index: int) -> None:
@@ -73,17 +75,21 @@ async def steady_load(base_url: str, action, workers: int = 4):
                             "file": ("a.png", PNG, "image/png")})
                     else:
                         response = await http.post("/v2/models/tiny/infer", json=V2_BODY)
+                    answer = (response.status_code, answered_version(response))
                 except httpx.TransportError as error:
-                    answers.append((repr(error), None))
-                    continue
-                answers.append((response.status_code, answered_version(response)))
+                    answer = (repr(error), None)
+                async with answered:
+                    answers.append(answer)
+                    answered.notify_all()
+
+        async def until_answered(count: int) -> None:
+            async with answered:
+                await answered.wait_for(lambda: len(answers) >= count)
 
         tasks = [asyncio.create_task(client(i)) for i in range(workers)]
-        await asyncio.sleep(1.0)
+        await until_answered(around)
         result = await action(http)
-        after = len(answers)
-        while len(answers) < after + 20:  # enough answers from the new version
-            await asyncio.sleep(0.05)
+        await until_answered(len(answers) + around)  # enough answers from the new version
         stop.set()
         await asyncio.gather(*tasks)
     return result, answers
@@ -147,12 +153,12 @@ def test_a_version_can_be_chosen_and_a_missing_one_is_refused(server):
 
 
 def test_sighup_reloads_the_newest_version(server, store):
-    process, http, _ = server
+    process, http, log_file = server
     _, manifest, _ = publish_tiny_model(store)
     os.kill(process.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 60
-    while served_version(http) != manifest.version and time.monotonic() < deadline:
-        time.sleep(0.2)
+    loaded = wait_for_line(log_file, lambda line: line["event"] == "model_loaded"
+                           and line["version"] == manifest.version)
+    assert loaded["model"] == "tiny"
     assert served_version(http) == manifest.version
     assert http.get("/v2/models/tiny").json()["versions"] == [str(manifest.version)]
 
@@ -160,9 +166,8 @@ def test_sighup_reloads_the_newest_version(server, store):
 def test_the_server_log_records_loads_failures_and_requests(server):
     process, http, log_file = server
     http.get("/models", headers={"X-Request-ID": "from-the-log-test"})
-    time.sleep(0.5)
-    lines = [json.loads(line) for line in log_file.read_text().splitlines()
-             if line.startswith("{")]
+    wait_for_line(log_file, lambda line: line.get("request_id") == "from-the-log-test")
+    lines = read_json_lines(log_file)
     events = [line["event"] for line in lines]
     loads = [line for line in lines if line["event"] == "model_loaded"]
     assert len(loads) >= 4 and all(line["device"] in ("CPU:0", "GPU:0") for line in loads)

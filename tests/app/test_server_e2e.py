@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_predict_and_explain_over_http(server_url, smear_files):
     payload = smear_files[0].read_bytes()
+    size = Image.open(smear_files[0]).size
     with httpx.Client(base_url=server_url, timeout=60) as http:
         predicted = http.post("/predict", files={"file": ("a.jpeg", payload, "image/jpeg")})
         assert predicted.status_code == 200
@@ -23,13 +24,13 @@ def test_predict_and_explain_over_http(server_url, smear_files):
                                   files={"file": ("a.jpeg", payload, "image/jpeg")})
             assert explained.status_code == 200
             overlay = Image.open(io.BytesIO(base64.b64decode(explained.json()["overlay_png"])))
-            assert overlay.size == (320, 240)
+            assert overlay.size == size
         png = http.post("/explain", headers={"Accept": "image/png"},
                         files={"file": ("a.jpeg", payload, "image/jpeg")})
         assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
 
 
-def test_hostile_uploads_do_not_hurt_the_server(server_url, smear_files):
+def test_hostile_uploads_do_not_hurt_the_server(server_url):
     with httpx.Client(base_url=server_url, timeout=60) as http:
         bomb = http.post("/predict", files={"file": ("b.png", png_bomb(), "image/png")})
         assert bomb.status_code == 413 and bomb.json()["error"]["code"] == "image_too_large"
@@ -43,7 +44,7 @@ def test_hostile_uploads_do_not_hurt_the_server(server_url, smear_files):
 
 
 def test_concurrent_requests_are_batched_and_answered_in_order(server_url, smear_files):
-    payloads = [p.read_bytes() for p in smear_files[:16]]
+    payloads = [p.read_bytes() for p in smear_files] * 2  # 16 requests at once
 
     async def run():
         async with httpx.AsyncClient(base_url=server_url, timeout=120) as http:

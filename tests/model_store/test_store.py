@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from model_store.manifest import MODEL_FILE, WEIGHTS_FILE
+from model_store.manifest import MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
 from model_store.store import (
     ChecksumMismatch,
     EntryNotFound,
@@ -12,6 +12,7 @@ from model_store.store import (
     load_entry,
     read_manifest,
     sha256_file,
+    verify_artefact,
 )
 from tests.utils.models import TINY_CLASSES, publish_tiny_model
 
@@ -39,7 +40,7 @@ def test_manifest_records_the_contract(tmp_path):
     assert manifest.layers.explanation == "fire6"
     assert manifest.layers.logits == "logits"
     assert manifest.preprocessing.scale == pytest.approx(1 / 255)
-    assert set(manifest.artefacts) == {MODEL_FILE, WEIGHTS_FILE}
+    assert set(manifest.artefacts) == {MODEL_FILE, WEIGHTS_FILE, ONNX_FILE}
     for name, digest in manifest.artefacts.items():
         assert sha256_file(directory / name) == digest
     raw = json.loads((directory / "manifest.json").read_text())
@@ -68,3 +69,13 @@ def test_missing_artefact_is_refused(tmp_path):
     (directory / WEIGHTS_FILE).unlink()
     with pytest.raises(ChecksumMismatch, match="missing"):
         load_entry(directory)
+
+
+def test_a_bad_onnx_file_does_not_stop_the_keras_model_from_loading(tmp_path):
+    # Whoever runs model.onnx verifies it (model_core.onnx_forward); Keras serving needs
+    # only its own artefacts.
+    directory, _, _ = publish_tiny_model(tmp_path)
+    (directory / ONNX_FILE).write_bytes(b"not an onnx model")
+    manifest, _ = load_entry(directory)
+    with pytest.raises(ChecksumMismatch, match="model.onnx has SHA-256"):
+        verify_artefact(directory, manifest, ONNX_FILE)

@@ -1,21 +1,60 @@
-"""Factories for test images: real data-set files and generated edge cases."""
+"""Factories for test images: the project's own real smears (examples/), the full data set's
+files when it is there, and generated edge cases."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-DATA_DIR = Path(os.environ.get("WBC_DATA_DIR", "../shared/data/blood-cells"))
+from training.config import DEFAULT_DATA_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = ROOT / "examples"
+
+
+def data_dir_from_environment() -> Path:
+    """WBC_DATA_DIR, a relative value read from the repository root (like the default, which
+    lies beside it), so the answer does not depend on where pytest was started."""
+    configured = os.environ.get("WBC_DATA_DIR")
+    if not configured:
+        return DEFAULT_DATA_DIR
+    return (ROOT / Path(configured).expanduser()).resolve()
+
+
+DATA_DIR = data_dir_from_environment()
+
+
+@dataclass(frozen=True)
+class Smear:
+    """A real smear of examples/: its file, its class and its annotated WBC boxes."""
+
+    path: Path
+    label: str
+    wbc_boxes: list[list[int]]
+
+
+def example_smears() -> list[Smear]:
+    """The eight real smears that live in the project (two per class, 320x240 JPEG), one of
+    each class first (in class order), then the second of each."""
+    index = json.loads((EXAMPLES_DIR / "examples.json").read_text())["images"]
+    smears = [Smear(EXAMPLES_DIR / name, entry["label"], entry["wbc_boxes_xyxy"])
+              for name, entry in sorted(index.items())]
+    firsts: dict[str, Smear] = {}
+    for smear in smears:
+        firsts.setdefault(smear.label, smear)
+    return list(firsts.values()) + [s for s in smears if s not in firsts.values()]
 
 
 def test_simple_images() -> list[Path]:
-    """TEST_SIMPLE files, sorted; empty when the data set is absent."""
+    """The full data set's TEST_SIMPLE files, sorted; empty when the data set is absent."""
     return sorted((DATA_DIR / "images" / "TEST_SIMPLE").glob("*/*.jpeg"))
 
 

@@ -2,13 +2,12 @@
 
 import numpy as np
 
-from app.explainers.base import FixedLayerMethod
-from app.runtime import Gradients, ModelRuntime
+from model_core.explainers.base import FixedLayerMethod
+from model_core.runtime import Gradients, ModelRuntime
 
 
 class Cam(FixedLayerMethod):
     name = "cam"
-    paper = "Zhou et al. 2016"
 
     def combine(self, gradients: Gradients, targets: np.ndarray,
                 runtime: ModelRuntime) -> np.ndarray:

@@ -3,13 +3,12 @@ Localization", IEEE TIP 2021."""
 
 import numpy as np
 
-from app.explainers.base import CamMethod
-from app.runtime import Gradients, ModelRuntime
+from model_core.explainers.base import CamMethod
+from model_core.runtime import Gradients, ModelRuntime
 
 
 class LayerCam(CamMethod):
     name = "layercam"
-    paper = "Jiang et al. 2021"
 
     def combine(self, gradients: Gradients, targets: np.ndarray,
                 runtime: ModelRuntime) -> np.ndarray:

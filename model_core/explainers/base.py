@@ -7,15 +7,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from app.errors import InvalidParameter
-from app.runtime import Gradients, ModelRuntime
+from model_core.errors import UnknownLayer
+from model_core.runtime import Gradients, ModelRuntime
 
 
 class CamMethod:
     """Base class of the explanation methods."""
 
     name: ClassVar[str]
-    paper: ClassVar[str]
 
     def layer_for(self, requested: str | None, runtime: ModelRuntime) -> str:
         """The layer this method explains: the requested one, or the manifest's default."""
@@ -44,8 +43,8 @@ class FixedLayerMethod(CamMethod):
     def layer_for(self, requested: str | None, runtime: ModelRuntime) -> str:
         features = runtime.manifest.layers.features
         if requested not in (None, features):
-            raise InvalidParameter(
+            raise UnknownLayer(
                 f"method {self.name!r} explains only the layer feeding global average "
-                f"pooling, {features!r}; received layer={requested!r}", code="unknown_layer",
+                f"pooling, {features!r}; received layer={requested!r}"
             )
         return features

@@ -1,10 +1,10 @@
 """Explanation methods, by public name."""
 
-from app.explainers.base import CamMethod
-from app.explainers.cam import Cam
-from app.explainers.gradcam import GradCam
-from app.explainers.gradcampp import GradCamPlusPlus
-from app.explainers.layercam import LayerCam
+from model_core.explainers.base import CamMethod
+from model_core.explainers.cam import Cam
+from model_core.explainers.gradcam import GradCam
+from model_core.explainers.gradcampp import GradCamPlusPlus
+from model_core.explainers.layercam import LayerCam
 
 METHODS: dict[str, CamMethod] = {
     method.name: method for method in (Cam(), GradCam(), GradCamPlusPlus(), LayerCam())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.errors import InvalidParameter, ModelUnavailable
-from app.logs import log_event
+from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
+from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
 from model_store.manifest import Manifest
 from model_store.preprocessing import to_model_input
 from model_store.store import entry_dir, load_entry
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # reset GPU, a driver or runtime failure.
 DEVICE_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InternalError,
                  tf.errors.UnavailableError)
+TENSORFLOW, ONNXRUNTIME, AUTO = "tensorflow", "onnxruntime", "auto"
 
 
 def configure_tensorflow() -> str:
@@ -65,33 +66,71 @@ class Gradients:
 class ModelRuntime:
     """A model-store entry loaded once, with one compiled function per kind of pass."""
 
-    def __init__(self, manifest: Manifest, model: keras.Model, directory: Path, device: str):
+    def __init__(self, manifest: Manifest, model: keras.Model, directory: Path, device: str,
+                 feature_layers: list[str] | None = None):
+        """`feature_layers` are pooled into `Forward.features`; by default the manifest's
+        feature-distribution layers (calibration passes the layers it is about to fit)."""
         self.manifest, self.model, self.directory, self.device = manifest, model, directory, device
         height, width = manifest.input_size
         self._input_spec = tf.TensorSpec([None, height, width, 3], tf.float32)
         distribution = manifest.feature_distribution
-        self._feature_layers = list(distribution.layers) if distribution else []
+        if feature_layers is None:
+            feature_layers = list(distribution.layers) if distribution else []
+        self._feature_layers = feature_layers
         outputs = self._outputs()
         self._forward = tf.function(
-            lambda x: _with_pooled(outputs(x, training=False)),
+            lambda x: pooled_outputs(outputs(x, training=False)),
             input_signature=[self._input_spec],
         )
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
         self.failure: str | None = None  # why the device last failed a pass; None: healthy
+        self.backend = TENSORFLOW  # what runs `forward`; gradients always run in TensorFlow
+        self.backend_note: str | None = None  # why ONNX Runtime was wanted and not used
+        self._onnx: OnnxForward | None = None
+        # Told why, once per failed pass (the service logs it as an event).
+        self.on_device_failure: Callable[[str], None] | None = None
 
     @classmethod
-    def load(cls, store_dir: Path, name: str, version: int | None) -> ModelRuntime:
+    def load(cls, store_dir: Path, name: str, version: int | None, backend: str = TENSORFLOW,
+             refuse_bad_onnx: bool = False) -> ModelRuntime:
+        """Load, verify and warm an entry; `backend` as in `use_backend`."""
         started = time.perf_counter()
         device = configure_tensorflow()
         directory = entry_dir(store_dir, name, version)
         manifest, model = load_entry(directory)
         runtime = cls(manifest, model, directory, device)
+        runtime.use_backend(backend, refuse_bad_onnx)
         runtime.warm_up()
         runtime.load_seconds = time.perf_counter() - started
-        log.info("loaded %s v%s from %s on %s in %.2fs", manifest.name, manifest.version,
-                 directory, device, runtime.load_seconds)
+        log.info("loaded %s v%s from %s on %s with %s in %.2fs", manifest.name,
+                 manifest.version, directory, device, runtime.backend, runtime.load_seconds)
         return runtime
+
+    def use_backend(self, backend: str, refuse_bad_onnx: bool = False) -> None:
+        """Run `forward` through ONNX Runtime when `backend` is onnxruntime, or auto on a
+        CPU, and the entry's `model.onnx` verifies and agrees with TensorFlow on a probe;
+        otherwise stay on TensorFlow, noting why. A bad `model.onnx` raises OnnxUnusable
+        instead when `refuse_bad_onnx` (a reload refuses such an entry)."""
+        if backend == TENSORFLOW or (backend == AUTO and not self.device.startswith("CPU")):
+            return
+        try:
+            onnx = OnnxForward.load(self.directory, self.manifest, self._feature_layers)
+            inputs = probe(self.manifest)
+            gap = parity_gap(tuple(t.numpy() for t in self._forward(tf.constant(inputs))),
+                             onnx(inputs))
+            if gap is not None:
+                raise OnnxUnusable(f"{self.directory / 'model.onnx'} is not this model: {gap}")
+        except (OnnxMissing, OnnxUnusable) as error:
+            if refuse_bad_onnx and isinstance(error, OnnxUnusable):
+                raise
+            self.backend_note = f"{error}; serving through TensorFlow"
+            level = logging.INFO if isinstance(error, OnnxMissing) and backend == AUTO else (
+                logging.WARNING)
+            log.log(level, "%s v%s: %s", self.manifest.name, self.manifest.version,
+                    self.backend_note)
+            return
+        self._onnx, self.backend = onnx, ONNXRUNTIME
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""
@@ -100,7 +139,15 @@ class ModelRuntime:
     def forward(self, inputs: np.ndarray) -> Forward:
         """Probabilities, logits and pooled features for a batch of preprocessed inputs."""
         with self._device_guard():
+            if self._onnx is not None:
+                return Forward(*self._onnx(inputs))
             return Forward(*(t.numpy() for t in self._forward(tf.convert_to_tensor(inputs))))
+
+    @property
+    def forward_function(self) -> tf.types.experimental.PolymorphicFunction:
+        """The compiled TensorFlow forward pass ([None, h, w, 3] float32 -> probabilities,
+        logits, pooled features): what `model.onnx` is exported from."""
+        return self._forward
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for a batch of preprocessed inputs."""
@@ -123,14 +170,15 @@ class ModelRuntime:
 
     @contextmanager
     def _device_guard(self) -> Iterator[None]:
-        """Record a device failure (readiness reads `failure`) and answer it as 503."""
+        """Record a device failure (readiness reads `failure`) and raise it as DeviceFailure."""
         try:
             yield
-        except DEVICE_ERRORS as error:
+        except (*DEVICE_ERRORS, OnnxRunFailed) as error:
             self.failure = f"{type(error).__name__} on {self.device}: {_summary(error)}"
-            log_event("device_failure", logging.ERROR, model=self.manifest.name,
-                      version=self.manifest.version, device=self.device, error=self.failure)
-            raise ModelUnavailable(f"the model cannot run: {self.failure}") from error
+            log.error("device failure: %s", self.failure)
+            if self.on_device_failure is not None:
+                self.on_device_failure(self.failure)
+            raise DeviceFailure(f"the model cannot run: {self.failure}") from error
 
     def dense_weights(self) -> np.ndarray:
         """The logits layer's kernel [K, classes]: CAM's class weights."""
@@ -139,10 +187,9 @@ class ModelRuntime:
     def check_layer(self, layer: str) -> str:
         explainable = self.explainable_layers()
         if layer not in explainable:
-            raise InvalidParameter(
+            raise UnknownLayer(
                 f"layer {layer!r} cannot be explained: explanations need a spatial "
-                f"[N, h, w, channels] layer inside the network, one of {explainable}",
-                code="unknown_layer",
+                f"[N, h, w, channels] layer inside the network, one of {explainable}"
             )
         return layer
 
@@ -168,7 +215,7 @@ class ModelRuntime:
             def gradient_fn(inputs, targets):
                 with tf.GradientTape() as tape:
                     *outputs, activations = extractor(inputs, training=False)
-                    probabilities, logits, features = _with_pooled(outputs)
+                    probabilities, logits, features = pooled_outputs(outputs)
                     predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
                     targets = tf.where(targets < 0, predicted, targets)
                     # Items are independent in inference mode, so the gradient of the sum
@@ -182,24 +229,34 @@ class ModelRuntime:
         return self._gradient_fns[layer]
 
     def warm_up(self) -> None:
-        """Trace and run every compiled function once so the first request is not slow."""
+        """Trace and run every compiled function a request with default parameters can
+        reach (the forward pass; the gradient at the explanation layer, which Grad-CAM and
+        kin explain, and at the features layer, the only one CAM explains), so no first
+        request traces a function on the TensorFlow thread while others wait."""
         height, width = self.manifest.input_size
         blank = np.zeros((1, height, width, 3), np.float32)
         self.predict(blank)
-        self.gradients(blank, np.zeros(1, np.int32), self.manifest.layers.explanation)
+        layers = self.manifest.layers
+        for layer in dict.fromkeys((layers.explanation, layers.features)):
+            self.gradients(blank, np.zeros(1, np.int32), layer)
 
 
-def _with_pooled(outputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(probabilities, logits, *feature maps) -> (probabilities, logits, pooled features)."""
+def pooled_outputs(outputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(probabilities, logits, *feature maps) -> (probabilities, logits, pooled features).
+
+    The one definition of the features behind the out-of-distribution flag: calibration
+    fits their distribution through `ModelRuntime.forward` and serving measures them the
+    same way, so the two cannot drift."""
     probabilities, logits, *feature_maps = outputs
     pooled = [tf.reduce_mean(maps, axis=[1, 2]) for maps in feature_maps]
     features = tf.concat(pooled, axis=1) if pooled else tf.zeros([tf.shape(logits)[0], 0])
     return probabilities, logits, features
 
 
-def _summary(error: tf.errors.OpError) -> str:
+def _summary(error: Exception) -> str:
     """The line of a TensorFlow error that says what went wrong, not where it was traced."""
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     said = [line for line in lines if not line.startswith(
         ("Graph execution error", "Detected at node", "File ", "Hint:", "[[", "[Op:"))]
     line = (said or lines or [type(error).__name__])[-1]

@@ -3,13 +3,12 @@ Explanations for Deep Convolutional Networks", WACV 2018."""
 
 import numpy as np
 
-from app.explainers.base import CamMethod
-from app.runtime import Gradients, ModelRuntime
+from model_core.explainers.base import CamMethod
+from model_core.runtime import Gradients, ModelRuntime
 
 
 class GradCamPlusPlus(CamMethod):
     name = "gradcam++"
-    paper = "Chattopadhay et al. 2018"
 
     def combine(self, gradients: Gradients, targets: np.ndarray,
                 runtime: ModelRuntime) -> np.ndarray:

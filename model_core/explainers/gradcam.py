@@ -3,13 +3,12 @@ Gradient-based Localization", ICCV 2017."""
 
 import numpy as np
 
-from app.explainers.base import CamMethod
-from app.runtime import Gradients, ModelRuntime
+from model_core.explainers.base import CamMethod
+from model_core.runtime import Gradients, ModelRuntime
 
 
 class GradCam(CamMethod):
     name = "gradcam"
-    paper = "Selvaraju et al. 2017"
 
     def combine(self, gradients: Gradients, targets: np.ndarray,
                 runtime: ModelRuntime) -> np.ndarray:

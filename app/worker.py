@@ -1,0 +1,93 @@
+"""The single TensorFlow worker thread, fed from one lane per kind of model work and taking
+the lanes in turn, so a flood of one kind (explanations) never queues ahead of the other
+(forward passes): a forward pass waits for at most one pass of each other lane."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
+
+_Job = tuple[Future, Callable[..., Any], tuple, dict]
+
+
+class LaneWorker:
+    """One thread running jobs from named lanes, round-robin among the lanes that have work
+    (first in, first out within a lane). `lane(name)` is an `Executor` for one lane."""
+
+    def __init__(self, lanes: Sequence[str], thread_name: str = "worker") -> None:
+        self._lanes: dict[str, deque[_Job]] = {name: deque() for name in lanes}
+        self._order = list(lanes)
+        self._next = 0  # index in _order of the lane whose turn it is
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=thread_name, daemon=True)
+        self._thread.start()
+
+    def lane(self, name: str) -> Executor:
+        if name not in self._lanes:
+            raise KeyError(f"unknown lane {name!r}; the lanes are {self._order}")
+        return _Lane(self, name)
+
+    def submit_to(self, lane: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("cannot submit to a worker that was shut down")
+            self._lanes[lane].append((future, fn, args, kwargs))
+            self._ready.notify()
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        with self._ready:
+            self._closed = True
+            if cancel_futures:
+                for jobs in self._lanes.values():
+                    while jobs:
+                        jobs.popleft()[0].cancel()
+            self._ready.notify()
+        if wait:
+            self._thread.join()
+
+    def _take(self) -> _Job | None:
+        """The next job, taking lanes in turn from the one after the last served; None once
+        shut down with nothing left. Called with the condition held."""
+        while True:
+            for offset in range(len(self._order)):
+                index = (self._next + offset) % len(self._order)
+                jobs = self._lanes[self._order[index]]
+                if jobs:
+                    self._next = (index + 1) % len(self._order)
+                    return jobs.popleft()
+            if self._closed:
+                return None
+            self._ready.wait()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                job = self._take()
+            if job is None:
+                return
+            future, fn, args, kwargs = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:  # handed to the caller, as ThreadPoolExecutor does
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
+class _Lane(Executor):
+    def __init__(self, worker: LaneWorker, name: str) -> None:
+        self._worker, self._name = worker, name
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
+        return self._worker.submit_to(self._name, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._worker.shutdown(wait, cancel_futures)

@@ -1,0 +1,178 @@
+"""Admission on its own: bounded places per queue, refusals, deadlines and disconnects, each
+counted, and every place given back however the request ends."""
+
+import asyncio
+
+import pytest
+
+from app.admission import EXPLAIN, FORWARD, Admission, queue_of, request_timeout
+from app.errors import ClientDisconnected, DeadlineExceeded, InvalidParameter, Overloaded
+from app.metrics import Metrics
+
+
+def _admission(forward: int = 3, explain: int = 1) -> tuple[Admission, Metrics]:
+    metrics = Metrics()
+    return Admission({FORWARD: forward, EXPLAIN: explain}, 2, metrics), metrics
+
+
+def _sample(metrics: Metrics, name: str, **labels) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_places_are_bounded_per_queue_and_given_back_once():
+    admission, metrics = _admission()
+    first, second = admission.admit(FORWARD, 10.0), admission.admit(FORWARD, 10.0)
+    first.need(2)  # the body held two images: one more place
+    assert admission.held(FORWARD) == 3
+    assert _sample(metrics, "wbc_queue_depth", queue=FORWARD) == 3
+    with pytest.raises(Overloaded) as refused:
+        admission.admit(FORWARD, 10.0)
+    assert refused.value.status_code == 503 and refused.value.code == "overloaded"
+    assert refused.value.headers == {"Retry-After": "2"}
+    explaining = admission.admit(EXPLAIN, 10.0)  # the other queue has its own places
+    with pytest.raises(Overloaded):
+        admission.admit(EXPLAIN, 10.0)
+    for ticket in (first, second, explaining, first):  # a second release gives back nothing
+        ticket.release()
+    assert admission.held(FORWARD) == admission.held(EXPLAIN) == 0
+    assert _sample(metrics, "wbc_queue_depth", queue=FORWARD) == 0
+    assert _sample(metrics, "wbc_queue_limit", queue=FORWARD) == 3
+    assert _sample(metrics, "wbc_requests_shed_total", queue=FORWARD, reason="full") == 1
+    assert _sample(metrics, "wbc_requests_shed_total", queue=EXPLAIN, reason="full") == 1
+
+
+def test_a_body_with_more_images_than_the_room_left_is_refused_before_decoding():
+    admission, _ = _admission(forward=3)
+    first, second = admission.admit(FORWARD, 10.0), admission.admit(FORWARD, 10.0)
+    with pytest.raises(Overloaded, match="needs 2 more"):
+        second.need(3)
+    assert admission.held(FORWARD) == 2
+    first.release()
+    second.release()
+    assert admission.held(FORWARD) == 0
+
+
+def test_work_past_its_deadline_is_cancelled_and_answered_504():
+    admission, metrics = _admission()
+    cancelled = asyncio.Event()
+
+    async def queued_forever():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def scenario():
+        ticket = admission.admit(FORWARD, 0.05)
+        with pytest.raises(DeadlineExceeded) as expired:
+            await ticket.run(queued_forever())
+        ticket.release()
+        return expired.value
+
+    error = asyncio.run(scenario())
+    assert error.status_code == 504 and error.code == "deadline_exceeded"
+    assert cancelled.is_set()
+    assert admission.held(FORWARD) == 0
+    assert _sample(metrics, "wbc_requests_shed_total", queue=FORWARD, reason="deadline") == 1
+
+
+def test_a_deadline_already_past_never_starts_the_work():
+    admission, _ = _admission()
+    started = []
+
+    async def work():
+        started.append(True)
+
+    async def scenario():
+        ticket = admission.admit(FORWARD, 10.0)
+        ticket.shorten(-1.0)  # as if the upload itself outlasted the deadline
+        with pytest.raises(DeadlineExceeded):
+            await ticket.run(work())
+
+    asyncio.run(scenario())
+    assert started == []
+
+
+def test_a_client_that_goes_away_frees_its_place_and_cancels_its_work():
+    admission, metrics = _admission(explain=1)
+    gone, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def queued_forever():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def scenario():
+        ticket = admission.admit(EXPLAIN, 60.0, disconnected=gone.wait)
+        asyncio.get_running_loop().call_soon(gone.set)
+        with pytest.raises(ClientDisconnected):
+            await ticket.run(queued_forever())
+        ticket.release()
+        admission.admit(EXPLAIN, 60.0).release()  # its place is free again
+
+    asyncio.run(scenario())
+    assert cancelled.is_set() and admission.held(EXPLAIN) == 0
+    assert _sample(metrics, "wbc_requests_shed_total", queue=EXPLAIN,
+                   reason="disconnected") == 1
+
+
+def test_finished_work_returns_its_result_and_its_errors():
+    admission, _ = _admission()
+
+    async def answer():
+        return 42
+
+    async def fail():
+        raise ValueError("bad image")
+
+    async def scenario():
+        ticket = admission.admit(FORWARD, 10.0, disconnected=asyncio.Event().wait)
+        assert await ticket.run(answer()) == 42
+        with pytest.raises(ValueError, match="bad image"):
+            await ticket.run(fail())
+        ticket.release()
+
+    asyncio.run(scenario())
+    assert admission.held(FORWARD) == 0
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, 30.0), ("2.5", 2.5), ("1", 1.0), ("600", 30.0),  # never later than the default
+])
+def test_request_timeout_header(header, expected):
+    assert request_timeout(header, 30.0) == expected
+
+
+@pytest.mark.parametrize("header", ["0", "-1", "soon", "nan", "inf", ""])
+def test_bad_request_timeout_header_is_422(header):
+    with pytest.raises(InvalidParameter, match="X-Request-Timeout") as error:
+        request_timeout(header, 30.0)
+    assert error.value.code == "invalid_timeout"
+
+
+def test_every_route_that_runs_model_work_has_a_queue_and_no_other_route_has():
+    """queue_of (which the middleware asks before routing) agrees with the routes that take a
+    ticket, so a new model route cannot slip past admission, nor another route be refused."""
+    import importlib
+    import pkgutil
+
+    from fastapi import APIRouter
+
+    import app.routers
+    from app.dependencies import get_ticket
+
+    modules = [importlib.import_module(f"app.routers.{info.name}")
+               for info in pkgutil.iter_modules(app.routers.__path__)]
+    routes = [route for module in modules for router in vars(module).values()
+              if isinstance(router, APIRouter) for route in router.routes]
+    checked = 0
+    for route in routes:
+        takes_ticket = any(dep.call is get_ticket for dep in route.dependant.dependencies)
+        path = route.path.replace("{model_name}", "m").replace("{model_version}", "1")
+        for method in route.methods:
+            assert (queue_of(method, path) is not None) == takes_ticket, (method, route.path)
+            checked += takes_ticket
+    assert checked == 4  # /predict, /explain, and v2 infer with and without a version
