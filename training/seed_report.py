@@ -12,7 +12,7 @@ import numpy as np
 from model_store.store import load_entry
 from training.data import list_split, load_images
 from training.evaluate import EVALUATION_SPLITS, predict_probabilities
-from training.test_originals import load_or_match
+from training.test_originals import confident, load_or_match
 
 
 def _relative(path: Path, data_dir: Path) -> str:
@@ -23,7 +23,8 @@ def _originals_of(data_dir: Path, mapping: dict[str, dict]) -> dict[str, str]:
     """Every TEST and TEST_SIMPLE image (relative to the data root) -> its original."""
     table = json.loads((Path(data_dir) / "test_simple_wbc_boxes.json").read_text())["images"]
     return {name: entry["original"] for name, entry in table.items()} | {
-        name: match["original"] for name, match in mapping.items()}
+        name: match["original"] if confident(match) else f"unmatched {Path(name).parent.name}"
+        for name, match in mapping.items()}
 
 
 def score_entry(directory: Path, data_dir: Path, originals: dict[str, str]) -> dict:
@@ -53,18 +54,18 @@ def seed_report(entries: list[Path], data_dir: Path, mapping_cache: Path) -> dic
     originals = _originals_of(data_dir, mapping)
     classes = {}
     for name, original in originals.items():
-        classes[original] = Path(name).parent.name
+        classes[original] = Path(name).parent.name  # images/<SPLIT>/<CLASS>/<file>
     runs = [score_entry(entry, data_dir, originals) for entry in entries]
     summary = {}
     for key in EVALUATION_SPLITS:
         values = np.array([run[key]["accuracy"] for run in runs])
         summary[key] = {"mean": float(values.mean()), "min": float(values.min()),
                         "max": float(values.max())}
-    weak = sum(m["matches"] < 2 * m["runner_up"] for m in mapping.values())
+    weak = sum(not confident(m) for m in mapping.values())
     return {"runs": runs, "summary": summary, "original_class": classes,
             "matching": {"method": "ORB keypoints, ratio test; see training/test_originals.py",
                          "test_images": len(mapping),
-                         "best_below_twice_runner_up": int(weak)}}
+                         "not_confident_left_unmatched": int(weak)}}
 
 
 def markdown(report: dict) -> str:

@@ -16,6 +16,11 @@ import cv2
 import numpy as np
 
 RATIO = 0.75
+# A match is confident when it has at least MIN_MATCHES and twice the runner-up's. The
+# others are left unassigned: TEST_SIMPLE/EOSINOPHIL holds two files twice
+# (_0_5239 = _4_8814, _1_5031 = _6_7701, pixel for pixel), so the ~96 TEST copies of two
+# eosinophil originals have no original to match.
+MIN_MATCHES = 8
 
 
 def _descriptors(orb, bgr: np.ndarray):
@@ -53,6 +58,10 @@ def match_test_to_originals(data_dir: Path) -> dict[str, dict]:
                 "original": max(scores, key=scores.get), "matches": ranked[0],
                 "runner_up": ranked[1]}
     return mapping
+
+
+def confident(match: dict) -> bool:
+    return match["matches"] >= MIN_MATCHES and match["matches"] >= 2 * match["runner_up"]
 
 
 def load_or_match(data_dir: Path, cache: Path) -> dict[str, dict]:
