@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="writes seed_report.json and seed_report.md here")
     seeds.add_argument("--mapping-cache", type=Path, default=Path("runs/test_originals.json"),
                        help="TEST image -> original matches, computed once (minutes)")
+    promote = subparsers.add_parser(
+        "promote", help="publish an entry trained into another store (e.g. the best seed) "
+        "as the next version in --store-dir",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    promote.add_argument("source", type=Path, help="the entry folder to publish")
+    promote.add_argument("--store-dir", type=Path, default=Path("model_store"),
+                         help="model store root the new version is written into")
     _entry_parser(subparsers, "evaluate-localiser",
                   "score an entry's cell localiser against the annotated WBC boxes")
     _entry_parser(subparsers, "export-onnx",
@@ -182,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(config_from_args(args))
         if args.command == "calibrate":
             return _run_calibrate(args)
+        if args.command == "promote":
+            from training.publish import promote
+
+            directory, manifest = promote(args.source, args.store_dir)
+            print(f"published {manifest.name} v{manifest.version} to {directory}")
+            return 0
         if args.command == "seed-report":
             return _run_seed_report(args)
         if args.command == "evaluate-localiser":
