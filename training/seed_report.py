@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model_store.store import load_entry
+from model_store.preprocessing import scale_pixels
+from model_store.store import load_entry, read_manifest
 from training.data import list_split, load_images
-from training.evaluate import EVALUATION_SPLITS, predict_probabilities
+from training.evaluate import EVALUATION_SPLITS
+from training.pipeline import cell_windows
 from training.test_originals import confident, load_or_match
 
 
@@ -27,21 +29,34 @@ def _originals_of(data_dir: Path, mapping: dict[str, dict]) -> dict[str, str]:
         for name, match in mapping.items()}
 
 
-def score_entry(directory: Path, data_dir: Path, originals: dict[str, str]) -> dict:
+def _split_inputs(manifest, data_dir: Path) -> dict[str, tuple]:
+    """Per split: the images' paths, labels and model inputs (localised once, shared by
+    every entry of the same preprocessing)."""
+    prepared = {}
+    for key, folder in EVALUATION_SPLITS.items():
+        data = load_images(*list_split(Path(data_dir) / "images" / folder, manifest.class_names))
+        pixels, _ = cell_windows(data, manifest.input_size, manifest.preprocessing)
+        prepared[key] = (data.paths, data.labels, scale_pixels(pixels, manifest.preprocessing))
+    return prepared
+
+
+def score_entry(directory: Path, prepared: dict[str, tuple], originals: dict[str, str],
+                data_dir: Path) -> dict:
     """Accuracy, per-class recall and per-original accuracy of one entry on both splits."""
     manifest, model = load_entry(directory)
     result = {"directory": str(directory), "seed": manifest.training.get("seed"),
               "best_epoch": manifest.training.get("best_epoch"),
               "validation_accuracy": manifest.metrics.get("validation", {}).get("accuracy")}
-    for key, folder in EVALUATION_SPLITS.items():
-        data = load_images(*list_split(Path(data_dir) / "images" / folder, manifest.class_names))
-        correct = predict_probabilities(model, data, manifest).argmax(axis=1) == data.labels
+    for key, (paths, labels, inputs) in prepared.items():
+        probabilities = np.concatenate([model(inputs[start : start + 128], training=False)
+                                        for start in range(0, len(inputs), 128)])
+        correct = probabilities.argmax(axis=1) == labels
         per_original: dict[str, list[int]] = {}
-        for path, hit in zip(data.paths, correct, strict=True):
+        for path, hit in zip(paths, correct, strict=True):
             per_original.setdefault(originals[_relative(path, data_dir)], []).append(int(hit))
         result[key] = {
             "accuracy": float(correct.mean()), "count": int(len(correct)),
-            "recall": {name: float(correct[data.labels == index].mean())
+            "recall": {name: float(correct[labels == index].mean())
                        for index, name in enumerate(manifest.class_names)},
             "per_original": {original: [sum(hits), len(hits)]
                              for original, hits in sorted(per_original.items())},
@@ -50,12 +65,19 @@ def score_entry(directory: Path, data_dir: Path, originals: dict[str, str]) -> d
 
 
 def seed_report(entries: list[Path], data_dir: Path, mapping_cache: Path) -> dict:
+    """Every entry scored on TEST and TEST_SIMPLE (entries must share their preprocessing),
+    with mean, min and max, and per-original hits."""
     mapping = load_or_match(data_dir, mapping_cache)
     originals = _originals_of(data_dir, mapping)
     classes = {}
     for name, original in originals.items():
         classes[original] = Path(name).parent.name  # images/<SPLIT>/<CLASS>/<file>
-    runs = [score_entry(entry, data_dir, originals) for entry in entries]
+    manifests = [read_manifest(entry) for entry in entries]
+    if any((m.preprocessing, m.input_size) != (manifests[0].preprocessing,
+                                               manifests[0].input_size) for m in manifests):
+        raise ValueError("the entries differ in preprocessing or input size")
+    prepared = _split_inputs(manifests[0], data_dir)
+    runs = [score_entry(entry, prepared, originals, data_dir) for entry in entries]
     summary = {}
     for key in EVALUATION_SPLITS:
         values = np.array([run[key]["accuracy"] for run in runs])
