@@ -52,12 +52,12 @@ class TrainConfig:
     """With `localise`: augment each training original's full frame this many times once
     per run, localise and crop each copy, and train on that bank of crops with random flips
     and 90-degree rotations (0: augment full frames on the fly, then localise)."""
-    epochs: int = 8
+    epochs: int = 20
     batch_size: int = 64
     samples_per_epoch: int = 1536
     """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""
     initial_lr: float = 2e-3
-    lr_drop_every: int = 3
+    lr_drop_every: int = 6
     dropout: float = 0.2
     label_smoothing: float = 0.1
     validation_fraction: float = 0.15
