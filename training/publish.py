@@ -69,7 +69,8 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
 def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
     """Publish an entry trained elsewhere (e.g. the best seed of a study, trained into its
     own store) as the next version of its model in `store_dir`, through `publish`: fresh
-    checksums and ONNX export; its history, training record and metrics carried over."""
+    checksums and ONNX export; its history, training record, metrics and calibration carried
+    over."""
     from model_store.store import load_entry
 
     manifest, model = load_entry(source)
@@ -85,6 +86,9 @@ def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
         | {"promoted_from": str(source)},
     )
     directory, published = publish(result, config)
-    published = published.model_copy(update={"metrics": manifest.metrics})
+    # Calibration and metrics belong to the weights and preprocessing, which are unchanged.
+    published = published.model_copy(update={
+        "metrics": manifest.metrics, "calibration": manifest.calibration,
+        "feature_distribution": manifest.feature_distribution})
     write_manifest(directory, published)
     return directory, published
