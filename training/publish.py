@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,6 +87,10 @@ def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
         | {"promoted_from": str(source)},
     )
     directory, published = publish(result, config)
+    for report in sorted((Path(source) / REPORTS_DIR).iterdir()):
+        target = directory / REPORTS_DIR / report.name
+        if report.is_file() and not target.exists():  # metrics.json, confusion matrices
+            shutil.copy2(report, target)
     # Calibration and metrics belong to the weights and preprocessing, which are unchanged.
     published = published.model_copy(update={
         "metrics": manifest.metrics, "calibration": manifest.calibration,

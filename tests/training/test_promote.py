@@ -28,3 +28,10 @@ def test_promote_publishes_the_entry_as_the_next_version_with_its_calibration(tm
         assert sha256_file(directory / name) == digest
     load_entry(directory)  # verifies every checksum
     assert (directory / "reports" / "history.json").is_file()
+
+
+def test_promote_copies_the_sources_other_reports(tmp_path):
+    source, _, _ = publish_tiny_model(tmp_path / "seed-store")
+    (source / "reports" / "metrics.json").write_text("{}")
+    directory, _ = promote(source, tmp_path / "store")
+    assert (directory / "reports" / "metrics.json").read_text() == "{}"
