@@ -80,9 +80,10 @@ def cut_window(
     rgb: np.ndarray, box: Box, spec: Localisation, output_size: tuple[int, int]
 ) -> np.ndarray:
     """The square window around `box`, black beyond the image's edges, resized from full
-    resolution to `output_size` (height, width) by area averaging; uint8 [h, w, 3]."""
+    resolution to `output_size` (height, width) by area averaging: uint8 [h, w, 3] for an
+    RGB frame (any [H, W, ...] array gives its own dtype and channels, e.g. a float map)."""
     x0, y0, side = window_rect(box, rgb.shape[1], spec)
-    window = np.zeros((side, side, 3), np.uint8)
+    window = np.zeros((side, side, *rgb.shape[2:]), rgb.dtype)
     height, width = rgb.shape[:2]
     src_x0, src_y0 = max(0, x0), max(0, y0)
     src_x1, src_y1 = min(width, x0 + side), min(height, y0 + side)

@@ -17,6 +17,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(subparsers) -> None:
+    from training.model import ARCHITECTURES
+
     defaults, augment = TrainConfig(), AugmentConfig()
     parser = subparsers.add_parser(
         "train", help="train a model and publish it as a new model-store version",
@@ -32,6 +34,14 @@ def _train_parser(subparsers) -> None:
                         "way, fit on images/TRAIN and validate on images/TEST")
     parser.add_argument("--input-size", type=int, default=defaults.input_size[0],
                         help="square input side in pixels")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=defaults.arch,
+                        help="network: the tutorial's fire modules, or 1.5x wider")
+    parser.add_argument("--whole-frame", dest="localise", action="store_false",
+                        help="classify the whole frame (v1-v3) instead of the window around "
+                        "the white cell")
+    parser.add_argument("--bank-copies", type=int, default=defaults.bank_copies,
+                        help="augmented full-frame copies of each training original, "
+                        "localised and cropped once per run (with the cell window)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="global batch size (split across replicas)")
@@ -49,6 +59,9 @@ def _train_parser(subparsers) -> None:
                         default=defaults.validation_fraction,
                         help="share of train originals held out (0: train on all); with "
                         "--source train-folder, 0 skips validating on TEST")
+    parser.add_argument("--holdout-seed", type=int, default=defaults.holdout_seed,
+                        help="seeds which train originals are held out (the same for every "
+                        "--seed, so seeds are compared on the same originals)")
     parser.add_argument("--validation-copies", type=int, default=defaults.validation_copies,
                         help="fixed augmented copies of each held-out original in validation")
     parser.add_argument("--last-epoch", dest="restore_best", action="store_false",
@@ -62,6 +75,8 @@ def _train_parser(subparsers) -> None:
                         help="max shift as a fraction of width and height")
     parser.add_argument("--zoom", type=float, default=augment.zoom_fraction,
                         help="max zoom in or out as a fraction")
+    parser.add_argument("--shear", type=float, default=augment.shear,
+                        help="max shear angle in radians")
     parser.add_argument("--no-flips", dest="flips", action="store_false",
                         help="no random horizontal and vertical flips")
     parser.add_argument("--color-jitter", type=float, default=augment.color_jitter,
@@ -88,15 +103,17 @@ def _train_parser(subparsers) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data_dir=args.data_dir, store_dir=args.store_dir, model_name=args.model_name,
-        source=args.source, input_size=(args.input_size, args.input_size), epochs=args.epochs,
+        source=args.source, input_size=(args.input_size, args.input_size), arch=args.arch,
+        localise=args.localise, bank_copies=args.bank_copies, epochs=args.epochs,
         batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         initial_lr=args.lr, lr_drop_every=args.lr_drop_every, dropout=args.dropout,
         label_smoothing=args.label_smoothing, validation_fraction=args.validation_fraction,
+        holdout_seed=args.holdout_seed,
         validation_copies=args.validation_copies, restore_best=args.restore_best,
         augment=args.augment,
         augmentation=AugmentConfig(
             rotation_degrees=args.rotation, shift_fraction=args.shift, zoom_fraction=args.zoom,
-            flips=args.flips, color_jitter=args.color_jitter,
+            shear=args.shear, flips=args.flips, color_jitter=args.color_jitter,
         ),
         limit_per_class=args.limit_per_class, seed=args.seed, strategy=args.strategy,
         cpu_replicas=args.cpu_replicas,
@@ -129,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
                           default=["test", "test_simple"])
     _entry_parser(subparsers, "calibrate",
                   "fit the softmax temperature and the feature distribution of an entry")
+    seeds = subparsers.add_parser(
+        "seed-report", help="score entries of the same recipe with different seeds on TEST "
+        "and TEST_SIMPLE, with accuracy per original",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_common(seeds)
+    seeds.add_argument("entries", type=Path, nargs="+", help="entry folders, one per seed")
+    seeds.add_argument("--output-dir", type=Path, required=True,
+                       help="writes seed_report.json and seed_report.md here")
+    seeds.add_argument("--mapping-cache", type=Path, default=Path("runs/test_originals.json"),
+                       help="TEST image -> original matches, computed once (minutes)")
+    promote = subparsers.add_parser(
+        "promote", help="publish an entry trained into another store (e.g. the best seed) "
+        "as the next version in --store-dir",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    promote.add_argument("source", type=Path, help="the entry folder to publish")
+    promote.add_argument("--store-dir", type=Path, default=Path("model_store"),
+                         help="model store root the new version is written into")
+    _entry_parser(subparsers, "evaluate-localiser",
+                  "score an entry's cell localiser against the annotated WBC boxes")
     _entry_parser(subparsers, "export-onnx",
                   "add model.onnx (the forward pass for ONNX Runtime) to an existing entry")
     explain = _entry_parser(subparsers, "evaluate-explanations",
@@ -153,6 +189,16 @@ def main(argv: list[str] | None = None) -> int:
             return _run_train(config_from_args(args))
         if args.command == "calibrate":
             return _run_calibrate(args)
+        if args.command == "promote":
+            from training.publish import promote
+
+            directory, manifest = promote(args.source, args.store_dir)
+            print(f"published {manifest.name} v{manifest.version} to {directory}")
+            return 0
+        if args.command == "seed-report":
+            return _run_seed_report(args)
+        if args.command == "evaluate-localiser":
+            return _run_localiser(args)
         if args.command == "export-onnx":
             return _run_export_onnx(args)
         if args.command == "evaluate-explanations":
@@ -230,6 +276,36 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     assert manifest.calibration and manifest.feature_distribution
     print(f"temperature {manifest.calibration.temperature:.3f}; out-of-distribution threshold "
           f"{manifest.feature_distribution.threshold:.2f}")
+    return 0
+
+
+def _run_seed_report(args: argparse.Namespace) -> int:
+    import json
+
+    from training.seed_report import markdown, seed_report
+
+    report = seed_report(args.entries, args.data_dir, args.mapping_cache)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "seed_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.output_dir / "seed_report.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def _run_localiser(args: argparse.Namespace) -> int:
+    from model_store.store import read_manifest
+    from training.data import DataError
+    from training.localiser_report import evaluate_localiser, markdown, write_localiser_report
+    from training.publish import REPORTS_DIR
+
+    directory = _entry(args)
+    manifest = read_manifest(directory)
+    if manifest.preprocessing.localisation is None:
+        raise DataError(f"{manifest.name} v{manifest.version} classifies the whole frame: it "
+                        "has no localiser to measure (preprocessing.localisation is null)")
+    report = evaluate_localiser(args.data_dir, manifest.preprocessing.localisation)
+    write_localiser_report(report, directory / REPORTS_DIR)
+    print(markdown(report))
     return 0
 
 

@@ -15,13 +15,20 @@ class AugmentConfig:
 
     rotation_degrees: float = 20.0
     shift_fraction: float = 0.1
-    zoom_fraction: float = 0.1
+    zoom_fraction: float = 0.0
+    shear: float = 0.2
+    """Max shear angle in radians (Keras 2.0's `shear_range`, which made the data set's
+    copies with 0.2)."""
     flips: bool = True
     color_jitter: float = 0.1
     """Max relative change of brightness, contrast and saturation."""
     fill_value: float = 0.0
     """Pixels uncovered by the geometry are black, like the data set's own augmented copies
     in images/TRAIN and images/TEST (Keras' constant fill)."""
+
+
+# TrainConfig fields added with the cell localiser -> the value older records imply.
+LEGACY_DEFAULTS = {"arch": "tutorial", "localise": False, "bank_copies": 0, "holdout_seed": None}
 
 
 @dataclass
@@ -35,17 +42,29 @@ class TrainConfig:
     """`originals`: train on the train originals of splits.csv with on-the-fly augmentation,
     validating on held-out train originals. `train-folder`: the tutorial's way, fit on
     images/TRAIN and validate on images/TEST."""
-    input_size: tuple[int, int] = (128, 128)
+    input_size: tuple[int, int] = (80, 80)
+    arch: str = "tutorial"
+    """Network: `tutorial` (the tutorial's fire modules) or `wide` (1.5x widths)."""
+    localise: bool = True
+    """Classify the window around the white cell (model_store.localisation) instead of the
+    whole frame; the localiser's parameters go into the manifest's preprocessing."""
+    bank_copies: int = 16
+    """With `localise`: augment each training original's full frame this many times once
+    per run, localise and crop each copy, and train on that bank of crops with random flips
+    and 90-degree rotations (0: augment full frames on the fly, then localise)."""
     epochs: int = 20
     batch_size: int = 64
-    samples_per_epoch: int = 1600
+    samples_per_epoch: int = 1536
     """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""
-    initial_lr: float = 1e-3
-    lr_drop_every: int = 10
+    initial_lr: float = 2e-3
+    lr_drop_every: int = 6
     dropout: float = 0.2
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     validation_fraction: float = 0.15
     """Share of train originals held out for validation (stratified); 0 trains on all."""
+    holdout_seed: int | None = 1337
+    """Seeds which originals are held out, so runs with other seeds validate on the same
+    originals and can be compared; None: `seed` (runs before this setting existed)."""
     validation_copies: int = 8
     """Augmented copies per held-out original, besides the original itself."""
     restore_best: bool = True
@@ -71,8 +90,11 @@ class TrainConfig:
                 values[key] = Path(values[key])
         if "input_size" in values:
             values["input_size"] = tuple(values["input_size"])
+        # Records written before these settings existed meant the behaviour of that time.
+        for key, legacy in LEGACY_DEFAULTS.items():
+            values.setdefault(key, legacy)
         if isinstance(values.get("augmentation"), dict):
-            values["augmentation"] = AugmentConfig(**values["augmentation"])
+            values["augmentation"] = AugmentConfig(**({"shear": 0.0} | values["augmentation"]))
         return cls(**values)
 
     def to_record(self) -> dict:

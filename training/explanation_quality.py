@@ -17,11 +17,16 @@ from model_core.explainers import METHODS
 from model_core.faithfulness import blur, heat_at_input
 from model_core.rendering import upsample
 from model_core.runtime import ModelRuntime
+from model_store.localisation import Box, cut_window, place_in_frame
+from model_store.preprocessing import prepare_image
 from training.data import LabelledImages, list_split, load_images
 
 TOLERANCE_PX = 15  # Zhang et al. 2018, "Top-down neural attention by excitation backprop"
 CURVE_STEPS = 32
-BASELINES = ("random", "centre")
+BASELINES = ("random", "centre", "cell box")
+"""Maps that know nothing of the model: noise, a centred Gaussian, and (for a model with a
+localiser) a Gaussian filling the localiser's cell box. An explanation is informative only
+where it beats them, the cell box above all: the crop already points at the cell."""
 
 
 @dataclass
@@ -77,14 +82,48 @@ def deletion_insertion(runtime: ModelRuntime, model_input: np.ndarray, heat: np.
             float(np.trapezoid(probabilities[steps + 1 :], curve_x)))
 
 
-def baseline_map(name: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def baseline_map(name: str, shape: tuple[int, int], rng: np.random.Generator,
+                 cell_box: Box | None = None) -> np.ndarray:
+    """A baseline's map over a frame of `shape`; "cell box" without a box is "centre"."""
     if name == "random":
         return rng.random(shape).astype(np.float32)
     height, width = shape
+    x0, y0, x1, y1 = cell_box if name == "cell box" and cell_box else (0, 0, width, height)
     yy, xx = np.mgrid[:height, :width]
-    sigma_y, sigma_x = height / 4, width / 4
-    return np.exp(-(((yy - (height - 1) / 2) / sigma_y) ** 2
-                    + ((xx - (width - 1) / 2) / sigma_x) ** 2) / 2).astype(np.float32)
+    gaussian = np.exp(-(((yy - (y0 + y1 - 1) / 2) / ((y1 - y0) / 4)) ** 2
+                        + ((xx - (x0 + x1 - 1) / 2) / ((x1 - x0) / 4)) ** 2) / 2)
+    if name == "cell box" and cell_box:
+        gaussian[(yy < y0) | (yy >= y1) | (xx < x0) | (xx >= x1)] = 0.0
+    return gaussian.astype(np.float32)
+
+
+def model_inputs(runtime: ModelRuntime, images: np.ndarray) -> tuple[np.ndarray, list]:
+    """Each frame through the entry's own preprocessing (the cell's window where the manifest
+    has a localiser): model inputs [N, h, w, 3] and the cell boxes (None: whole frame)."""
+    prepared = [prepare_image(image, runtime.manifest.input_size,
+                              runtime.manifest.preprocessing) for image in images]
+    return np.stack([inputs for inputs, _ in prepared]), [box for _, box in prepared]
+
+
+def frame_map(runtime: ModelRuntime, low_res: np.ndarray, frame_shape: tuple[int, ...],
+              cell_box: Box | None) -> np.ndarray:
+    """A map over the model input, at the full frame [H, W] in 0..1: upsampled, and for a
+    cell window put back where the window was cut from (zero elsewhere)."""
+    localisation = runtime.manifest.preprocessing.localisation
+    if cell_box is None or localisation is None:
+        return upsample(low_res, frame_shape[1], frame_shape[0])
+    height, width = runtime.manifest.input_size
+    return place_in_frame(upsample(low_res, width, height), cell_box, frame_shape,
+                          localisation)
+
+
+def input_map(runtime: ModelRuntime, full: np.ndarray, cell_box: Box | None) -> np.ndarray:
+    """A full-frame map at the model input: the window's part of it for a cell window."""
+    localisation = runtime.manifest.preprocessing.localisation
+    if cell_box is None or localisation is None:
+        return heat_at_input(full, runtime.manifest.input_size)
+    return cut_window(full.astype(np.float32), cell_box, localisation,
+                      runtime.manifest.input_size)
 
 
 def method_maps(runtime: ModelRuntime, inputs: np.ndarray, targets: np.ndarray,
@@ -98,20 +137,21 @@ def method_maps(runtime: ModelRuntime, inputs: np.ndarray, targets: np.ndarray,
 
 def score_maps(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
                low_res_maps: list[np.ndarray] | None, baseline: str | None = None,
-               seed: int = 0) -> dict:
-    """All metrics for one method's maps (or a baseline's), averaged over the images."""
+               seed: int = 0, cell_boxes: list | None = None) -> dict:
+    """All metrics for one method's maps (or a baseline's), averaged over the images: the
+    pointing games and energy at the full frame, deletion and insertion at the model input."""
     rng = np.random.default_rng(seed)
+    cell_boxes = cell_boxes or [None] * len(scored.data)
     rows = []
     for index, image in enumerate(scored.data.images):
-        height, width = image.shape[:2]
         if baseline is None:
             assert low_res_maps is not None
-            full = upsample(low_res_maps[index], width, height)
+            full = frame_map(runtime, low_res_maps[index], image.shape, cell_boxes[index])
         else:
-            full = baseline_map(baseline, (height, width), rng)
+            full = baseline_map(baseline, image.shape[:2], rng, cell_boxes[index])
         boxes, target = scored.boxes[index], int(scored.data.labels[index])
         deletion, insertion = deletion_insertion(
-            runtime, inputs[index], heat_at_input(full, runtime.manifest.input_size), target)
+            runtime, inputs[index], input_map(runtime, full, cell_boxes[index]), target)
         rows.append((pointing_hit(full, boxes), pointing_hit(full, boxes, TOLERANCE_PX),
                      energy_share(full, boxes), deletion, insertion))
     columns = np.array(rows, dtype=np.float64).mean(axis=0)
@@ -120,8 +160,10 @@ def score_maps(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
 
 
 def grid_png(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
-             maps: dict[str, np.ndarray], path: Path) -> Path:
-    """One row per class (its first image), one column per method: overlays with the box."""
+             maps: dict[str, np.ndarray], path: Path, cell_boxes: list | None = None) -> Path:
+    """One row per class (its first image), one column per method: full-frame overlays with
+    the annotated box (green) and the localiser's cell box (blue)."""
+    cell_boxes = cell_boxes or [None] * len(scored.data)
     import cv2
 
     from model_core.rendering import overlay
@@ -133,11 +175,14 @@ def grid_png(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
         image = scored.data.images[index]
         tiles = [image.copy()]
         for method_maps_ in maps.values():
-            full = upsample(method_maps_[index], image.shape[1], image.shape[0])
+            full = frame_map(runtime, method_maps_[index], image.shape, cell_boxes[index])
             tiles.append(overlay(image, full, "jet", 0.5, 0.0))
         for tile in tiles:
             for x0, y0, x1, y1 in scored.boxes[index]:
                 cv2.rectangle(tile, (int(x0), int(y0)), (int(x1), int(y1)), (0, 255, 0), 2)
+            if cell_boxes[index] is not None:
+                x0, y0, x1, y1 = cell_boxes[index]
+                cv2.rectangle(tile, (x0, y0), (x1, y1), (0, 0, 255), 1)
         rows.append(np.concatenate(tiles, axis=1))
     header = np.full((24, rows[0].shape[1], 3), 255, np.uint8)
     for column, title in enumerate(["image (WBC box)", *maps]):

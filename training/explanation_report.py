@@ -16,8 +16,10 @@ from training.data import FRAME_SIZE, list_originals, load_images
 from training.explanation_quality import (
     BASELINES,
     ScoredImages,
+    frame_map,
     grid_png,
     method_maps,
+    model_inputs,
     pointing_hit,
     score_maps,
     test_simple_with_boxes,
@@ -50,20 +52,15 @@ def train_originals_with_boxes(data_dir: Path, class_names: list[str]) -> Scored
 
 def choose_layer(runtime: ModelRuntime, scored: ScoredImages) -> dict[str, float]:
     """Grad-CAM's pointing game per candidate layer on the train originals."""
-    inputs = np.stack([runtime.preprocess(image) for image in scored.data.images])
+    inputs, cell_boxes = model_inputs(runtime, scored.data.images)
     scores = {}
     for layer in CANDIDATE_LAYERS:
         maps = method_maps(runtime, inputs, scored.data.labels, "gradcam", layer)
-        hits = [pointing_hit(_full(m, image), boxes)
-                for m, image, boxes in zip(maps, scored.data.images, scored.boxes, strict=True)]
+        hits = [pointing_hit(frame_map(runtime, m, image.shape, cell_box), boxes)
+                for m, image, boxes, cell_box in zip(maps, scored.data.images, scored.boxes,
+                                                     cell_boxes, strict=True)]
         scores[layer] = float(np.mean(hits))
     return scores
-
-
-def _full(low_res: np.ndarray, image: np.ndarray) -> np.ndarray:
-    from model_core.rendering import upsample
-
-    return upsample(low_res, image.shape[1], image.shape[0])
 
 
 def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) -> dict:
@@ -80,15 +77,20 @@ def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) 
             update={"layers": manifest.layers.model_copy(update={"explanation": best})})
         runtime.manifest = manifest
     scored = test_simple_with_boxes(data_dir, manifest.class_names)
-    inputs = np.stack([runtime.preprocess(image) for image in scored.data.images])
+    inputs, cell_boxes = model_inputs(runtime, scored.data.images)
     maps = {name: method_maps(runtime, inputs, scored.data.labels, name,
                               manifest.layers.explanation if name != "cam" else None)
             for name in METHODS}
-    table = {name: score_maps(runtime, scored, inputs, list(maps[name])) for name in maps}
-    table |= {name: score_maps(runtime, scored, inputs, None, baseline=name)
+    table = {name: score_maps(runtime, scored, inputs, list(maps[name]),
+                              cell_boxes=cell_boxes) for name in maps}
+    table |= {name: score_maps(runtime, scored, inputs, None, baseline=name,
+                               cell_boxes=cell_boxes)
               for name in BASELINES}
     report = {
         "images": len(scored.data), "split": "TEST_SIMPLE", "target": "true class",
+        "scored_at": "full frame (320x240); a cell window's map is put back where it was cut",
+        "cell_window": manifest.preprocessing.localisation is not None,
+        "no_cell_found": sum(box is None for box in cell_boxes),
         "explanation_layer": manifest.layers.explanation,
         "layer_choice_on_train_originals": layer_scores, "metrics": table,
     }
@@ -96,7 +98,7 @@ def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) 
     reports.mkdir(exist_ok=True)
     (reports / "explanations.json").write_text(json.dumps(report, indent=1) + "\n")
     (reports / "explanations.md").write_text(markdown_table(report))
-    grid_png(runtime, scored, inputs, maps, reports / "explanations_grid.png")
+    grid_png(runtime, scored, inputs, maps, reports / "explanations_grid.png", cell_boxes)
     stored = read_manifest(directory)
     write_manifest(directory, stored.model_copy(update={
         "layers": manifest.layers,
@@ -111,7 +113,11 @@ def markdown_table(report: dict) -> str:
     lines = [
         f"Explanations on {report['split']} ({report['images']} images, target: "
         f"{report['target']}, layer `{report['explanation_layer']}`; `cam` always explains "
-        "the GAP input). Higher is better except deletion AUC.",
+        "the GAP input). Pointing games and energy at the full frame, deletion and insertion "
+        "at the model input. Higher is better except deletion AUC."
+        + (" The model classifies the localiser's cell window: `cell box` is a map made from "
+           "that box alone, and a method is informative only where it beats it."
+           if report.get("cell_window") else ""),
         "",
         "| method | " + " | ".join(columns) + " |",
         "| --- | " + " | ".join("---:" for _ in columns) + " |",

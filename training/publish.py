@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,3 +65,35 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
                     "--version %s adds it): %s", version, version, error)
     write_manifest(directory, manifest)
     return directory, manifest
+
+
+def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
+    """Publish an entry trained elsewhere (e.g. the best seed of a study, trained into its
+    own store) as the next version of its model in `store_dir`, through `publish`: fresh
+    checksums and ONNX export; its history, training record, metrics and calibration carried
+    over."""
+    from model_store.store import load_entry
+
+    manifest, model = load_entry(source)
+    config = TrainConfig.from_record(manifest.training)
+    config.store_dir = Path(store_dir)
+    known = set(TrainConfig().to_record()) | {"seconds_per_epoch"}
+    result = TrainResult(
+        model=model, class_names=manifest.class_names, preprocessing=manifest.preprocessing,
+        history=json.loads((Path(source) / REPORTS_DIR / "history.json").read_text()),
+        seconds_per_epoch=float(manifest.training.get("seconds_per_epoch", 0.0)),
+        validation=None,
+        counts={k: v for k, v in manifest.training.items() if k not in known}
+        | {"promoted_from": str(source)},
+    )
+    directory, published = publish(result, config)
+    for report in sorted((Path(source) / REPORTS_DIR).iterdir()):
+        target = directory / REPORTS_DIR / report.name
+        if report.is_file() and not target.exists():  # metrics.json, confusion matrices
+            shutil.copy2(report, target)
+    # Calibration and metrics belong to the weights and preprocessing, which are unchanged.
+    published = published.model_copy(update={
+        "metrics": manifest.metrics, "calibration": manifest.calibration,
+        "feature_distribution": manifest.feature_distribution})
+    write_manifest(directory, published)
+    return directory, published

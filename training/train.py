@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_store.manifest import Preprocessing
+from model_store.manifest import Localisation, Preprocessing
 from training.config import TrainConfig
 from training.data import (
     LabelledImages,
@@ -22,7 +22,12 @@ from training.data import (
     stratified_holdout,
 )
 from training.model import build_model, step_decay
-from training.pipeline import augmented_copies, evaluation_dataset, training_dataset
+from training.pipeline import (
+    augmented_copies,
+    crop_bank,
+    evaluation_dataset,
+    training_dataset,
+)
 
 STRATEGIES = ("default", "mirrored", "one-device", "multi-worker")
 
@@ -106,7 +111,8 @@ def load_training_data(
         *list_originals(config.data_dir, class_names, "train", config.limit_per_class)
     )
     kept, held_out = stratified_holdout(
-        originals.labels, config.validation_fraction, config.seed
+        originals.labels, config.validation_fraction,
+        config.seed if config.holdout_seed is None else config.holdout_seed,
     )
     train = _subset(originals, kept)
     if len(held_out) == 0:
@@ -123,17 +129,32 @@ def _subset(data: LabelledImages, indices: np.ndarray) -> LabelledImages:
     )
 
 
+def training_preprocessing(config: TrainConfig) -> Preprocessing:
+    """The input transform a run trains with, and its manifest records."""
+    return Preprocessing(antialias=True,
+                         localisation=Localisation() if config.localise else None)
+
+
 def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
     """Train a fresh model as configured and return it with its history."""
     keras.utils.set_random_seed(config.seed)
-    preprocessing = Preprocessing(antialias=True)
+    preprocessing = training_preprocessing(config)
     class_names, train_data, validation = load_training_data(config)
     strategy = make_strategy(config.strategy)
+    bank_counts = {}
+    if config.localise:
+        started = time.perf_counter()
+        train_data, missing = crop_bank(train_data, config, preprocessing, config.seed + 2)
+        bank_counts = {"bank_windows": len(train_data), "bank_no_cell_share": round(missing, 4),
+                       "bank_seconds": round(time.perf_counter() - started, 1)}
+        print(f"crop bank: {len(train_data)} windows, no cell in {missing:.2%}, "
+              f"{bank_counts['bank_seconds']} s", flush=True)
     dataset, steps = training_dataset(
-        train_data, config, preprocessing, balanced=config.source == "originals"
+        train_data, config, preprocessing, balanced=config.source == "originals",
+        windows=config.localise,
     )
     with strategy.scope():
-        model = build_model(len(class_names), config.input_size, config.dropout)
+        model = build_model(len(class_names), config.input_size, config.dropout, config.arch)
         model.compile(
             optimizer=keras.optimizers.Adam(config.initial_lr),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -182,7 +203,8 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         counts={"train_images": len(train_data),
                 "validation_images": 0 if validation is None else len(validation),
                 "steps_per_epoch": steps, "replicas": strategy.num_replicas_in_sync,
-                "best_epoch": None if best_weights is None else best_weights.best_epoch + 1},
+                "best_epoch": None if best_weights is None else best_weights.best_epoch + 1,
+                **bank_counts},
     )
 
 

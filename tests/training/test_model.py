@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from training.model import FIRE_MODULES, build_model
 
@@ -25,3 +26,13 @@ def test_architecture_is_the_tutorials_with_named_layers():
 
 def test_classes_follow_the_data():
     assert build_model(5, (64, 64)).output.shape[-1] == 5
+
+
+def test_wide_arch_widens_every_layer_by_half():
+    model = build_model(4, (96, 96), arch="wide")
+    assert model.get_layer("stem").filters == 18
+    assert model.get_layer("fire1_squeeze").filters == 18
+    assert model.get_layer("fire3").output.shape[-1] == 96
+    assert tuple(model.get_layer("fire6").output.shape[1:3]) == (3, 3)
+    with pytest.raises(ValueError, match="unknown arch 'huge'"):
+        build_model(4, (96, 96), arch="huge")

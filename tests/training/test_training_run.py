@@ -29,7 +29,7 @@ def _quick_config(data_dir, tmp_path, **overrides) -> TrainConfig:
 
 def test_train_publish_reload_and_evaluate(example_data_dir, tmp_path):
     data_dir = example_data_dir
-    config = _quick_config(data_dir, tmp_path)
+    config = _quick_config(data_dir, tmp_path, localise=False)
     result = train(config)
     directory, manifest = publish(result, config)
 
@@ -58,6 +58,32 @@ def test_train_publish_reload_and_evaluate(example_data_dir, tmp_path):
     assert json.loads((reports / "metrics.json").read_text())["test_simple"] == report
     for picture in ("confusion_test_simple.png", "training_curves.png"):
         assert (reports / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cell_window_run_trains_on_a_crop_bank_and_records_the_localiser(
+    example_data_dir, tmp_path
+):
+    data_dir = example_data_dir
+    config = _quick_config(data_dir, tmp_path, arch="tutorial", localise=True, bank_copies=2)
+    result = train(config)
+    directory, manifest = publish(result, config)
+
+    assert manifest.preprocessing.localisation is not None
+    assert manifest.training["localise"] is True and manifest.training["arch"] == "tutorial"
+    # 2 originals per class, 1 of each held out: 4 frames, each plus 2 augmented copies.
+    assert manifest.training["bank_windows"] == 4 * 3
+    assert manifest.training["bank_no_cell_share"] <= 0.1
+    assert result.model.get_layer("stem").filters == 12
+    assert result.validation is not None and len(result.validation) == 4 * 2
+
+    metrics = evaluate_entry(directory, data_dir, ("test_simple",))
+    assert metrics["test_simple"]["count"] == 8
+    simple = load_images(*list_split(data_dir / "images" / "TEST_SIMPLE", manifest.class_names))
+    _, reloaded = load_entry(directory)
+    np.testing.assert_allclose(
+        predict_probabilities(reloaded, simple, manifest),
+        predict_probabilities(result.model, simple, manifest), atol=1e-6,
+    )
 
 
 class _StopAtSecondEpoch(keras.callbacks.Callback):
@@ -94,7 +120,7 @@ def test_mirrored_strategy_over_two_cpu_replicas(example_data_dir, tmp_path):
     assert "published wbc-squeezenet v1" in completed.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "evaluate-localiser"])
 def test_cli_help(command):
     completed = subprocess.run([sys.executable, "-m", "training", command, "--help"],
                                capture_output=True, text=True, timeout=120)

@@ -1,0 +1,37 @@
+"""promote: an entry trained into its own store becomes the next version of another."""
+
+from model_store.manifest import Calibration, Localisation, Preprocessing
+from model_store.store import list_versions, load_entry, read_manifest, sha256_file, write_manifest
+from tests.utils.models import publish_tiny_model
+from training.publish import promote
+
+
+def test_promote_publishes_the_entry_as_the_next_version_with_its_calibration(tmp_path):
+    source, manifest, _ = publish_tiny_model(tmp_path / "seed-store")
+    cell_window = Preprocessing(antialias=True, localisation=Localisation())
+    write_manifest(source, manifest.model_copy(update={
+        "preprocessing": cell_window, "metrics": {"validation": {"accuracy": 0.5}},
+        "calibration": Calibration(temperature=1.5, fitted_on="validation"),
+        "training": manifest.training | {"seed": 3, "best_epoch": 2}}))
+    publish_tiny_model(tmp_path / "store")  # version 1 is taken
+
+    directory, promoted = promote(source, tmp_path / "store")
+
+    assert promoted.version == 2 and list_versions(tmp_path / "store", "tiny") == [1, 2]
+    assert read_manifest(directory) == promoted
+    assert promoted.preprocessing == cell_window
+    assert promoted.calibration.temperature == 1.5
+    assert promoted.metrics == {"validation": {"accuracy": 0.5}}
+    assert promoted.training["seed"] == 3 and promoted.training["best_epoch"] == 2
+    assert promoted.training["promoted_from"] == str(source)
+    for name, digest in promoted.artefacts.items():
+        assert sha256_file(directory / name) == digest
+    load_entry(directory)  # verifies every checksum
+    assert (directory / "reports" / "history.json").is_file()
+
+
+def test_promote_copies_the_sources_other_reports(tmp_path):
+    source, _, _ = publish_tiny_model(tmp_path / "seed-store")
+    (source / "reports" / "metrics.json").write_text("{}")
+    directory, _ = promote(source, tmp_path / "store")
+    assert (directory / "reports" / "metrics.json").read_text() == "{}"
