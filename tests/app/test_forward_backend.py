@@ -39,7 +39,7 @@ def _probabilities(response) -> np.ndarray:
     body = response.json()
     if "predictions" in body:
         return np.array([list(p["probabilities"].values()) for p in body["predictions"]])
-    (output,) = body["outputs"]
+    output = {o["name"]: o for o in body["outputs"]}["probabilities"]
     return np.array(output["data"], np.float64).reshape(output["shape"])
 
 

