@@ -13,6 +13,7 @@ from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp",
                      "TIFF": "image/tiff", "WEBP": "image/webp"}
 MIN_IMAGE_SIDE = 8
+EXIF_ORIENTATION = 0x0112
 # Magic numbers of the formats above, so text and garbage are told apart from images.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 _UNSUPPORTED_SIGNATURES = {b"GIF8": "GIF", b"%PDF": "PDF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
@@ -41,7 +42,7 @@ def decode_image(encoded: bytes, max_pixels: int) -> np.ndarray:
     except Exception as error:  # Pillow's plugins raise many types on hostile headers
         raise InvalidImage(f"cannot read the image header: {error}") from None
     try:
-        return _to_rgb(ImageOps.exif_transpose(image))
+        return _to_rgb(_upright(image))
     except MemoryError:
         raise
     except Exception as error:  # likewise for corrupt image data
@@ -87,6 +88,14 @@ def _check_header(image: Image.Image, max_pixels: int) -> None:
     check_dimensions(*image.size, max_pixels)
     if getattr(image, "n_frames", 1) > 1 and image.format != "TIFF":
         raise UnsupportedMediaType(f"animated {image.format} images are not supported")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; the image itself (not a copy, as
+    `exif_transpose` would make) when there is nothing to turn."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import cv2
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -24,6 +25,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Wire settings, routers, access control, observability, error handling and the
     model's lifespan into one app."""
     settings = settings or get_settings()
+    # Each decode, localisation and render runs in a thread of its own on a small image:
+    # OpenCV's own thread pool only competes with those threads for the cores.
+    cv2.setNumThreads(1)
     api_keys = ApiKeys.from_settings(settings)  # a bad key file stops start-up here
     app_metrics = Metrics()
     model_manager = ModelManager(settings, app_metrics)

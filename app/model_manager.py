@@ -85,6 +85,7 @@ class ModelManager:
             ModelRuntime.load, settings.store_dir, settings.model_name, settings.model_version,
             settings.forward_backend,
         )
+        await self._warm(runtime)
         self._install(runtime)
 
     async def reload(self, version: int | None = None) -> ReloadResponse:
@@ -114,6 +115,7 @@ class ModelManager:
                 raise ReloadFailed(
                     f"{error}; still serving {previous.name} version {previous.version}"
                 ) from error
+            await self._warm(runtime)
             self._install(runtime)
             self.metrics.reloads.labels("reloaded").inc()
             return ReloadResponse(status="reloaded", model=self._model_ref(), previous=previous)
@@ -146,6 +148,15 @@ class ModelManager:
         served, self._served = self._served, None
         if served is not None:
             await served.service.close()
+
+    async def _warm(self, runtime: ModelRuntime) -> None:
+        """Run a throwaway service of `runtime` end to end once (its own metrics, so no
+        request is counted): what is slow only the first time is paid before ready."""
+        warm = InferenceService(runtime, self.settings, Metrics())
+        try:
+            await warm.warm_up()
+        finally:
+            await warm.close()
 
     def _install(self, runtime: ModelRuntime) -> None:
         old, self._served = self._served, _Served(

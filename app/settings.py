@@ -56,11 +56,11 @@ class Settings(BaseSettings):
     """What runs forward passes (/predict, /v2 infer): `onnxruntime` (the entry's verified
     model.onnx), `tensorflow`, or `auto`: ONNX Runtime on a CPU, TensorFlow on a GPU. An
     entry without a usable model.onnx serves through TensorFlow; explanations always do."""
-    onnx_max_pass_images: int = Field(default=1, gt=0)
+    onnx_max_pass_images: int = Field(default=8, gt=0)
     """Most images one forward pass runs under ONNX Runtime (max_pass_images applies under
-    TensorFlow). Its cost per image on a CPU grows with the batch (issue 13, 2 cores: 2.65 ms
-    at batch 1, 5.05 ms at 32), so passes are not merged by default; `python -m
-    bench.forward` measures this machine's curve."""
+    TensorFlow). Measured on the 2-core development CPU with v4 (docs/benchmarks.md), the
+    cost per image is lowest at 8 (0.81 ms, against 1.01 at 1 and 1.13 at 32); `python -m
+    bench.forward` measures a machine's own curve."""
     max_explain_pass_images: int = Field(default=8, gt=0)
     """Most images one explanation (backward) pass runs: a forward pass waits for at most
     one of these at the TensorFlow worker."""
