@@ -52,21 +52,23 @@ def test_a_body_with_more_images_than_the_room_left_is_refused_before_decoding()
     assert admission.held(FORWARD) == 0
 
 
+async def _queued_forever(cancelled: asyncio.Event) -> None:
+    """Work that never finishes and sets `cancelled` when it is cancelled."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 def test_work_past_its_deadline_is_cancelled_and_answered_504():
     admission, metrics = _admission()
     cancelled = asyncio.Event()
 
-    async def queued_forever():
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     async def scenario():
         ticket = admission.admit(FORWARD, 0.05)
         with pytest.raises(DeadlineExceeded) as expired:
-            await ticket.run(queued_forever())
+            await ticket.run(_queued_forever(cancelled))
         ticket.release()
         return expired.value
 
@@ -98,18 +100,11 @@ def test_a_client_that_goes_away_frees_its_place_and_cancels_its_work():
     admission, metrics = _admission(explain=1)
     gone, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def queued_forever():
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     async def scenario():
         ticket = admission.admit(EXPLAIN, 60.0, disconnected=gone.wait)
         asyncio.get_running_loop().call_soon(gone.set)
         with pytest.raises(ClientDisconnected):
-            await ticket.run(queued_forever())
+            await ticket.run(_queued_forever(cancelled))
         ticket.release()
         admission.admit(EXPLAIN, 60.0).release()  # its place is free again
 
