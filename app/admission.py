@@ -125,31 +125,18 @@ class Ticket:
         if timeout_s is not None:
             self.timeout_s = min(self.timeout_s, timeout_s)
 
-    async def in_time(self, work: Coroutine[Any, Any, T]) -> T:
-        """Await `work` (reading the upload) under the deadline alone: a stalled upload is
-        answered 504 and frees its place. (The client-gone watch of `run` cannot listen
-        while the body is still being received.)"""
-        remaining = self._admitted_at + self.timeout_s - time.monotonic()
-        if remaining <= 0:
-            work.close()
-            raise self._expired()
-        task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=remaining)
-        if task in done:
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise self._expired()
-
-    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+    async def run(self, work: Coroutine[Any, Any, T], watch_client: bool = True) -> T:
         """Await `work`, cancelling it when the deadline passes (504) or the client goes
-        away (499): its queued items are then skipped by the batcher, never run."""
+        away (499): its queued items are then skipped by the batcher, never run. Reading the
+        upload runs with `watch_client=False` (the client-gone watch would compete with it
+        for the request's messages), so a stalled upload meets the deadline alone."""
         remaining = self._admitted_at + self.timeout_s - time.monotonic()
         if remaining <= 0:
             work.close()
             raise self._expired()
         task = asyncio.ensure_future(work)
-        gone = None if self._disconnected is None else asyncio.ensure_future(self._disconnected())
+        gone = (asyncio.ensure_future(self._disconnected())
+                if watch_client and self._disconnected is not None else None)
         waiting = {task} if gone is None else {task, gone}
         try:
             done, _ = await asyncio.wait(waiting, timeout=remaining,

@@ -33,7 +33,8 @@ async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
     if options.several_methods and wants_png:
         raise NotAcceptable("several methods are answered as JSON only; ask for one method "
                             "to get its picture with Accept: image/png")
-    images = await ticket.in_time(read_images(request, settings.max_upload_bytes, max_images=1))
+    images = await ticket.run(read_images(request, settings.max_upload_bytes, max_images=1),
+                              watch_client=False)
     if options.several_methods:
         return await ticket.run(service.explanations.explain_methods(images[0], options))
     explanation = await ticket.run(service.explanations.explain(images[0], options))

@@ -17,7 +17,8 @@ async def predict(
     ticket: TicketDep,
 ) -> PredictResponse:
     """Classify one or more images (repeat the multipart field `file` for a batch)."""
-    images = await ticket.in_time(
-        read_images(request, settings.max_upload_bytes, settings.max_request_images))
+    images = await ticket.run(
+        read_images(request, settings.max_upload_bytes, settings.max_request_images),
+        watch_client=False)
     ticket.need(len(images))
     return await ticket.run(service.predict(images))

@@ -98,7 +98,7 @@ async def infer(
     model that finds the white cell, INT32 `cell_box` [N, 4] (x0, y0, x1, y1 in each
     image's pixels; -1s where the whole frame was classified)."""
     _check_served(service, model_name, model_version)
-    body = await ticket.in_time(read_body(request, settings.max_upload_bytes))
+    body = await ticket.run(read_body(request, settings.max_upload_bytes), watch_client=False)
     inference, images = await asyncio.to_thread(
         read_request, body, request.headers.get(HEADER_LENGTH), settings,
         output_names(service.runtime.localises)
