@@ -61,6 +61,12 @@ def _color_jitter(images, config: AugmentConfig, seeds):
     return tf.clip_by_value(grey + (images - grey) * saturation, 0.0, 255.0)
 
 
+def color_jitter(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
+    """Only the colour part of `augment_batch`: float [B, H, W, 3] in 0..255."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)
+    return _color_jitter(images, config, seeds)
+
+
 def augment_batch(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
     """uint8 or float [B, H, W, 3] in 0..255 -> augmented float32 in 0..255."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)

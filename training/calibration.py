@@ -96,7 +96,8 @@ def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6) -> Man
         "calibration": Calibration(
             temperature=temperature,
             fitted_on=f"{len(validation)} validation images ("
-            + ("held-out train originals" if config.source == "originals" else "images/TEST")
+            + ("held-out train originals" if config.source == "originals"
+               else "copies of held-out train originals in images/TRAIN")
             + ")"),
         "feature_distribution": distribution,
     })

@@ -29,9 +29,10 @@ def _train_parser(subparsers) -> None:
                         help="model store root the new version is written into")
     parser.add_argument("--model-name", default=defaults.model_name, help="model name in the store")
     parser.add_argument("--source", choices=("originals", "train-folder"), default=defaults.source,
-                        help="originals: train originals of splits.csv, augmented on the fly, "
-                        "validated on held-out train originals; train-folder: the tutorial's "
-                        "way, fit on images/TRAIN and validate on images/TEST")
+                        help="train-folder: the data set's augmented copies in images/TRAIN, "
+                        "every copy of a held-out share of their originals kept for "
+                        "validation; originals: the train originals of splits.csv, augmented "
+                        "here, validated on held-out originals (images/TEST is never read)")
     parser.add_argument("--input-size", type=int, default=defaults.input_size[0],
                         help="square input side in pixels")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=defaults.arch,
@@ -40,8 +41,9 @@ def _train_parser(subparsers) -> None:
                         help="classify the whole frame (v1-v3) instead of the window around "
                         "the white cell")
     parser.add_argument("--bank-copies", type=int, default=defaults.bank_copies,
-                        help="augmented full-frame copies of each training original, "
-                        "localised and cropped once per run (with the cell window)")
+                        help="augmented full-frame copies of each training frame, localised "
+                        "and cropped once per run (with the cell window; default: 16 for "
+                        "--source originals, 0 for train-folder)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="global batch size (split across replicas)")
@@ -57,13 +59,14 @@ def _train_parser(subparsers) -> None:
                         help="label smoothing of the cross-entropy loss")
     parser.add_argument("--validation-fraction", type=float,
                         default=defaults.validation_fraction,
-                        help="share of train originals held out (0: train on all); with "
-                        "--source train-folder, 0 skips validating on TEST")
+                        help="share of each class's train originals held out for validation, "
+                        "with all their copies (0: train on all)")
     parser.add_argument("--holdout-seed", type=int, default=defaults.holdout_seed,
                         help="seeds which train originals are held out (the same for every "
                         "--seed, so seeds are compared on the same originals)")
     parser.add_argument("--validation-copies", type=int, default=defaults.validation_copies,
-                        help="fixed augmented copies of each held-out original in validation")
+                        help="fixed augmented copies of each held-out original in validation "
+                        "(--source originals)")
     parser.add_argument("--last-epoch", dest="restore_best", action="store_false",
                         help="keep the last epoch's weights instead of those with the lowest "
                         "validation loss")

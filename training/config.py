@@ -38,35 +38,40 @@ class TrainConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     store_dir: Path = Path("model_store")
     model_name: str = "wbc-squeezenet"
-    source: str = "originals"
-    """`originals`: train on the train originals of splits.csv with on-the-fly augmentation,
-    validating on held-out train originals. `train-folder`: the tutorial's way, fit on
-    images/TRAIN and validate on images/TEST."""
-    input_size: tuple[int, int] = (80, 80)
+    source: str = "train-folder"
+    """`train-folder`: fit on the data set's own augmented copies in images/TRAIN, holding
+    out every copy of a share of the originals behind them (matched by
+    `copy_originals.train_copy_groups`) for validation. `originals`: the train originals of
+    splits.csv, augmented here (a bank of `bank_copies` per original), validating on
+    held-out originals. images/TEST is never read by training."""
+    input_size: tuple[int, int] = (96, 96)
     arch: str = "tutorial"
     """Network: `tutorial` (the tutorial's fire modules) or `wide` (1.5x widths)."""
     localise: bool = True
     """Classify the window around the white cell (model_store.localisation) instead of the
     whole frame; the localiser's parameters go into the manifest's preprocessing."""
-    bank_copies: int = 16
-    """With `localise`: augment each training original's full frame this many times once
-    per run, localise and crop each copy, and train on that bank of crops with random flips
-    and 90-degree rotations (0: augment full frames on the fly, then localise)."""
-    epochs: int = 20
+    bank_copies: int | None = None
+    """With `localise`: augment each training frame's full frame this many times once per
+    run, localise and crop each copy (besides the frame itself), and train on that bank of
+    windows with random flips, 90-degree rotations and colour jitter. None: 16 for
+    `originals`, 0 for `train-folder` (its frames are augmented copies already)."""
+    epochs: int = 9
     batch_size: int = 64
     samples_per_epoch: int = 1536
     """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""
-    initial_lr: float = 2e-3
-    lr_drop_every: int = 6
+    initial_lr: float = 1e-3
+    lr_drop_every: int = 3
     dropout: float = 0.2
     label_smoothing: float = 0.1
-    validation_fraction: float = 0.15
-    """Share of train originals held out for validation (stratified); 0 trains on all."""
+    validation_fraction: float = 0.1
+    """Share of train originals held out for validation (stratified by class, every copy of
+    a held-out original with it); 0 trains on all."""
     holdout_seed: int | None = 1337
     """Seeds which originals are held out, so runs with other seeds validate on the same
     originals and can be compared; None: `seed` (runs before this setting existed)."""
     validation_copies: int = 8
-    """Augmented copies per held-out original, besides the original itself."""
+    """With `originals`: augmented copies per held-out original, besides the original
+    itself (`train-folder` validates on the data set's own copies)."""
     restore_best: bool = True
     """End with the weights of the epoch with the lowest validation loss (when validating)."""
     augment: bool = True
@@ -96,6 +101,12 @@ class TrainConfig:
         if isinstance(values.get("augmentation"), dict):
             values["augmentation"] = AugmentConfig(**({"shear": 0.0} | values["augmentation"]))
         return cls(**values)
+
+    def frame_copies(self) -> int:
+        """Augmented copies per training frame in the bank of cell windows."""
+        if self.bank_copies is not None:
+            return self.bank_copies
+        return 16 if self.source == "originals" else 0
 
     def to_record(self) -> dict:
         record = asdict(self)

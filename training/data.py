@@ -129,17 +129,21 @@ def _first_unreadable(paths: list[Path]) -> str | None:
 
 
 def stratified_holdout(
-    labels: np.ndarray, fraction: float, seed: int
+    labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, held_out): `fraction` of each class held out, at least one where the
-    class has two or more images."""
+    """Indices (train, held_out): `fraction` of each class's groups held out whole, at least
+    one where the class has two or more groups. `groups`: the original behind each image
+    (`copy_originals.train_copy_groups`), so no original's copies land on both sides; None:
+    each image alone."""
     if fraction <= 0:
         return np.arange(len(labels)), np.array([], dtype=np.int64)
+    if groups is None:
+        groups = np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    held_out: list[int] = []
+    held_groups: list[int] = []
     for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
+        members = rng.permutation(np.unique(groups[labels == label]))
         count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
-        held_out += members[:count].tolist()
-    held = np.sort(np.asarray(held_out, dtype=np.int64))
+        held_groups += members[:count].tolist()
+    held = np.flatnonzero(np.isin(groups, held_groups))
     return np.setdiff1d(np.arange(len(labels)), held), held

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from model_store.manifest import Preprocessing
 from model_store.preprocessing import model_pixels, scale_pixels, to_model_input
-from training.augment import augment_batch, augment_frames
+from training.augment import augment_batch, augment_frames, color_jitter
 from training.config import TrainConfig
 from training.data import LabelledImages
 
@@ -20,7 +20,8 @@ def training_dataset(
 ) -> tuple[tf.data.Dataset, int]:
     """Endless shuffled (or class-balanced) augmented batches, and the steps per epoch.
     `windows`: `data` is a bank of cell windows at the input size (`crop_bank`), augmented
-    only by flips and 90-degree rotations; otherwise full frames, augmented and resized."""
+    by flips, 90-degree rotations and colour jitter; otherwise full frames, augmented and
+    resized."""
     images = tf.constant(data.images)
     if balanced:
         per_class = [
@@ -46,9 +47,12 @@ def training_dataset(
         batch_images = tf.gather(images, batch_indices)
         batch_seed = tf.stack([tf.constant(config.seed, tf.int64), batch_index])
         if windows:
+            batch_images = tf.cast(batch_images, tf.float32)
             if config.augment:
                 batch_images = dihedral_batch(batch_images, batch_seed)
-            inputs = scale_pixels(tf.cast(batch_images, tf.float32), spec)
+                if config.augmentation.color_jitter > 0:
+                    batch_images = color_jitter(batch_images, batch_seed, config.augmentation)
+            inputs = scale_pixels(batch_images, spec)
         else:
             if config.augment:
                 batch_images = augment_batch(batch_images, batch_seed, config.augmentation)
@@ -108,11 +112,11 @@ def cell_windows(
 def crop_bank(
     data: LabelledImages, config: TrainConfig, spec: Preprocessing, seed: int
 ) -> tuple[LabelledImages, float]:
-    """Each frame plus `config.bank_copies` augmentations of its full frame (the geometry
+    """Each frame plus `config.frame_copies()` augmentations of its full frame (the geometry
     and colour of the data set's own copies), localised and cut like serving does: uint8
     windows [N * (copies + 1), h, w, 3], and the share of frames where no cell was found."""
     windows, missing = [], 0
-    for copy in range(config.bank_copies + 1):
+    for copy in range(config.frame_copies() + 1):
         frames = data.images if copy == 0 else augment_frames(
             data.images, tf.constant([seed, copy]), config.augmentation
         ).round().astype(np.uint8)
@@ -120,7 +124,7 @@ def crop_bank(
                                      config.input_size, spec)
         windows.append(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
         missing += sum(box is None for box in boxes)
-    copies = config.bank_copies + 1
+    copies = config.frame_copies() + 1
     return LabelledImages(np.concatenate(windows), np.tile(data.labels, copies),
                           list(data.paths) * copies), missing / (len(data) * copies)
 

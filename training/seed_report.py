@@ -1,6 +1,6 @@
 """Seed spread and accuracy per original: several entries trained with the same recipe and
 different seeds, scored on TEST and TEST_SIMPLE, with TEST's copies grouped by the original
-behind them (training.test_originals)."""
+behind them (training.copy_originals)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 
 from model_store.preprocessing import scale_pixels
 from model_store.store import load_entry, read_manifest
+from training.copy_originals import confident, load_or_match
 from training.data import list_split, load_images
 from training.evaluate import EVALUATION_SPLITS
 from training.pipeline import cell_windows
-from training.test_originals import confident, load_or_match
 
 
 def _relative(path: Path, data_dir: Path) -> str:
@@ -85,7 +85,7 @@ def seed_report(entries: list[Path], data_dir: Path, mapping_cache: Path) -> dic
                         "max": float(values.max())}
     weak = sum(not confident(m) for m in mapping.values())
     return {"runs": runs, "summary": summary, "original_class": classes,
-            "matching": {"method": "ORB keypoints, ratio test; see training/test_originals.py",
+            "matching": {"method": "ORB keypoints, ratio test; see training/copy_originals.py",
                          "test_images": len(mapping),
                          "not_confident_left_unmatched": int(weak)}}
 

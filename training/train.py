@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from model_store.manifest import Localisation, Preprocessing
 from training.config import TrainConfig
+from training.copy_originals import train_copy_groups
 from training.data import (
     LabelledImages,
     class_names_of,
@@ -98,21 +99,26 @@ def load_training_data(
     images_dir = Path(config.data_dir) / "images"
     class_names = class_names_of(images_dir / "TRAIN")
     if config.source == "train-folder":
-        train = load_images(*list_split(images_dir / "TRAIN", class_names, config.limit_per_class))
-        if config.validation_fraction <= 0:
-            return class_names, train, None
-        validation = load_images(
-            *list_split(images_dir / "TEST", class_names, config.limit_per_class)
+        paths, labels = list_split(images_dir / "TRAIN", class_names, config.limit_per_class)
+        groups = None
+        if config.validation_fraction > 0:
+            started = time.perf_counter()
+            groups, doubtful = train_copy_groups(config.data_dir, class_names, paths)
+            print(f"copies matched to {len(set(groups.tolist()))} train originals "
+                  f"({doubtful} doubtful) in {time.perf_counter() - started:.0f} s", flush=True)
+        kept, held_out = stratified_holdout(
+            labels, config.validation_fraction, _holdout_seed(config), groups
         )
-        return class_names, train, validation
+        copies = load_images(paths, labels)
+        validation = _subset(copies, held_out) if len(held_out) else None
+        return class_names, _subset(copies, kept), validation
     if config.source != "originals":
         raise ValueError(f"unknown source {config.source!r}; expected originals or train-folder")
     originals = load_images(
         *list_originals(config.data_dir, class_names, "train", config.limit_per_class)
     )
     kept, held_out = stratified_holdout(
-        originals.labels, config.validation_fraction,
-        config.seed if config.holdout_seed is None else config.holdout_seed,
+        originals.labels, config.validation_fraction, _holdout_seed(config)
     )
     train = _subset(originals, kept)
     if len(held_out) == 0:
@@ -121,6 +127,10 @@ def load_training_data(
         _subset(originals, held_out), config.validation_copies, config, config.seed + 1
     )
     return class_names, train, validation
+
+
+def _holdout_seed(config: TrainConfig) -> int:
+    return config.seed if config.holdout_seed is None else config.holdout_seed
 
 
 def _subset(data: LabelledImages, indices: np.ndarray) -> LabelledImages:
@@ -147,7 +157,7 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         train_data, missing = crop_bank(train_data, config, preprocessing, config.seed + 2)
         bank_counts = {"bank_windows": len(train_data), "bank_no_cell_share": round(missing, 4),
                        "bank_seconds": round(time.perf_counter() - started, 1)}
-        print(f"crop bank: {len(train_data)} windows, no cell in {missing:.2%}, "
+        print(f"cell windows: {len(train_data)}, no cell in {missing:.2%}, "
               f"{bank_counts['bank_seconds']} s", flush=True)
     dataset, steps = training_dataset(
         train_data, config, preprocessing, balanced=config.source == "originals",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,21 +21,16 @@ from training.distributed import (
     weights_digest,
 )
 
-EXAMPLES = ROOT / "examples"
 DIGEST = re.compile(r"^(worker-\d) of (\d+) replicas: final weights sha256 ([0-9a-f]{64})$",
                     re.MULTILINE)
 
 
 def example_data_set(root: Path) -> Path:
-    """The eight example smears (two per class) laid out as images/TRAIN/<CLASS>/ and, as
-    the validation set of `--source train-folder`, images/TEST/<CLASS>/."""
-    labels = json.loads((EXAMPLES / "examples.json").read_text())["images"]
-    for split in ("TRAIN", "TEST"):
-        for name, entry in labels.items():
-            folder = root / "images" / split / entry["label"]
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copy(EXAMPLES / name, folder / name)
-    return root
+    """The eight example smears (two per class) laid out as the data set: with `--source
+    train-folder` one original of each class trains and the other validates."""
+    from tests.utils.images import write_example_data_set
+
+    return write_example_data_set(root)
 
 
 def worker_command(data_dir: Path, tmp_path: Path) -> list[str]:
@@ -90,7 +84,7 @@ def test_two_workers_agree_and_only_the_chief_publishes(tmp_path: Path) -> None:
     assert manifest.training["replicas"] == 2
     # The chief validated, calibrated and evaluated the entry after training, alone.
     assert manifest.calibration is not None
-    assert manifest.metrics["validation"]["count"] == 8
+    assert manifest.metrics["validation"]["count"] == 4  # one held-out original per class
     _, published = load_entry(versions[0])
     assert weights_digest(published.get_weights()) == digests[0][2]
     # Each worker kept its own backup, so a resumed run restores its own state.

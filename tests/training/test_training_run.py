@@ -64,7 +64,8 @@ def test_cell_window_run_trains_on_a_crop_bank_and_records_the_localiser(
     example_data_dir, tmp_path
 ):
     data_dir = example_data_dir
-    config = _quick_config(data_dir, tmp_path, arch="tutorial", localise=True, bank_copies=2)
+    config = _quick_config(data_dir, tmp_path, source="originals", arch="tutorial",
+                           localise=True, bank_copies=2)
     result = train(config)
     directory, manifest = publish(result, config)
 

@@ -1,0 +1,86 @@
+"""Validation held out by original: no original's copies on both sides, TEST never read."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from training.config import TrainConfig
+from training.copy_originals import confident, match_copies, train_copy_groups, train_originals
+from training.data import list_split, stratified_holdout
+from training.train import load_training_data
+
+
+def test_grouped_holdout_keeps_every_copy_of_an_original_on_one_side():
+    rng = np.random.default_rng(0)
+    # 3 classes with 20, 10 and 4 originals of 1..6 copies each, shuffled.
+    labels, groups = [], []
+    for label, originals in enumerate((20, 10, 4)):
+        for original in range(originals):
+            copies = rng.integers(1, 7)
+            labels += [label] * copies
+            groups += [100 * label + original] * copies
+    order = rng.permutation(len(labels))
+    labels, groups = np.array(labels)[order], np.array(groups)[order]
+    kept, held = stratified_holdout(labels, 0.25, seed=5, groups=groups)
+
+    assert np.array_equal(np.sort(np.concatenate([kept, held])), np.arange(len(labels)))
+    assert not set(groups[kept]) & set(groups[held])
+    held_per_class = [len(set(groups[held][labels[held] == c])) for c in range(3)]
+    assert held_per_class == [5, 2, 1]  # a quarter of each class's originals, at least one
+    again = stratified_holdout(labels, 0.25, seed=5, groups=groups)
+    assert np.array_equal(again[1], held)
+    assert len(stratified_holdout(labels, 0.0, seed=5, groups=groups)[1]) == 0
+
+
+def test_without_groups_each_image_is_held_out_alone():
+    labels = np.array([0] * 10 + [1] * 10)
+    kept, held = stratified_holdout(labels, 0.2, seed=3)
+    assert np.bincount(labels[held]).tolist() == [2, 2]
+    grouped = stratified_holdout(labels, 0.2, seed=3, groups=np.arange(20))
+    assert np.array_equal(grouped[1], held)
+
+
+def test_train_copies_are_matched_to_their_own_class_originals(data_dir):
+    """The `_K_` of a TRAIN copy's name is not its original (it mixes them), so copies are
+    matched by keypoints; on real copies every match is to an original of the same class."""
+    class_names = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    originals = train_originals(data_dir, class_names)
+    assert [len(originals[name]) for name in class_names] == [77, 27, 16, 159]
+    copies = sorted((data_dir / "images" / "TRAIN" / "MONOCYTE").glob("_0_*.jpeg"))[:24]
+    matches = match_copies({"MONOCYTE": copies}, {"MONOCYTE": originals["MONOCYTE"]})
+    assert all(match["original"] in originals["MONOCYTE"] for match in matches.values())
+    assert sum(confident(match) for match in matches.values()) >= 20
+    assert len({match["original"] for match in matches.values()}) > 3  # one prefix, many
+
+
+def test_example_copies_group_into_their_originals(example_data_dir):
+    class_names = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    paths, labels = list_split(example_data_dir / "images" / "TRAIN", class_names)
+    groups, doubtful = train_copy_groups(example_data_dir, class_names, paths)
+    assert doubtful == 0
+    assert len(set(groups.tolist())) == len(paths) == 8  # each copy is its own original
+
+
+def test_train_folder_source_validates_on_held_out_originals_without_test(
+    example_data_dir, tmp_path
+):
+    data_dir = tmp_path / "data"
+    shutil.copytree(example_data_dir, data_dir)
+    shutil.rmtree(data_dir / "images" / "TEST")  # training must not need it
+    config = TrainConfig(data_dir=data_dir, source="train-folder", validation_fraction=0.5)
+    class_names, train, validation = load_training_data(config)
+
+    assert class_names == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    assert validation is not None
+    # Two originals per class in TRAIN: one of each trains, the other validates.
+    assert sorted(train.labels.tolist()) == sorted(validation.labels.tolist()) == [0, 1, 2, 3]
+    assert not {p.name for p in train.paths} & {p.name for p in validation.paths}
+    assert len(train) == len(validation) == 4
+    assert all(p.parent.parent.name == "TRAIN" for p in train.paths + validation.paths)
+
+
+@pytest.mark.parametrize("source, expected", [("originals", 16), ("train-folder", 0)])
+def test_frame_copies_follow_the_source_unless_given(source, expected):
+    assert TrainConfig(source=source).frame_copies() == expected
+    assert TrainConfig(source=source, bank_copies=3).frame_copies() == 3
