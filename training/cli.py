@@ -67,9 +67,12 @@ def _train_parser(subparsers) -> None:
     parser.add_argument("--validation-copies", type=int, default=defaults.validation_copies,
                         help="fixed augmented copies of each held-out original in validation "
                         "(--source originals)")
+    parser.add_argument("--best-epoch", dest="restore_best", action="store_true",
+                        default=defaults.restore_best,
+                        help="keep the weights of the epoch with the lowest validation loss "
+                        "instead of the last epoch's")
     parser.add_argument("--last-epoch", dest="restore_best", action="store_false",
-                        help="keep the last epoch's weights instead of those with the lowest "
-                        "validation loss")
+                        help="keep the last epoch's weights (the default)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="train without augmentation")
     parser.add_argument("--rotation", type=float, default=augment.rotation_degrees,

@@ -28,7 +28,8 @@ class AugmentConfig:
 
 
 # TrainConfig fields added with the cell localiser -> the value older records imply.
-LEGACY_DEFAULTS = {"arch": "tutorial", "localise": False, "bank_copies": 0, "holdout_seed": None}
+LEGACY_DEFAULTS = {"arch": "tutorial", "localise": False, "bank_copies": 0, "holdout_seed": None,
+                   "restore_best": True}
 
 
 @dataclass
@@ -72,8 +73,10 @@ class TrainConfig:
     validation_copies: int = 8
     """With `originals`: augmented copies per held-out original, besides the original
     itself (`train-folder` validates on the data set's own copies)."""
-    restore_best: bool = True
-    """End with the weights of the epoch with the lowest validation loss (when validating)."""
+    restore_best: bool = False
+    """End with the weights of the epoch with the lowest validation loss (when validating)
+    instead of the last epoch's. Off by default: a few dozen held-out originals make the
+    loss too noisy to pick an epoch by (v5's first run would have kept epoch 1 of 9)."""
     augment: bool = True
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     limit_per_class: int | None = None

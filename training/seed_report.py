@@ -45,7 +45,9 @@ def score_entry(directory: Path, prepared: dict[str, tuple], originals: dict[str
     """Accuracy, per-class recall and per-original accuracy of one entry on both splits."""
     manifest, model = load_entry(directory)
     result = {"directory": str(directory), "seed": manifest.training.get("seed"),
-              "best_epoch": manifest.training.get("best_epoch"),
+              # The epoch whose weights were kept: the best on validation, or the last.
+              "kept_epoch": (manifest.training.get("best_epoch")
+                             or manifest.training.get("epochs")),
               "validation_accuracy": manifest.metrics.get("validation", {}).get("accuracy")}
     for key, (paths, labels, inputs) in prepared.items():
         probabilities = np.concatenate([model(inputs[start : start + 128], training=False)
@@ -93,13 +95,13 @@ def seed_report(entries: list[Path], data_dir: Path, mapping_cache: Path) -> dic
 def markdown(report: dict) -> str:
     runs = report["runs"]
     names = list(runs[0]["test"]["recall"])
-    lines = ["| seed | validation acc | best epoch | TEST acc | TEST_SIMPLE acc | "
+    lines = ["| seed | validation acc | kept epoch | TEST acc | TEST_SIMPLE acc | "
              + " | ".join(f"TEST recall {n[:3]}" for n in names) + " |",
              "|---" * (5 + len(names)) + "|"]
     for run in runs:
         lines.append(
             f"| {run['seed']} | {run['validation_accuracy'] or float('nan'):.4f} | "
-            f"{run['best_epoch']} | {run['test']['accuracy']:.4f} | "
+            f"{run['kept_epoch']} | {run['test']['accuracy']:.4f} | "
             f"{run['test_simple']['accuracy']:.4f} | "
             + " | ".join(f"{run['test']['recall'][n]:.3f}" for n in names) + " |")
     for stat in ("mean", "min", "max"):

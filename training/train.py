@@ -181,7 +181,9 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
     if config.backup_dir is not None:
         backup_dir = Path(config.backup_dir)
         resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
-        epoch_history = EpochHistory(backup_dir.with_name("history.json"), resuming)
+        # Beside the backup, named after it: runs whose backups share a parent keep apart.
+        epoch_history = EpochHistory(backup_dir.with_name(f"{backup_dir.name}.history.json"),
+                                     resuming)
         callbacks += [keras.callbacks.BackupAndRestore(str(config.backup_dir)), epoch_history]
     validation_data = best_weights = None
     if validation is not None:
