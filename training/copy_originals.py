@@ -14,6 +14,7 @@ runner-up is kept, so doubtful matches can be seen.
 
 from __future__ import annotations
 
+import functools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,7 +114,18 @@ def train_copy_groups(
 ) -> tuple[np.ndarray, int]:
     """The train original behind each TRAIN copy in `paths` (images/TRAIN/<CLASS>/...), as
     one integer per copy (a copy whose class has no original stands alone), and how many
-    matches were doubtful (not `confident`; they keep their best guess)."""
+    matches were doubtful (not `confident`; they keep their best guess). Remembered for the
+    process: training and then calibration hold out the same copies and match once."""
+    groups, doubtful = _train_copy_groups(
+        str(Path(data_dir).resolve()), tuple(class_names), tuple(map(str, paths)))
+    return groups.copy(), doubtful
+
+
+@functools.lru_cache(maxsize=2)
+def _train_copy_groups(
+    data_dir: str, class_names: tuple[str, ...], paths: tuple[str, ...]
+) -> tuple[np.ndarray, int]:
+    data_dir, class_names, paths = Path(data_dir), list(class_names), list(map(Path, paths))
     by_class: dict[str, list[Path]] = {}
     for path in paths:
         by_class.setdefault(Path(path).parent.name, []).append(Path(path))
