@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data import list_originals
+from training.data import DataError, list_originals
 
 RATIO = 0.75
 # A match is confident when it has at least MIN_MATCHES and twice the runner-up's. The
@@ -48,6 +48,8 @@ def _matches(matcher, query, train) -> int:
 
 def _frame(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise DataError(f"cannot read image {path}")
     if bgr.shape[1::-1] != FRAME_WH:
         bgr = cv2.resize(bgr, FRAME_WH, interpolation=cv2.INTER_AREA)
     return bgr

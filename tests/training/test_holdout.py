@@ -84,3 +84,16 @@ def test_train_folder_source_validates_on_held_out_originals_without_test(
 def test_frame_copies_follow_the_source_unless_given(source, expected):
     assert TrainConfig(source=source).frame_copies() == expected
     assert TrainConfig(source=source, bank_copies=3).frame_copies() == 3
+
+
+def test_an_unreadable_copy_is_named(example_data_dir, tmp_path):
+    from training.data import DataError
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(example_data_dir, data_dir)
+    broken = next((data_dir / "images" / "TRAIN" / "MONOCYTE").iterdir())
+    broken.write_bytes(b"not a jpeg")
+    class_names = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    paths, _ = list_split(data_dir / "images" / "TRAIN", class_names)
+    with pytest.raises(DataError, match=f"cannot read image .*{broken.name}"):
+        train_copy_groups(data_dir, class_names, paths)
