@@ -127,15 +127,15 @@ def train_copy_groups(
 def _train_copy_groups(
     data_dir: str, class_names: tuple[str, ...], paths: tuple[str, ...]
 ) -> tuple[np.ndarray, int]:
-    data_dir, class_names, paths = Path(data_dir), list(class_names), list(map(Path, paths))
+    copies = [Path(path) for path in paths]
     by_class: dict[str, list[Path]] = {}
-    for path in paths:
-        by_class.setdefault(Path(path).parent.name, []).append(Path(path))
-    matches = match_copies(by_class, train_originals(data_dir, class_names))
+    for path in copies:
+        by_class.setdefault(path.parent.name, []).append(path)
+    matches = match_copies(by_class, train_originals(Path(data_dir), list(class_names)))
     keys: dict[str, int] = {}
-    groups = np.array([keys.setdefault(matches[Path(p)]["original"] or str(p), len(keys))
-                       for p in paths], dtype=np.int64)
-    return groups, sum(not confident(matches[Path(p)]) for p in paths)
+    groups = np.array([keys.setdefault(matches[path]["original"] or str(path), len(keys))
+                       for path in copies], dtype=np.int64)
+    return groups, sum(not confident(matches[path]) for path in copies)
 
 
 def confident(match: dict) -> bool:
