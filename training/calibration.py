@@ -10,9 +10,9 @@ import numpy as np
 
 from model_core.runtime import ModelRuntime, configure_tensorflow
 from model_store.manifest import Calibration, FeatureDistribution, Manifest
-from model_store.store import load_entry, read_manifest, write_manifest
+from model_store.store import StoreError, load_entry, read_manifest, write_manifest
 from training.config import TrainConfig
-from training.data import LabelledImages, list_split, load_images
+from training.data import DataError, LabelledImages, list_split, load_images
 from training.model import FEATURES_LAYER, FIRE_MODULES
 from training.pipeline import evaluation_dataset
 
@@ -71,21 +71,67 @@ def fit_feature_distribution(
     )
 
 
-def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6) -> Manifest:
-    """Fit the temperature on the validation images (as `config` holds them out) and the
-    feature distribution on every `every`-th image of images/TRAIN (the data set's own
+# Training settings that may differ between a run with held-out originals and its refit on
+# every original, for the refit to carry the held-out run's temperature.
+_REFIT_SETTINGS = frozenset({"validation_fraction", "temperature_from", "store_dir", "backup_dir",
+                             "data_dir", "model_name", "strategy", "cpu_replicas", "evaluate"})
+
+
+def carried_temperature(source: Path, record: dict) -> Calibration:
+    """The temperature of `source`, an entry trained by the same recipe and seed as the one
+    whose training `record` is given, but with train originals held out: an out-of-sample
+    fit for a refit on every original, which has no held-out images of its own."""
+    try:
+        donor = read_manifest(source)
+    except StoreError as error:
+        raise DataError(f"--temperature-from: {error}") from error
+    if donor.calibration is None:
+        raise DataError(f"{source} has no temperature to carry over")
+    ours = TrainConfig.from_record(record).to_record()
+    theirs = TrainConfig.from_record(donor.training).to_record()
+    different = sorted(key for key in set(ours) - _REFIT_SETTINGS if ours[key] != theirs[key])
+    if different:
+        raise DataError(f"{source} was trained by another recipe than this entry "
+                        f"(differs in {', '.join(different)}): its temperature does not carry over")
+    if not theirs["validation_fraction"]:
+        raise DataError(f"{source} held out no train originals: its temperature is not "
+                        "out of sample")
+    return Calibration(
+        temperature=donor.calibration.temperature,
+        fitted_on=f"carried over from {donor.name} v{donor.version}, the same recipe and seed "
+        f"with {theirs['validation_fraction']:.0%} of the train originals held out: "
+        f"{donor.calibration.fitted_on}")
+
+
+def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6,
+                    temperature_from: Path | None = None) -> Manifest:
+    """Fit the temperature on the validation images (as `config` holds them out), or carry it
+    over from `temperature_from` when the entry was trained on every train original (with
+    neither, the entry has no temperature and serving reports no calibrated confidence), and
+    fit the feature distribution on every `every`-th image of images/TRAIN (the data set's own
     augmented copies of the train originals, JPEG-compressed like the smears users send);
     store both in the manifest."""
     from training.train import load_training_data
 
     manifest, model = load_entry(directory)
-    _, _, validation = load_training_data(config)
-    if validation is None:
-        raise ValueError("calibration needs held-out validation images "
-                         "(--validation-fraction > 0)")
     layers = list(OOD_LAYERS)
-    logits, _ = logits_and_features(model, manifest, validation, layers)
-    temperature = fit_temperature(logits, validation.labels)
+    # A refit on every original holds nothing out: no need to read images/TRAIN for that.
+    validation = load_training_data(config)[2] if config.validation_fraction > 0 else None
+    if validation is not None:
+        if temperature_from is not None:
+            raise DataError(f"{directory} has held-out validation images; its temperature is "
+                            "fitted on them, not carried over")
+        logits, _ = logits_and_features(model, manifest, validation, layers)
+        calibration = Calibration(
+            temperature=fit_temperature(logits, validation.labels),
+            fitted_on=f"{len(validation)} validation images ("
+            + ("held-out train originals" if config.source == "originals"
+               else "copies of held-out train originals in images/TRAIN")
+            + ")")
+    elif temperature_from is not None:
+        calibration = carried_temperature(temperature_from, manifest.training)
+    else:
+        calibration = None
     paths, labels = list_split(Path(config.data_dir) / "images" / "TRAIN", manifest.class_names)
     picked = np.arange(0, len(paths), every)
     train_sample = load_images([paths[i] for i in picked], labels[picked])
@@ -93,13 +139,6 @@ def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6) -> Man
     distribution = fit_feature_distribution(
         features, layers, f"{len(train_sample)} images of images/TRAIN (every {every}th)")
     updated = read_manifest(directory).model_copy(update={
-        "calibration": Calibration(
-            temperature=temperature,
-            fitted_on=f"{len(validation)} validation images ("
-            + ("held-out train originals" if config.source == "originals"
-               else "copies of held-out train originals in images/TRAIN")
-            + ")"),
-        "feature_distribution": distribution,
-    })
+        "calibration": calibration, "feature_distribution": distribution})
     write_manifest(directory, updated)
     return updated

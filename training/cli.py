@@ -61,6 +61,10 @@ def _train_parser(subparsers) -> None:
                         default=defaults.validation_fraction,
                         help="share of each class's train originals held out for validation, "
                         "with all their copies (0: train on all)")
+    parser.add_argument("--temperature-from", type=Path, default=None,
+                        help="with --validation-fraction 0 (nothing held out): carry over the "
+                        "temperature of this model-store entry folder, trained by the same "
+                        "recipe and seed with originals held out")
     parser.add_argument("--holdout-seed", type=int, default=defaults.holdout_seed,
                         help="seeds which train originals are held out (the same for every "
                         "--seed, so seeds are compared on the same originals)")
@@ -114,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         initial_lr=args.lr, lr_drop_every=args.lr_drop_every, dropout=args.dropout,
         label_smoothing=args.label_smoothing, validation_fraction=args.validation_fraction,
-        holdout_seed=args.holdout_seed,
+        holdout_seed=args.holdout_seed, temperature_from=args.temperature_from,
         validation_copies=args.validation_copies, restore_best=args.restore_best,
         augment=args.augment,
         augmentation=AugmentConfig(
@@ -150,8 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "score a model-store entry on TEST and TEST_SIMPLE, write reports")
     evaluate.add_argument("--splits", nargs="+", choices=("test", "test_simple"),
                           default=["test", "test_simple"])
-    _entry_parser(subparsers, "calibrate",
-                  "fit the softmax temperature and the feature distribution of an entry")
+    calibrate = _entry_parser(
+        subparsers, "calibrate",
+        "fit the softmax temperature and the feature distribution of an entry")
+    calibrate.add_argument(
+        "--temperature-from", type=Path, default=None,
+        help="for an entry trained on every train original (--validation-fraction 0): carry "
+        "over the temperature of this entry folder, trained by the same recipe and seed with "
+        "originals held out")
     seeds = subparsers.add_parser(
         "seed-report", help="score entries of the same recipe with different seeds on TEST "
         "and TEST_SIMPLE, with accuracy per original",
@@ -219,10 +229,18 @@ def _run_train(config: TrainConfig) -> int:
     from training.train import configure_devices
 
     configure_devices(config.cpu_replicas)
+    from training.calibration import calibrate_entry, carried_temperature
+    from training.data import DataError
     from training.evaluate import evaluate_entry, summary_line
     from training.publish import publish
     from training.train import train
 
+    if config.temperature_from is not None:  # a temperature that won't carry: refuse it now
+        if config.validation_fraction > 0:
+            raise DataError("--temperature-from is for a refit on every original "
+                            "(--validation-fraction 0); with held-out originals the "
+                            "temperature is fitted on them")
+        carried_temperature(config.temperature_from, config.to_record())
     if config.strategy == "multi-worker":
         from training.distributed import train_on_workers
 
@@ -234,10 +252,7 @@ def _run_train(config: TrainConfig) -> int:
     directory, manifest = publish(result, config)
     print(f"published {manifest.name} v{manifest.version} to {directory} "
           f"({result.seconds_per_epoch:.1f} s/epoch)")
-    if result.validation is not None:
-        from training.calibration import calibrate_entry
-
-        calibrate_entry(directory, config)
+    calibrate_entry(directory, config, temperature_from=config.temperature_from)
     extra = {"validation": result.validation} if result.validation is not None else {}
     splits = ("test", "test_simple") if config.evaluate else ()
     metrics = evaluate_entry(directory, config.data_dir, splits, extra)
@@ -278,9 +293,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     directory = _entry(args)
     config = TrainConfig.from_record(read_manifest(directory).training)
     config.data_dir = args.data_dir
-    manifest = calibrate_entry(directory, config)
-    assert manifest.calibration and manifest.feature_distribution
-    print(f"temperature {manifest.calibration.temperature:.3f}; out-of-distribution threshold "
+    manifest = calibrate_entry(directory, config, temperature_from=args.temperature_from)
+    assert manifest.feature_distribution
+    temperature = (f"temperature {manifest.calibration.temperature:.3f}" if manifest.calibration
+                   else "no temperature (no held-out images; see --temperature-from)")
+    print(f"{temperature}; out-of-distribution threshold "
           f"{manifest.feature_distribution.threshold:.2f}")
     return 0
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 # The data set's usual place, beside the repository (not the working directory).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "blood-cells"
+# TrainConfig fields that hold paths (strings in a manifest's training record).
+PATH_KEYS = ("data_dir", "store_dir", "backup_dir", "temperature_from")
 
 
 @dataclass
@@ -70,6 +72,10 @@ class TrainConfig:
     holdout_seed: int | None = 1337
     """Seeds which originals are held out, so runs with other seeds validate on the same
     originals and can be compared; None: `seed` (runs before this setting existed)."""
+    temperature_from: Path | None = None
+    """With `validation_fraction` 0 (a refit on every original, nothing held out): the model-
+    store entry of the same recipe and seed trained with originals held out, whose fitted
+    temperature the refit carries (`calibration.carried_temperature`)."""
     validation_copies: int = 8
     """With `originals`: augmented copies per held-out original, besides the original
     itself (`train-folder` validates on the data set's own copies)."""
@@ -93,7 +99,7 @@ class TrainConfig:
         """The config a manifest's `training` record was made from (extra keys ignored)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in record.items() if k in known}
-        for key in ("data_dir", "store_dir", "backup_dir"):
+        for key in PATH_KEYS:
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         if "input_size" in values:
@@ -113,7 +119,7 @@ class TrainConfig:
 
     def to_record(self) -> dict:
         record = asdict(self)
-        for key in ("data_dir", "store_dir", "backup_dir"):
+        for key in PATH_KEYS:
             record[key] = None if record[key] is None else str(record[key])
         record["input_size"] = list(self.input_size)
         return record

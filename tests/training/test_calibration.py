@@ -1,7 +1,15 @@
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from training.calibration import fit_feature_distribution, fit_temperature
+from model_store.store import read_manifest, write_manifest
+from training.calibration import carried_temperature, fit_feature_distribution, fit_temperature
+from training.data import DataError
+
+# v5 was trained with 10% of the train originals held out and its temperature fitted on them.
+HELD_OUT_ENTRY = Path(__file__).resolve().parents[2] / "model_store" / "wbc-squeezenet" / "5"
 
 
 def test_temperature_undoes_known_overconfidence():
@@ -26,3 +34,61 @@ def test_feature_distribution_threshold_and_distances():
     far = np.array([10, 0, -5 + 0.5 * 6])  # six standard deviations along the narrow axis
     centred = far - np.asarray(distribution.mean)
     assert np.sqrt(centred @ precision @ centred) == pytest.approx(6.0, rel=0.05)
+
+
+def refit_record(donor: Path = HELD_OUT_ENTRY, **changes) -> dict:
+    """The training record of a refit of `donor`'s recipe and seed on every train original."""
+    record = dict(read_manifest(donor).training)
+    record.update(validation_fraction=0.0, backup_dir="/elsewhere", train_images=9957,
+                  validation_images=0, seconds_per_epoch=321.0, store_dir="/other-store")
+    record.pop("promoted_from", None)
+    return record | changes
+
+
+def test_refit_carries_the_temperature_of_its_held_out_run():
+    donor = read_manifest(HELD_OUT_ENTRY)
+    calibration = carried_temperature(HELD_OUT_ENTRY, refit_record())
+    assert calibration.temperature == donor.calibration.temperature
+    assert calibration.fitted_on.startswith(f"carried over from wbc-squeezenet v{donor.version}")
+    assert "10% of the train originals held out" in calibration.fitted_on
+    assert donor.calibration.fitted_on in calibration.fitted_on
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"seed": 99}, "seed"),
+    ({"epochs": 6, "label_smoothing": 0.0}, "epochs, label_smoothing"),
+    ({"input_size": [128, 128]}, "input_size"),
+])
+def test_temperature_of_another_recipe_is_refused(changes, named):
+    with pytest.raises(DataError, match=f"differs in {named}\\)"):
+        carried_temperature(HELD_OUT_ENTRY, refit_record(**changes))
+
+
+def test_temperature_must_come_from_a_run_with_held_out_originals(tmp_path):
+    donor = tmp_path / "entry"
+    donor.mkdir()
+    shutil.copy(HELD_OUT_ENTRY / "manifest.json", donor / "manifest.json")
+    manifest = read_manifest(donor)
+    write_manifest(donor, manifest.model_copy(update={
+        "training": manifest.training | {"validation_fraction": 0.0}}))
+    with pytest.raises(DataError, match="held out no train originals"):
+        carried_temperature(donor, refit_record(donor))
+    write_manifest(donor, manifest.model_copy(update={"calibration": None}))
+    with pytest.raises(DataError, match="no temperature to carry over"):
+        carried_temperature(donor, refit_record(donor))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--temperature-from", str(HELD_OUT_ENTRY)], "is for a refit on every original"),
+    (["--validation-fraction", "0", "--seed", "4", "--temperature-from", str(HELD_OUT_ENTRY)],
+     "differs in seed"),
+    (["--validation-fraction", "0", "--temperature-from", "nowhere/7"], "no manifest.json"),
+])
+def test_train_refuses_a_temperature_that_would_not_carry_before_training(
+        tmp_path, capsys, arguments, message):
+    from training.cli import main
+
+    store = tmp_path / "store"
+    assert main(["train", "--seed", "3", "--store-dir", str(store), *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not store.exists()  # refused before any training or publishing
