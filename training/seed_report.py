@@ -100,7 +100,7 @@ def markdown(report: dict) -> str:
              "|---" * (5 + len(names)) + "|"]
     for run in runs:
         lines.append(
-            f"| {run['seed']} | {run['validation_accuracy'] or float('nan'):.4f} | "
+            f"| {run['seed']} | {_validation(run['validation_accuracy'])} | "
             f"{run['kept_epoch']} | {run['test']['accuracy']:.4f} | "
             f"{run['test_simple']['accuracy']:.4f} | "
             + " | ".join(f"{run['test']['recall'][n]:.3f}" for n in names) + " |")
@@ -121,3 +121,7 @@ def markdown(report: dict) -> str:
                      + " | ".join(f"{c}/{n}" for c, n in cells) + " | "
                      + " | ".join(f"{c}/{n}" for c, n in simple) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _validation(accuracy: float | None) -> str:
+    return "none held out" if accuracy is None else f"{accuracy:.4f}"
