@@ -121,6 +121,34 @@ def test_mirrored_strategy_over_two_cpu_replicas(example_data_dir, tmp_path):
     assert "published wbc-squeezenet v1" in completed.stdout
 
 
+def test_refit_on_every_original_carries_the_held_out_runs_temperature(
+    example_data_dir, tmp_path, capsys
+):
+    from training.cli import main
+
+    store = tmp_path / "store"
+    quick = ["--data-dir", str(example_data_dir), "--store-dir", str(store), "--source",
+             "originals", "--bank-copies", "1", "--input-size", "64", "--epochs", "1",
+             "--samples-per-epoch", "32", "--batch-size", "16", "--limit-per-class", "4",
+             "--validation-copies", "1", "--no-evaluate", "--seed", "5"]
+    assert main(["train", *quick, "--backup-dir", str(tmp_path / "held-out")]) == 0
+    held_out = read_manifest(store / "wbc-squeezenet" / "1")
+    assert main(["train", *quick, "--backup-dir", str(tmp_path / "refit"),
+                 "--validation-fraction", "0",
+                 "--temperature-from", str(store / "wbc-squeezenet" / "1")]) == 0, \
+        capsys.readouterr().err[-2000:]
+    refit = read_manifest(store / "wbc-squeezenet" / "2")
+
+    # One original per class held out, then none: the refit trained on twice the frames.
+    assert refit.training["bank_windows"] == 2 * held_out.training["bank_windows"]
+    assert "validation" not in refit.metrics and "validation" in held_out.metrics
+    assert refit.calibration.temperature == held_out.calibration.temperature
+    assert refit.calibration.fitted_on.startswith("carried over from wbc-squeezenet v1")
+    # The out-of-distribution features are the refit's own, fitted on images/TRAIN.
+    assert refit.feature_distribution is not None
+    assert refit.feature_distribution.mean != held_out.feature_distribution.mean
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "evaluate-localiser"])
 def test_cli_help(command):
     completed = subprocess.run([sys.executable, "-m", "training", command, "--help"],
