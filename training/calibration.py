@@ -88,6 +88,10 @@ def carried_temperature(source: Path, record: dict) -> Calibration:
     if donor.calibration is None:
         raise DataError(f"{source} has no temperature to carry over")
     ours = TrainConfig.from_record(record).to_record()
+    if ours["validation_fraction"] > 0:
+        raise DataError("--temperature-from is for a refit on every original "
+                        "(--validation-fraction 0); with held-out originals the temperature "
+                        "is fitted on them")
     theirs = TrainConfig.from_record(donor.training).to_record()
     different = sorted(key for key in set(ours) - _REFIT_SETTINGS if ours[key] != theirs[key])
     if different:
@@ -115,12 +119,11 @@ def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6,
 
     manifest, model = load_entry(directory)
     layers = list(OOD_LAYERS)
-    # A refit on every original holds nothing out: no need to read images/TRAIN for that.
-    validation = load_training_data(config)[2] if config.validation_fraction > 0 else None
-    if validation is not None:
-        if temperature_from is not None:
-            raise DataError(f"{directory} has held-out validation images; its temperature is "
-                            "fitted on them, not carried over")
+    calibration = None
+    if temperature_from is not None:
+        calibration = carried_temperature(temperature_from, manifest.training)
+    elif config.validation_fraction > 0:  # a refit on every original holds nothing out
+        validation = load_training_data(config)[2]
         logits, _ = logits_and_features(model, manifest, validation, layers)
         calibration = Calibration(
             temperature=fit_temperature(logits, validation.labels),
@@ -128,10 +131,6 @@ def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6,
             + ("held-out train originals" if config.source == "originals"
                else "copies of held-out train originals in images/TRAIN")
             + ")")
-    elif temperature_from is not None:
-        calibration = carried_temperature(temperature_from, manifest.training)
-    else:
-        calibration = None
     paths, labels = list_split(Path(config.data_dir) / "images" / "TRAIN", manifest.class_names)
     picked = np.arange(0, len(paths), every)
     train_sample = load_images([paths[i] for i in picked], labels[picked])

@@ -230,16 +230,11 @@ def _run_train(config: TrainConfig) -> int:
 
     configure_devices(config.cpu_replicas)
     from training.calibration import calibrate_entry, carried_temperature
-    from training.data import DataError
     from training.evaluate import evaluate_entry, summary_line
     from training.publish import publish
     from training.train import train
 
     if config.temperature_from is not None:  # a temperature that won't carry: refuse it now
-        if config.validation_fraction > 0:
-            raise DataError("--temperature-from is for a refit on every original "
-                            "(--validation-fraction 0); with held-out originals the "
-                            "temperature is fitted on them")
         carried_temperature(config.temperature_from, config.to_record())
     if config.strategy == "multi-worker":
         from training.distributed import train_on_workers
