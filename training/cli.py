@@ -40,6 +40,9 @@ def _train_parser(subparsers) -> None:
     parser.add_argument("--whole-frame", dest="localise", action="store_false",
                         help="classify the whole frame (v1-v3) instead of the window around "
                         "the white cell")
+    parser.add_argument("--window", type=int, default=defaults.window,
+                        help="side of the square window cut around the white cell, in pixels "
+                        "of a 320-wide frame, resized to the input size")
     parser.add_argument("--bank-copies", type=int, default=defaults.bank_copies,
                         help="augmented full-frame copies of each training frame, localised "
                         "and cropped once per run (with the cell window; default: 16 for "
@@ -114,8 +117,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data_dir=args.data_dir, store_dir=args.store_dir, model_name=args.model_name,
         source=args.source, input_size=(args.input_size, args.input_size), arch=args.arch,
-        localise=args.localise, bank_copies=args.bank_copies, epochs=args.epochs,
-        batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+        localise=args.localise, window=args.window, bank_copies=args.bank_copies,
+        epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         initial_lr=args.lr, lr_drop_every=args.lr_drop_every, dropout=args.dropout,
         label_smoothing=args.label_smoothing, validation_fraction=args.validation_fraction,
         holdout_seed=args.holdout_seed, temperature_from=args.temperature_from,

@@ -53,6 +53,9 @@ class TrainConfig:
     localise: bool = True
     """Classify the window around the white cell (model_store.localisation) instead of the
     whole frame; the localiser's parameters go into the manifest's preprocessing."""
+    window: int = 112
+    """With `localise`: side of the square window cut around the cell, in pixels of a frame
+    320 wide (the localiser's working width), resized to `input_size`."""
     bank_copies: int | None = None
     """With `localise`: augment each training frame's full frame this many times once per
     run, localise and crop each copy (besides the frame itself), and train on that bank of

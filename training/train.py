@@ -141,8 +141,8 @@ def _subset(data: LabelledImages, indices: np.ndarray) -> LabelledImages:
 
 def training_preprocessing(config: TrainConfig) -> Preprocessing:
     """The input transform a run trains with, and its manifest records."""
-    return Preprocessing(antialias=True,
-                         localisation=Localisation() if config.localise else None)
+    localisation = Localisation(window=config.window) if config.localise else None
+    return Preprocessing(antialias=True, localisation=localisation)
 
 
 def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
