@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from model_store.store import load_entry, read_manifest, sha256_file
+from training.cli import build_parser, config_from_args
 from training.config import TrainConfig
 from training.data import list_split, load_images
 from training.evaluate import evaluate_entry, predict_probabilities
@@ -64,12 +65,16 @@ def test_cell_window_run_trains_on_a_crop_bank_and_records_the_localiser(
     example_data_dir, tmp_path
 ):
     data_dir = example_data_dir
+    # The window given on the command line reaches the manifest serving reads.
+    args = build_parser().parse_args(["train", "--window", "144"])
+    assert args.window == 144 and build_parser().parse_args(["train"]).window == 112
     config = _quick_config(data_dir, tmp_path, source="originals", arch="tutorial",
-                           localise=True, bank_copies=2)
+                           localise=True, bank_copies=2, window=config_from_args(args).window)
     result = train(config)
     directory, manifest = publish(result, config)
 
-    assert manifest.preprocessing.localisation is not None
+    assert manifest.preprocessing.localisation.window == 144
+    assert TrainConfig.from_record(manifest.training).window == 144
     assert manifest.training["localise"] is True and manifest.training["arch"] == "tutorial"
     # 2 originals per class, 1 of each held out: 4 frames, each plus 2 augmented copies.
     assert manifest.training["bank_windows"] == 4 * 3
