@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import asynccontextmanager
 
 import cv2
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each decode, localisation and render runs in a thread of its own on a small image:
     # OpenCV's own thread pool only competes with those threads for the cores.
     cv2.setNumThreads(1)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)  # process-wide
     api_keys = ApiKeys.from_settings(settings)  # a bad key file stops start-up here
     app_metrics = Metrics()
     model_manager = ModelManager(settings, app_metrics)

@@ -44,3 +44,19 @@ def test_pillows_own_bomb_guard_stays_on():
     import app.images  # noqa: F401  (importing the decoder must not switch it off)
 
     assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 0
+
+
+def test_the_app_sets_the_threads_switch_interval(monkeypatch):
+    import sys
+
+    from app.main import create_app
+    from tests.conftest import BUNDLED_STORE
+
+    monkeypatch.setattr(sys, "setswitchinterval", lambda seconds: seconds_set.append(seconds))
+    seconds_set = []
+    create_app(Settings(store_dir=BUNDLED_STORE))
+    create_app(Settings(store_dir=BUNDLED_STORE, gil_switch_interval_ms=2.5))
+    assert seconds_set == [pytest.approx(0.001), pytest.approx(0.0025)]
+    monkeypatch.setenv("WBC_GIL_SWITCH_INTERVAL_MS", "0")
+    with pytest.raises(ValueError, match="gil_switch_interval_ms"):
+        Settings()
