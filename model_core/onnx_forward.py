@@ -81,15 +81,20 @@ class OnnxForward:
 
 def session_options(onnxruntime):
     """Intra-op threads: one per CPU this process may run on (ONNX Runtime's own default
-    counts the host's cores, more than a container may use), and no spinning: between
-    passes its idle threads would otherwise spin on the cores the service's decoding,
-    localising and rendering threads need (measured on the 2-core development machine,
-    /v2 infer at concurrency 16: ~180 requests/s without spinning, ~150 with). Operators
+    counts the host's cores, more than a container may use), spinning between operators
+    and for a moment after a pass. Without spinning the second thread sleeps between
+    requests and waking it cost ~0.9 ms per pass (96x96 v6 at batch 1 on the 2-core
+    development machine: 1.80 ms back to back, 2.67 ms after 4 ms idle; spinning 1.35 /
+    1.54 ms). In four paired runs with the benchmark's client-free load generator
+    (docs/benchmarks.md) spinning answered /predict at concurrency 1 1.0-3.1 ms sooner and
+    /v2 infer at concurrency 16 within -5% to +8% of the requests/s without it. (It was
+    off until then: with a load generator that itself took ~1.7 ms of CPU per request, the
+    spinning threads competed with the client and lost ~15% at concurrency 16.) Operators
     run one at a time."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = len(os.sched_getaffinity(0))
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
