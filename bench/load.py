@@ -60,8 +60,8 @@ async def run_load(base_url: str, route: str, bodies: list[dict], concurrency: i
     server's latency and, on 2 cores, take CPU from the server under test."""
     url = httpx.URL(base_url)
     encoded = [_encode(url, route, body) for body in bodies]
-    connections = [_Connection(url.host, url.port or 80) for _ in range(min(concurrency,
-                                                                            requests or 1))]
+    # Opened on first use: a phase of fewer requests than `concurrency` opens fewer.
+    connections = [_Connection(url.host, url.port or 80) for _ in range(concurrency)]
     try:
         await _closed_loop(connections, encoded, warmup)
         started = time.perf_counter()
