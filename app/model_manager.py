@@ -83,7 +83,7 @@ class ModelManager:
         settings = self.settings
         runtime = await asyncio.to_thread(
             ModelRuntime.load, settings.store_dir, settings.model_name, settings.model_version,
-            settings.forward_backend,
+            settings.forward_backend, onnx_spinning=settings.onnx_spinning,
         )
         await self._warm(runtime)
         self._install(runtime)
@@ -107,6 +107,7 @@ class ModelManager:
                 runtime = await asyncio.to_thread(
                     ModelRuntime.load, self.settings.store_dir, self.settings.model_name,
                     int(directory.name), self.settings.forward_backend, True,
+                    onnx_spinning=self.settings.onnx_spinning,
                 )
             except Exception as error:  # a bad entry must never take the service down
                 self.metrics.reloads.labels("failed").inc()

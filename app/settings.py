@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     TensorFlow). Measured on the 2-core development CPU with v4 (docs/benchmarks.md), the
     cost per image is lowest at 8 (0.81 ms, against 1.01 at 1 and 1.13 at 32); `python -m
     bench.forward` measures a machine's own curve."""
+    onnx_spinning: bool = True
+    """ONNX Runtime's threads spin between operators and for a moment after each pass
+    instead of sleeping: /predict at concurrency 1 answered 1.0-3.1 ms sooner in paired
+    runs on the 2-core development machine (docs/benchmarks.md). The spin counts as CPU
+    use: turn it off where CPU time is billed or drives the autoscaler at light load."""
     max_explain_pass_images: int = Field(default=8, gt=0)
     """Most images one explanation (backward) pass runs: a forward pass waits for at most
     one of these at the TensorFlow worker."""

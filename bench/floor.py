@@ -46,7 +46,8 @@ def measure_floor(store_dir: Path, model_name: str, encoded_images: list[bytes],
                   samples: int) -> Floor:
     """Time `samples` images end to end through decode and forward, then the forward alone."""
     settings = Settings()
-    runtime = ModelRuntime.load(store_dir, model_name, None, settings.forward_backend)
+    runtime = ModelRuntime.load(store_dir, model_name, None, settings.forward_backend,
+                                onnx_spinning=settings.onnx_spinning)
 
     def decode_and_forward(index: int) -> object:
         rgb = decode_image(encoded_images[index % len(encoded_images)],
@@ -69,7 +70,8 @@ def measure_floor(store_dir: Path, model_name: str, encoded_images: list[bytes],
     if (runtime.manifest.version != REFERENCE_VERSION
             and REFERENCE_VERSION in list_versions(store_dir, model_name)):
         reference = ModelRuntime.load(store_dir, model_name, REFERENCE_VERSION,
-                                      settings.forward_backend)
+                                      settings.forward_backend,
+                                      onnx_spinning=settings.onnx_spinning)
         reference_input = reference.preprocess(decoded[0])[None]
         floor.reference_forward_ms = _median_ms(
             lambda _: reference.forward(reference_input), samples)

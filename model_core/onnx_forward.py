@@ -21,6 +21,7 @@ OUTPUT_NAMES = ("probabilities", "logits", "features")
 # (absolute for probabilities, which are at most 1).
 PARITY_TOLERANCE = 1e-5
 PROBE_IMAGES = 1
+SPINNING_KEY = "session.intra_op.allow_spinning"
 
 
 class OnnxMissing(Exception):
@@ -37,13 +38,17 @@ class OnnxForward:
     def __init__(self, session, keep_features: bool, load_seconds: float) -> None:
         self._session, self._keep_features = session, keep_features
         self.load_seconds = load_seconds
-        self.threads = session.get_session_options().intra_op_num_threads
+        options = session.get_session_options()
+        self.threads = options.intra_op_num_threads
+        self.spinning = options.get_session_config_entry(SPINNING_KEY) == "1"
 
     @classmethod
-    def load(cls, directory: Path, manifest: Manifest, feature_layers: list[str]) -> OnnxForward:
+    def load(cls, directory: Path, manifest: Manifest, feature_layers: list[str],
+             spinning: bool = True) -> OnnxForward:
         """Verify `model.onnx` against the manifest and open it. OnnxMissing when there is
         none to use; OnnxUnusable, saying why, when it is there but corrupt or not this
-        model's. `feature_layers` are the layers the caller pools (none: features unused)."""
+        model's. `feature_layers` are the layers the caller pools (none: features unused);
+        `spinning` as in `session_options`."""
         started = time.perf_counter()
         export = manifest.onnx
         if export is None or ONNX_FILE not in manifest.artefacts:
@@ -62,7 +67,8 @@ class OnnxForward:
             raise OnnxUnusable(str(error)) from None
         try:
             session = onnxruntime.InferenceSession(
-                str(path), session_options(onnxruntime), providers=["CPUExecutionProvider"])
+                str(path), session_options(onnxruntime, spinning),
+                providers=["CPUExecutionProvider"])
         except Exception as error:  # ONNX Runtime raises its own types for a bad file
             raise OnnxUnusable(f"ONNX Runtime cannot load {path}: {error}") from None
         _check_signature(session, manifest, path)
@@ -79,22 +85,22 @@ class OnnxForward:
         return probabilities, logits, features
 
 
-def session_options(onnxruntime):
+def session_options(onnxruntime, spinning: bool = True):
     """Intra-op threads: one per CPU this process may run on (ONNX Runtime's own default
-    counts the host's cores, more than a container may use), spinning between operators
-    and for a moment after a pass. Without spinning the second thread sleeps between
-    requests and waking it cost ~0.9 ms per pass (96x96 v6 at batch 1 on the 2-core
-    development machine: 1.80 ms back to back, 2.67 ms after 4 ms idle; spinning 1.35 /
-    1.54 ms). In four paired runs with the benchmark's client-free load generator
-    (docs/benchmarks.md) spinning answered /predict at concurrency 1 1.0-3.1 ms sooner and
-    /v2 infer at concurrency 16 within -5% to +8% of the requests/s without it. (It was
-    off until then: with a load generator that itself took ~1.7 ms of CPU per request, the
-    spinning threads competed with the client and lost ~15% at concurrency 16.) Operators
-    run one at a time."""
+    counts the host's cores, more than a container may use), spinning (unless `spinning`
+    is off) between operators and for a moment after a pass. Without spinning the second
+    thread sleeps between requests and waking it cost ~0.9 ms per pass (96x96 v6 at
+    batch 1 on the 2-core development machine: 1.80 ms back to back, 2.67 ms after 4 ms
+    idle; spinning 1.35 / 1.54 ms). In four paired runs with the benchmark's client-free
+    load generator (docs/benchmarks.md) spinning answered /predict at concurrency 1
+    1.0-3.1 ms sooner and /v2 infer at concurrency 16 within -5% to +8% of the requests/s
+    without it. (It was off until then: with a load generator that itself took ~1.7 ms of
+    CPU per request, the spinning threads competed with the client and lost ~15% at
+    concurrency 16.) Operators run one at a time."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = len(os.sched_getaffinity(0))
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options

@@ -94,29 +94,33 @@ class ModelRuntime:
 
     @classmethod
     def load(cls, store_dir: Path, name: str, version: int | None, backend: str = TENSORFLOW,
-             refuse_bad_onnx: bool = False) -> ModelRuntime:
-        """Load, verify and warm an entry; `backend` as in `use_backend`."""
+             refuse_bad_onnx: bool = False, onnx_spinning: bool = True) -> ModelRuntime:
+        """Load, verify and warm an entry; `backend` and `onnx_spinning` as in
+        `use_backend`."""
         started = time.perf_counter()
         device = configure_tensorflow()
         directory = entry_dir(store_dir, name, version)
         manifest, model = load_entry(directory)
         runtime = cls(manifest, model, directory, device)
-        runtime.use_backend(backend, refuse_bad_onnx)
+        runtime.use_backend(backend, refuse_bad_onnx, onnx_spinning)
         runtime.warm_up()
         runtime.load_seconds = time.perf_counter() - started
         log.info("loaded %s v%s from %s on %s with %s in %.2fs", manifest.name,
                  manifest.version, directory, device, runtime.backend, runtime.load_seconds)
         return runtime
 
-    def use_backend(self, backend: str, refuse_bad_onnx: bool = False) -> None:
+    def use_backend(self, backend: str, refuse_bad_onnx: bool = False,
+                    onnx_spinning: bool = True) -> None:
         """Run `forward` through ONNX Runtime when `backend` is onnxruntime, or auto on a
         CPU, and the entry's `model.onnx` verifies and agrees with TensorFlow on a probe;
         otherwise stay on TensorFlow, noting why. A bad `model.onnx` raises OnnxUnusable
-        instead when `refuse_bad_onnx` (a reload refuses such an entry)."""
+        instead when `refuse_bad_onnx` (a reload refuses such an entry). `onnx_spinning`:
+        ONNX Runtime's threads spin between passes (`onnx_forward.session_options`)."""
         if backend == TENSORFLOW or (backend == AUTO and not self.device.startswith("CPU")):
             return
         try:
-            onnx = OnnxForward.load(self.directory, self.manifest, self._feature_layers)
+            onnx = OnnxForward.load(self.directory, self.manifest, self._feature_layers,
+                                    onnx_spinning)
             inputs = probe(self.manifest)
             gap = parity_gap(tuple(t.numpy() for t in self._forward(tf.constant(inputs))),
                              onnx(inputs))

@@ -59,6 +59,15 @@ def test_onnx_runtime_answers_as_tensorflow_does(store):
     assert got.features.shape == want.features.shape == (5, 0)
 
 
+def test_spinning_threads_follow_the_setting_and_change_no_answer(store):
+    spinning, sleeping = load(store, 1, "onnxruntime"), load(store, 1, "onnxruntime",
+                                                             onnx_spinning=False)
+    assert (spinning._onnx.spinning, sleeping._onnx.spinning) == (True, False)
+    batch = inputs()
+    np.testing.assert_array_equal(spinning.forward(batch).probabilities,
+                                  sleeping.forward(batch).probabilities)
+
+
 def test_an_entry_without_model_onnx_serves_through_tensorflow(store):
     directory = copy_entry(store / "tiny" / "1", store, 10)
     (directory / ONNX_FILE).unlink()
