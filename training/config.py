@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from model_store.manifest import Localisation
+
 # The data set's usual place, beside the repository (not the working directory).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "blood-cells"
 # TrainConfig fields that hold paths (strings in a manifest's training record).
@@ -53,9 +55,10 @@ class TrainConfig:
     localise: bool = True
     """Classify the window around the white cell (model_store.localisation) instead of the
     whole frame; the localiser's parameters go into the manifest's preprocessing."""
-    window: int = 112
+    window: int = Localisation.model_fields["window"].default
     """With `localise`: side of the square window cut around the cell, in pixels of a frame
-    320 wide (the localiser's working width), resized to `input_size`."""
+    as wide as the localiser's working width (320), resized to `input_size`; the default is
+    the manifest's (112)."""
     bank_copies: int | None = None
     """With `localise`: augment each training frame's full frame this many times once per
     run, localise and crop each copy (besides the frame itself), and train on that bank of
