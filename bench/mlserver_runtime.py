@@ -19,6 +19,7 @@ import base64
 import io
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from mlserver import MLModel
@@ -26,7 +27,7 @@ from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 from PIL import Image
 
-from model_store.preprocessing import prepare_image
+from model_store.preprocessing import mean_of_views, mirror_views, prepare_image
 from model_store.store import load_entry
 
 OUTPUT_NAME = "probabilities"
@@ -38,10 +39,17 @@ class WBCRuntime(MLModel):
     async def load(self) -> bool:
         self.manifest, model = load_entry(Path(self.settings.parameters.uri))
         height, width = self.manifest.input_size
+        logits_of = keras.Model(model.inputs, model.get_layer(self.manifest.layers.logits).output)
+
+        def answer(inputs):  # the service's answer, test-time mirror included
+            if not self.manifest.preprocessing.flip_average:
+                return model(inputs, training=False)
+            logits = logits_of(mirror_views(inputs), training=False)
+            count = tf.shape(inputs)[0]
+            return mean_of_views(logits[:count], logits[count:])[0]
+
         self._forward = tf.function(
-            lambda inputs: model(inputs, training=False),
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
-        )
+            answer, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
         self._forward(tf.zeros([1, height, width, 3]))  # trace before the first request
         return True
 

@@ -18,7 +18,7 @@ from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
 from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
 from model_store.localisation import Box
 from model_store.manifest import Manifest
-from model_store.preprocessing import prepare_image
+from model_store.preprocessing import mean_of_views, mirror_views, mirrored, prepare_image
 from model_store.store import entry_dir, load_entry
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ class ModelRuntime:
             feature_layers = list(distribution.layers) if distribution else []
         self._feature_layers = feature_layers
         outputs = self._outputs()
+        flip_average = manifest.preprocessing.flip_average
         self._forward = tf.function(
-            lambda x: pooled_outputs(outputs(x, training=False)),
-            input_signature=[self._input_spec],
+            lambda x: answer(outputs, x, flip_average), input_signature=[self._input_spec],
         )
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
@@ -226,18 +226,25 @@ class ModelRuntime:
     def _gradient_fn(self, layer: str):
         if layer not in self._gradient_fns:
             extractor = self._outputs(layer)
+            flip_average = self.manifest.preprocessing.flip_average
+            plain = self._outputs() if flip_average else None
 
             @tf.function(input_signature=[self._input_spec, tf.TensorSpec([None], tf.int32)])
             def gradient_fn(inputs, targets):
                 with tf.GradientTape() as tape:
                     *outputs, activations = extractor(inputs, training=False)
                     probabilities, logits, features = pooled_outputs(outputs)
+                    view_logits = logits
+                    if flip_average:  # the answer /predict gives; the maps explain this view
+                        with tape.stop_recording():
+                            other = plain(mirrored(inputs), training=False)[1]
+                            probabilities, logits = mean_of_views(logits, other)
                     predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
                     targets = tf.where(targets < 0, predicted, targets)
                     # Items are independent in inference mode, so the gradient of the sum
                     # is each item's own target-logit gradient (Grad-CAM differentiates y^c,
                     # the score before the softmax).
-                    score = tf.reduce_sum(tf.gather(logits, targets, batch_dims=1))
+                    score = tf.reduce_sum(tf.gather(view_logits, targets, batch_dims=1))
                 return (activations, tape.gradient(score, activations), probabilities, targets,
                         logits, features)
 
@@ -255,6 +262,20 @@ class ModelRuntime:
         layers = self.manifest.layers
         for layer in dict.fromkeys((layers.explanation, layers.features)):
             self.gradients(blank, np.zeros(1, np.int32), layer)
+
+
+def answer(outputs: keras.Model, inputs: tf.Tensor, flip_average: bool
+           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The model's answer (probabilities, logits, pooled features) for a batch. With
+    `flip_average` (the manifest's test-time augmentation) each input is also run mirrored
+    left to right, in the same pass: probabilities and logits as `mean_of_views` (a
+    temperature and the argmax then apply to the averaged answer), the features the
+    unmirrored view's (what the out-of-distribution distribution was fitted on)."""
+    if not flip_average:
+        return pooled_outputs(outputs(inputs, training=False))
+    count = tf.shape(inputs)[0]
+    _, logits, features = pooled_outputs(outputs(mirror_views(inputs), training=False))
+    return (*mean_of_views(logits[:count], logits[count:]), features[:count])
 
 
 def pooled_outputs(outputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

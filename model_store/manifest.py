@@ -64,6 +64,10 @@ class Preprocessing(BaseModel):
     localisation: Localisation | None = None
     """Find the white cell and classify the window around it; None: the whole frame (v1-v3).
     When no single cell is found the whole frame is classified, and the caller is told."""
+    flip_average: bool = False
+    """Test-time augmentation: the model also sees its input mirrored left to right and
+    answers the mean of the two softmax outputs (`model_core.runtime.answer`); False: one
+    view (v1-v6)."""
 
 
 class Layers(BaseModel):

@@ -66,3 +66,24 @@ def decode_jpeg(encoded: tf.Tensor) -> tf.Tensor:
     """Decode JPEG bytes to RGB uint8 the way libjpeg's default (PIL's) does: the accurate
     integer DCT and fancy upsampling, so training sees the pixels the service will see."""
     return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def mirrored(inputs: tf.Tensor) -> tf.Tensor:
+    """Model inputs [N, h, w, 3] mirrored left to right."""
+    return tf.reverse(inputs, axis=[2])
+
+
+def mirror_views(inputs: tf.Tensor) -> tf.Tensor:
+    """A batch of model inputs [N, h, w, 3] followed by their mirrors [2N, ...]: the two
+    views a manifest with `flip_average` answers from."""
+    return tf.concat([inputs, mirrored(inputs)], axis=0)
+
+
+def mean_of_views(logits: tf.Tensor, mirrored_logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`flip_average`'s answer from both views' logits: the mean of the two softmax
+    outputs, and its log (computed in log space), which serves as the answer's logits."""
+    log_mean = tf.reduce_logsumexp(
+        tf.stack([tf.nn.log_softmax(logits, axis=1), tf.nn.log_softmax(mirrored_logits, axis=1)]),
+        axis=0,
+    ) - tf.math.log(2.0)
+    return tf.exp(log_mean), log_mean

@@ -43,6 +43,10 @@ def _train_parser(subparsers) -> None:
     parser.add_argument("--window", type=int, default=defaults.window,
                         help="side of the square window cut around the white cell, in pixels "
                         "of a 320-wide frame, resized to the input size")
+    parser.add_argument("--no-flip-average", dest="flip_average", action="store_false",
+                        default=defaults.flip_average,
+                        help="serve one view of the input instead of the mean of its and its "
+                        "left-right mirror's answers (test-time augmentation)")
     parser.add_argument("--bank-copies", type=int, default=defaults.bank_copies,
                         help="augmented full-frame copies of each training frame, localised "
                         "and cropped once per run (with the cell window; default: 16 for "
@@ -117,7 +121,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data_dir=args.data_dir, store_dir=args.store_dir, model_name=args.model_name,
         source=args.source, input_size=(args.input_size, args.input_size), arch=args.arch,
-        localise=args.localise, window=args.window, bank_copies=args.bank_copies,
+        localise=args.localise, window=args.window, flip_average=args.flip_average,
+        bank_copies=args.bank_copies,
         epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
         initial_lr=args.lr, lr_drop_every=args.lr_drop_every, dropout=args.dropout,
         label_smoothing=args.label_smoothing, validation_fraction=args.validation_fraction,

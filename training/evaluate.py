@@ -13,7 +13,6 @@ from model_store.store import load_entry, write_manifest
 from training.calibration import logits_and_features
 from training.data import LabelledImages, list_split, load_images
 from training.metrics import classification_report, expected_calibration_error
-from training.pipeline import evaluation_dataset
 from training.publish import REPORTS_DIR
 from training.reports import plot_confusion_matrix
 
@@ -24,8 +23,8 @@ EVALUATION_SPLITS = {"test": "TEST", "test_simple": "TEST_SIMPLE"}
 def predict_probabilities(
     model: keras.Model, data: LabelledImages, manifest: Manifest
 ) -> np.ndarray:
-    dataset = evaluation_dataset(data, manifest.input_size, manifest.preprocessing)
-    return np.concatenate([model(x, training=False).numpy() for x, _ in dataset])
+    logits, _ = logits_and_features(model, manifest, data, [])
+    return softmax(logits)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_core.runtime import ModelRuntime, configure_tensorflow
 from model_store.preprocessing import scale_pixels
 from model_store.store import load_entry, read_manifest
 from training.copy_originals import confident, load_or_match
@@ -50,7 +51,9 @@ def score_entry(directory: Path, prepared: dict[str, tuple], originals: dict[str
                              or manifest.training.get("epochs")),
               "validation_accuracy": manifest.metrics.get("validation", {}).get("accuracy")}
     for key, (paths, labels, inputs) in prepared.items():
-        probabilities = np.concatenate([model(inputs[start : start + 128], training=False)
+        runtime = ModelRuntime(manifest, model, Path(directory), configure_tensorflow(),
+                               feature_layers=[])  # the answer serving gives
+        probabilities = np.concatenate([runtime.predict(np.asarray(inputs[start : start + 128]))
                                         for start in range(0, len(inputs), 128)])
         correct = probabilities.argmax(axis=1) == labels
         per_original: dict[str, list[int]] = {}

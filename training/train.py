@@ -142,7 +142,8 @@ def _subset(data: LabelledImages, indices: np.ndarray) -> LabelledImages:
 def training_preprocessing(config: TrainConfig) -> Preprocessing:
     """The input transform a run trains with, and its manifest records."""
     localisation = Localisation(window=config.window) if config.localise else None
-    return Preprocessing(antialias=True, localisation=localisation)
+    return Preprocessing(antialias=True, localisation=localisation,
+                         flip_average=config.flip_average)
 
 
 def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
