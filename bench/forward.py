@@ -101,7 +101,9 @@ def measure_forward(store_dir: Path, model_name: str, batches: tuple[int, ...] =
     added = time.perf_counter() - started
     if onnx.backend != ONNXRUNTIME:
         raise SystemExit(f"bench: cannot time ONNX Runtime: {onnx.backend_note}")
-    mflop = model_mflop(reference.model)
+    # An entry that averages the input with its mirror runs the network twice per image.
+    views = 2 if reference.manifest.preprocessing.flip_average else 1
+    mflop = views * model_mflop(reference.model)
     curve = [point for runtime in (onnx, reference)
              for point in forward_curve(runtime, batches, seconds, mflop)]
     return ForwardReport(
