@@ -141,6 +141,9 @@ class ModelInfo(BaseModel):
     input_size: tuple[int, int] = Field(description="model input [height, width]")
     explanation_layer: str
     explainable_layers: list[str]
+    flip_average: bool = Field(description="the answer is the mean of the probabilities of "
+                               "the model input and of its left-right mirror (test-time "
+                               "augmentation; the manifest's preprocessing.flip_average)")
     methods: list[str]
     device: str
     backend: str = Field(description="what runs forward passes: tensorflow or onnxruntime "

@@ -84,6 +84,7 @@ def test_models_route_describes_the_served_model(client, bundled_manifest):
     assert model["input_size"] == list(bundled_manifest.input_size)
     assert model["explanation_layer"] == bundled_manifest.layers.explanation
     assert model["explanation_layer"] in model["explainable_layers"]
+    assert model["flip_average"] is bundled_manifest.preprocessing.flip_average
     assert set(model["methods"]) == {"cam", "gradcam", "gradcam++", "layercam"}
     assert model["device"] in ("CPU:0", "GPU:0")
     assert model["metrics"] == bundled_manifest.metrics
