@@ -227,7 +227,6 @@ class ModelRuntime:
         if layer not in self._gradient_fns:
             extractor = self._outputs(layer)
             flip_average = self.manifest.preprocessing.flip_average
-            plain = self._outputs() if flip_average else None
 
             @tf.function(input_signature=[self._input_spec, tf.TensorSpec([None], tf.int32)])
             def gradient_fn(inputs, targets):
@@ -237,7 +236,7 @@ class ModelRuntime:
                     view_logits = logits
                     if flip_average:  # the answer /predict gives; the maps explain this view
                         with tape.stop_recording():
-                            other = plain(mirrored(inputs), training=False)[1]
+                            other = extractor(mirrored(inputs), training=False)[1]
                             probabilities, logits = mean_of_views(logits, other)
                     predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
                     targets = tf.where(targets < 0, predicted, targets)

@@ -32,7 +32,7 @@ class AugmentConfig:
     in images/TRAIN and images/TEST (Keras' constant fill)."""
 
 
-# TrainConfig fields added with the cell localiser -> the value older records imply.
+# TrainConfig fields added since the first records -> the value older records imply.
 LEGACY_DEFAULTS = {"arch": "tutorial", "localise": False, "bank_copies": 0, "holdout_seed": None,
                    "flip_average": False,
                    "restore_best": True}

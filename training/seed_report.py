@@ -50,9 +50,9 @@ def score_entry(directory: Path, prepared: dict[str, tuple], originals: dict[str
               "kept_epoch": (manifest.training.get("best_epoch")
                              or manifest.training.get("epochs")),
               "validation_accuracy": manifest.metrics.get("validation", {}).get("accuracy")}
+    runtime = ModelRuntime(manifest, model, Path(directory), configure_tensorflow(),
+                           feature_layers=[])  # the answer serving gives
     for key, (paths, labels, inputs) in prepared.items():
-        runtime = ModelRuntime(manifest, model, Path(directory), configure_tensorflow(),
-                               feature_layers=[])  # the answer serving gives
         probabilities = np.concatenate([runtime.predict(np.asarray(inputs[start : start + 128]))
                                         for start in range(0, len(inputs), 128)])
         correct = probabilities.argmax(axis=1) == labels
