@@ -3,6 +3,7 @@ confidence) and the training distribution of pooled features (out-of-distributio
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -73,38 +74,60 @@ def fit_feature_distribution(
 
 # Training settings that may differ between a run with held-out originals and its refit on
 # every original, for the refit to carry the held-out run's temperature.
-_REFIT_SETTINGS = frozenset({"validation_fraction", "temperature_from", "store_dir", "backup_dir",
-                             "data_dir", "model_name", "strategy", "cpu_replicas", "evaluate"})
+_REFIT_SETTINGS = frozenset({"validation_fraction", "folds", "fold", "temperature_from",
+                             "store_dir", "backup_dir", "data_dir", "model_name", "strategy",
+                             "cpu_replicas", "evaluate"})
 
 
-def carried_temperature(source: Path, record: dict) -> Calibration:
-    """The temperature of `source`, an entry trained by the same recipe and seed as the one
-    whose training `record` is given, but with train originals held out: an out-of-sample
-    fit for a refit on every original, which has no held-out images of its own."""
+def _donor(source: Path) -> tuple[dict, Calibration | None, str]:
+    """The training record, temperature and name of a model-store entry folder or of a
+    cross-validation report (`cross_validation.REPORT_FILE`)."""
+    source = Path(source)
+    if source.is_file():
+        try:
+            report = json.loads(source.read_text())
+            calibration = Calibration(**report["calibration"])
+            return report["training"], calibration, f"{report['folds']}-fold cross-validation"
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DataError(f"--temperature-from: {source} is not a cross-validation "
+                            f"report: {error}") from error
     try:
         donor = read_manifest(source)
     except StoreError as error:
         raise DataError(f"--temperature-from: {error}") from error
-    if donor.calibration is None:
+    return donor.training, donor.calibration, f"{donor.name} v{donor.version}"
+
+
+def carried_temperature(source: Path, record: dict) -> Calibration:
+    """The temperature of `source`, an entry trained by the same recipe and seed as the one
+    whose training `record` is given but with train originals held out, or the
+    cross-validation report of that recipe and seed: an out-of-sample fit for a refit on
+    every original, which has no held-out images of its own."""
+    training, calibration, name = _donor(source)
+    if calibration is None:
         raise DataError(f"{source} has no temperature to carry over")
-    ours = TrainConfig.from_record(record).to_record()
-    if ours["validation_fraction"] > 0:
+    ours = TrainConfig.from_record(record)
+    if ours.holds_out():
         raise DataError("--temperature-from is for a refit on every original "
                         "(--validation-fraction 0); with held-out originals the temperature "
                         "is fitted on them")
-    theirs = TrainConfig.from_record(donor.training).to_record()
-    different = sorted(key for key in set(ours) - _REFIT_SETTINGS if ours[key] != theirs[key])
+    donor = TrainConfig.from_record(training)
+    ours_record, theirs = ours.to_record(), donor.to_record()
+    different = sorted(key for key in set(ours_record) - _REFIT_SETTINGS
+                       if ours_record[key] != theirs[key])
     if different:
         raise DataError(f"{source} was trained by another recipe than this entry "
                         f"(differs in {', '.join(different)}): its temperature does not carry over")
-    if not theirs["validation_fraction"]:
+    if not donor.holds_out():
         raise DataError(f"{source} held out no train originals: its temperature is not "
                         "out of sample")
+    held_out = (f"each of {donor.folds} folds of the train originals held out in turn"
+                if donor.folds else f"{donor.validation_fraction:.0%} of the train originals "
+                "held out")
     return Calibration(
-        temperature=donor.calibration.temperature,
-        fitted_on=f"carried over from {donor.name} v{donor.version}, the same recipe and seed "
-        f"with {theirs['validation_fraction']:.0%} of the train originals held out: "
-        f"{donor.calibration.fitted_on}")
+        temperature=calibration.temperature,
+        fitted_on=f"carried over from {name}, the same recipe and seed with {held_out}: "
+        f"{calibration.fitted_on}")
 
 
 def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6,
@@ -122,7 +145,7 @@ def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6,
     calibration = None
     if temperature_from is not None:
         calibration = carried_temperature(temperature_from, manifest.training)
-    elif config.validation_fraction > 0:  # a refit on every original holds nothing out
+    elif config.holds_out():  # a refit on every original holds nothing out
         validation = load_training_data(config)[2]
         logits, _ = logits_and_features(model, manifest, validation, layers)
         calibration = Calibration(

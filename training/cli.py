@@ -16,13 +16,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="data set root (default: %(default)s)")
 
 
-def _train_parser(subparsers) -> None:
+def _train_parser(subparsers, name: str = "train",
+                  help_text: str = "train a model and publish it as a new model-store "
+                  "version") -> argparse.ArgumentParser:
     from training.model import ARCHITECTURES
 
     defaults, augment = TrainConfig(), AugmentConfig()
     parser = subparsers.add_parser(
-        "train", help="train a model and publish it as a new model-store version",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_common(parser)
     parser.add_argument("--store-dir", type=Path, default=defaults.store_dir,
@@ -115,6 +116,7 @@ def _train_parser(subparsers) -> None:
                         "(runs/<model-name>/backup when not given)")
     parser.add_argument("--no-evaluate", dest="evaluate", action="store_false",
                         help="skip evaluating on TEST and TEST_SIMPLE after publishing")
+    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -158,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
+    cross = _train_parser(
+        subparsers, "cross-validate",
+        "train the recipe on each of K grouped folds of the train originals (each original "
+        "held out once), pool the out-of-fold answers and fit their temperature; resumes "
+        "folds already done")
+    cross.add_argument("--folds", type=int, default=4, help="number of folds (K)")
+    cross.add_argument("--output-dir", type=Path, required=True,
+                       help="each fold's store and answers, and cv_report.json/.md")
     evaluate = _entry_parser(subparsers, "evaluate",
                              "score a model-store entry on TEST and TEST_SIMPLE, write reports")
     evaluate.add_argument("--splits", nargs="+", choices=("test", "test_simple"),
@@ -169,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature-from", type=Path, default=None,
         help="for an entry trained on every train original (--validation-fraction 0): carry "
         "over the temperature of this entry folder, trained by the same recipe and seed with "
-        "originals held out")
+        "originals held out, or of a cross-validate report (cv_report.json) of them")
     seeds = subparsers.add_parser(
         "seed-report", help="score entries of the same recipe with different seeds on TEST "
         "and TEST_SIMPLE, with accuracy per original",
@@ -211,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _run_train(config_from_args(args))
+        if args.command == "cross-validate":
+            return _run_cross_validate(config_from_args(args), args.folds, args.output_dir)
         if args.command == "calibrate":
             return _run_calibrate(args)
         if args.command == "promote":
@@ -260,6 +272,13 @@ def _run_train(config: TrainConfig) -> int:
     splits = ("test", "test_simple") if config.evaluate else ()
     metrics = evaluate_entry(directory, config.data_dir, splits, extra)
     print(summary_line(metrics))
+    return 0
+
+
+def _run_cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> int:
+    from training.cross_validation import cross_validate, markdown
+
+    print(markdown(cross_validate(config, folds, output_dir)))
     return 0
 
 

@@ -34,7 +34,7 @@ class AugmentConfig:
 
 # TrainConfig fields added since the first records -> the value older records imply.
 LEGACY_DEFAULTS = {"arch": "tutorial", "localise": False, "bank_copies": 0, "holdout_seed": None,
-                   "flip_average": False,
+                   "flip_average": False, "folds": None, "fold": 0,
                    "restore_best": True}
 
 
@@ -80,6 +80,10 @@ class TrainConfig:
     validation_fraction: float = 0.1
     """Share of train originals held out for validation (stratified by class, every copy of
     a held-out original with it); 0 trains on all."""
+    folds: int | None = None
+    """Hold out fold `fold` of this many grouped, class-stratified folds of the train
+    originals instead of `validation_fraction` of them (`cross-validate` trains every fold)."""
+    fold: int = 0
     holdout_seed: int | None = 1337
     """Seeds which originals are held out, so runs with other seeds validate on the same
     originals and can be compared; None: `seed` (runs before this setting existed)."""
@@ -121,6 +125,10 @@ class TrainConfig:
         if isinstance(values.get("augmentation"), dict):
             values["augmentation"] = AugmentConfig(**({"shear": 0.0} | values["augmentation"]))
         return cls(**values)
+
+    def holds_out(self) -> bool:
+        """Whether some train originals are held out for validation (not a refit on all)."""
+        return self.folds is not None or self.validation_fraction > 0
 
     def frame_copies(self) -> int:
         """Augmented copies per training frame in the bank of cell windows."""

@@ -129,13 +129,18 @@ def _first_unreadable(paths: list[Path]) -> str | None:
 
 
 def stratified_holdout(
-    labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
+    labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None,
+    folds: int | None = None, fold: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, held_out): `fraction` of each class's groups held out whole, at least
     one where the class has two or more groups. `groups`: the original behind each image
     (`copy_originals.train_copy_groups`), so no original's copies land on both sides; None:
-    each image alone."""
-    if fraction <= 0:
+    each image alone. With `folds`: `fraction` is ignored and the held-out groups are fold
+    `fold` of `folds` (each class's groups shuffled by `seed` and dealt round-robin), so the
+    folds of one seed hold out every group exactly once."""
+    if folds is not None and not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} is not one of the {folds} folds (0..{folds - 1})")
+    if fraction <= 0 and folds is None:
         return np.arange(len(labels)), np.array([], dtype=np.int64)
     if groups is None:
         groups = np.arange(len(labels))
@@ -143,6 +148,9 @@ def stratified_holdout(
     held_groups: list[int] = []
     for label in np.unique(labels):
         members = rng.permutation(np.unique(groups[labels == label]))
+        if folds is not None:
+            held_groups += members[fold::folds].tolist()
+            continue
         count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
         held_groups += members[:count].tolist()
     held = np.flatnonzero(np.isin(groups, held_groups))

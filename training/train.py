@@ -101,13 +101,14 @@ def load_training_data(
     if config.source == "train-folder":
         paths, labels = list_split(images_dir / "TRAIN", class_names, config.limit_per_class)
         groups = None
-        if config.validation_fraction > 0:
+        if config.holds_out():
             started = time.perf_counter()
             groups, doubtful = train_copy_groups(config.data_dir, class_names, paths)
             print(f"copies matched to {len(set(groups.tolist()))} train originals "
                   f"({doubtful} doubtful) in {time.perf_counter() - started:.0f} s", flush=True)
         kept, held_out = stratified_holdout(
-            labels, config.validation_fraction, _holdout_seed(config), groups
+            labels, config.validation_fraction, _holdout_seed(config), groups,
+            config.folds, config.fold,
         )
         copies = load_images(paths, labels)
         validation = _subset(copies, held_out) if len(held_out) else None
@@ -118,7 +119,8 @@ def load_training_data(
         *list_originals(config.data_dir, class_names, "train", config.limit_per_class)
     )
     kept, held_out = stratified_holdout(
-        originals.labels, config.validation_fraction, _holdout_seed(config)
+        originals.labels, config.validation_fraction, _holdout_seed(config),
+        folds=config.folds, fold=config.fold,
     )
     train = _subset(originals, kept)
     if len(held_out) == 0:

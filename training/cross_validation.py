@@ -1,0 +1,131 @@
+"""Grouped K-fold cross-validation of one recipe over the train originals.
+
+Each fold holds out a class-stratified share of the train originals with every copy of
+them (`data.stratified_holdout` with `folds`), so over the K folds every original is held
+out exactly once. The pooled out-of-fold answers (the served answer: mirror and all,
+through `ModelRuntime`) estimate how the recipe does on originals it has never seen, from
+all of them rather than the few dozen of one hold-out, and fit the temperature that a refit
+of the same recipe on every original carries (`calibrate --temperature-from REPORT`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model_store.manifest import Calibration
+from model_store.store import load_entry
+from training.calibration import fit_temperature, logits_and_features
+from training.config import TrainConfig
+from training.data import DataError, class_names_of
+from training.evaluate import softmax
+from training.metrics import classification_report, expected_calibration_error
+
+REPORT_FILE = "cv_report.json"
+
+
+def _fold_answers(directory: Path, fold: int) -> Path:
+    return directory / f"fold-{fold}.npz"
+
+
+def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> Path:
+    """Train fold `fold` into its own store under `output_dir` and save its out-of-fold
+    logits, labels and files (`fold-<k>.npz`); return that file."""
+    from training.publish import publish
+    from training.train import train
+
+    fold_config = replace(
+        config, folds=folds, fold=fold, evaluate=False, temperature_from=None,
+        store_dir=output_dir / f"fold-{fold}", backup_dir=output_dir / f"backup-{fold}")
+    keras.backend.clear_session()
+    result = train(fold_config)
+    if result.validation is None:
+        raise DataError(f"fold {fold} of {folds} held out no images")
+    directory, _ = publish(result, fold_config)
+    manifest, model = load_entry(directory)
+    logits, _ = logits_and_features(model, manifest, result.validation, [])
+    answers = _fold_answers(output_dir, fold)
+    np.savez(answers, logits=logits, labels=result.validation.labels,
+             paths=np.array([str(path) for path in result.validation.paths]))
+    print(f"fold {fold + 1}/{folds}: {len(result.validation)} held-out copies, accuracy "
+          f"{(logits.argmax(axis=1) == result.validation.labels).mean():.4f}", flush=True)
+    return answers
+
+
+def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
+    """Train every fold not yet done (a fold whose answers exist is kept, so an interrupted
+    study resumes), then pool the answers into the report (`REPORT_FILE`)."""
+    if folds < 2:
+        raise DataError(f"--folds must be at least 2, not {folds}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for fold in range(folds):
+        if not _fold_answers(output_dir, fold).is_file():
+            train_fold(config, folds, fold, output_dir)
+    report = pooled_report(config, folds, output_dir)
+    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
+    (output_dir / "cv_report.md").write_text(markdown(report))
+    return report
+
+
+def pooled_report(config: TrainConfig, folds: int, output_dir: Path) -> dict:
+    """Per-fold and pooled out-of-fold metrics, and the temperature fitted on the pool."""
+    class_names = class_names_of(Path(config.data_dir) / "images" / "TRAIN")
+    per_fold, all_logits, all_labels, all_paths = [], [], [], []
+    for fold in range(folds):
+        with np.load(_fold_answers(output_dir, fold)) as answers:
+            logits, labels = answers["logits"], answers["labels"]
+            all_paths += answers["paths"].tolist()
+        temperature = fit_temperature(logits, labels)
+        per_fold.append({
+            "fold": fold, "copies": int(len(labels)),
+            "accuracy": float((logits.argmax(axis=1) == labels).mean()),
+            "ece": expected_calibration_error(labels, softmax(logits)),
+            "temperature": temperature})
+        all_logits.append(logits)
+        all_labels.append(labels)
+    logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
+    if len(set(all_paths)) != len(all_paths):
+        raise DataError(f"the folds in {output_dir} overlap: a copy is held out twice")
+    temperature = fit_temperature(logits, labels)
+    pooled = classification_report(labels, softmax(logits), class_names)
+    pooled["ece_calibrated"] = expected_calibration_error(labels, softmax(logits / temperature))
+    pooled["nll_calibrated"] = _nll(logits / temperature, labels)
+    record = replace(config, folds=folds, fold=0).to_record()
+    return {
+        "folds": folds, "training": record, "per_fold": per_fold, "pooled": pooled,
+        "calibration": Calibration(
+            temperature=temperature,
+            fitted_on=f"{len(labels)} out-of-fold images ({folds}-fold cross-validation over "
+            "the train originals: every copy in images/TRAIN, each original held out once)",
+        ).model_dump(),
+    }
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    picked = softmax(logits)[np.arange(len(labels)), labels]
+    return float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
+
+
+def markdown(report: dict) -> str:
+    pooled = report["pooled"]
+    lines = [
+        f"# {report['folds']}-fold cross-validation over the train originals",
+        "",
+        "| fold | held-out copies | accuracy | ECE | temperature fitted on the fold |",
+        "|---|---|---|---|---|",
+        *(f"| {f['fold']} | {f['copies']} | {f['accuracy']:.4f} | {f['ece']:.4f} | "
+          f"{f['temperature']:.3f} |" for f in report["per_fold"]),
+        f"| pooled | {pooled['count']} | {pooled['accuracy']:.4f} | {pooled['ece']:.4f} | "
+        f"{report['calibration']['temperature']:.3f} |",
+        "",
+        f"Pooled: macro-F1 {pooled['macro_f1']:.4f}; recall "
+        + ", ".join(f"{name} {m['recall']:.3f}" for name, m in pooled["per_class"].items())
+        + f"; NLL {pooled['nll']:.4f} -> {pooled['nll_calibrated']:.4f} and ECE "
+        f"{pooled['ece']:.4f} -> {pooled['ece_calibrated']:.4f} at the pooled temperature.",
+        "",
+    ]
+    return "\n".join(lines)
