@@ -74,11 +74,14 @@ def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
 def pooled_report(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     """Per-fold and pooled out-of-fold metrics, and the temperature fitted on the pool."""
     class_names = class_names_of(Path(config.data_dir) / "images" / "TRAIN")
-    per_fold, all_logits, all_labels, all_paths = [], [], [], []
+    per_fold, all_logits, all_labels, seen = [], [], [], set()
     for fold in range(folds):
         with np.load(_fold_answers(output_dir, fold)) as answers:
             logits, labels = answers["logits"], answers["labels"]
-            all_paths += answers["paths"].tolist()
+            files = set(answers["paths"].tolist())  # an original and its copies share a file
+        if files & seen:
+            raise DataError(f"the folds in {output_dir} overlap: an image is held out twice")
+        seen |= files
         temperature = fit_temperature(logits, labels)
         per_fold.append({
             "fold": fold, "copies": int(len(labels)),
@@ -88,8 +91,6 @@ def pooled_report(config: TrainConfig, folds: int, output_dir: Path) -> dict:
         all_logits.append(logits)
         all_labels.append(labels)
     logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
-    if len(set(all_paths)) != len(all_paths):
-        raise DataError(f"the folds in {output_dir} overlap: a copy is held out twice")
     temperature = fit_temperature(logits, labels)
     pooled = classification_report(labels, softmax(logits), class_names)
     pooled["ece_calibrated"] = expected_calibration_error(labels, softmax(logits / temperature))

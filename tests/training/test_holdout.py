@@ -97,3 +97,26 @@ def test_an_unreadable_copy_is_named(example_data_dir, tmp_path):
     paths, _ = list_split(data_dir / "images" / "TRAIN", class_names)
     with pytest.raises(DataError, match=f"cannot read image .*{broken.name}"):
         train_copy_groups(data_dir, class_names, paths)
+
+
+def test_folds_hold_out_every_original_exactly_once_stratified_by_class():
+    rng = np.random.default_rng(1)
+    labels, groups = [], []
+    for label, originals in enumerate((21, 8, 4)):
+        for original in range(originals):
+            copies = rng.integers(1, 5)
+            labels += [label] * copies
+            groups += [100 * label + original] * copies
+    labels, groups = np.array(labels), np.array(groups)
+    held = [stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=k)[1]
+            for k in range(4)]
+
+    assert np.array_equal(np.sort(np.concatenate(held)), np.arange(len(labels)))
+    for fold in held:  # each class's originals dealt round-robin: 21 -> 6/5/5/5, 8 -> 2 each
+        per_class = [len(set(groups[fold][labels[fold] == c])) for c in range(3)]
+        assert per_class[0] in (5, 6) and per_class[1:] == [2, 1]
+    kept, again = stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=2)
+    assert np.array_equal(again, held[2])
+    assert not set(groups[kept]) & set(groups[again])
+    with pytest.raises(ValueError, match="fold 4 is not one of the 4 folds"):
+        stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=4)

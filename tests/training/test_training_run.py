@@ -154,9 +154,64 @@ def test_refit_on_every_original_carries_the_held_out_runs_temperature(
     assert refit.feature_distribution.mean != held_out.feature_distribution.mean
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "evaluate-localiser"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "evaluate-localiser", "cross-validate"])
 def test_cli_help(command):
     completed = subprocess.run([sys.executable, "-m", "training", command, "--help"],
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0
     assert "--data-dir" in completed.stdout
+
+
+def test_cross_validation_holds_out_each_original_once_and_its_temperature_carries(
+    example_data_dir, tmp_path, capsys
+):
+    from training.calibration import fit_temperature
+    from training.cli import main
+
+    store, study = tmp_path / "store", tmp_path / "cv"
+    quick = ["--data-dir", str(example_data_dir), "--source", "originals", "--bank-copies", "1",
+             "--input-size", "64", "--epochs", "1", "--samples-per-epoch", "32",
+             "--batch-size", "16", "--limit-per-class", "4", "--validation-copies", "1",
+             "--seed", "5"]
+    assert main(["cross-validate", *quick, "--folds", "2", "--output-dir", str(study)]) == 0, \
+        capsys.readouterr().err[-2000:]
+    report = json.loads((study / "cv_report.json").read_text())
+
+    # Two originals per class, two folds: each fold holds out one original of each class
+    # (the original and one augmented copy of it), and each original is held out once.
+    folds = [np.load(study / f"fold-{fold}.npz") for fold in range(2)]
+    held_out = [sorted({path.rsplit("/", 1)[1] for path in fold["paths"]}) for fold in folds]
+    assert [len(names) for names in held_out] == [4, 4]
+    assert not set(held_out[0]) & set(held_out[1])
+    assert sorted(held_out[0] + held_out[1]) == sorted(
+        path.name for path in (example_data_dir / "originals").iterdir())
+    assert [fold["copies"] for fold in report["per_fold"]] == [8, 8]
+    assert report["pooled"]["count"] == 16
+    logits = np.concatenate([fold["logits"] for fold in folds])
+    labels = np.concatenate([fold["labels"] for fold in folds])
+    assert report["calibration"]["temperature"] == pytest.approx(fit_temperature(logits, labels))
+    assert report["training"]["folds"] == 2 and report["training"]["seed"] == 5
+    for fold in range(2):  # each fold trained into its own store, on the other originals
+        manifest = read_manifest(study / f"fold-{fold}" / "wbc-squeezenet" / "1")
+        assert (manifest.training["folds"], manifest.training["fold"]) == (2, fold)
+        assert manifest.training["bank_windows"] == 2 * 4  # 4 originals, each + 1 copy
+
+    # Run again: the folds are done, so nothing trains; the report is pooled again.
+    assert main(["cross-validate", *quick, "--folds", "2", "--output-dir", str(study)]) == 0
+    assert not (study / "fold-0" / "wbc-squeezenet" / "2").exists()
+
+    # A refit of the same recipe and seed on every original carries the pooled temperature.
+    assert main(["train", *quick, "--store-dir", str(store), "--no-evaluate",
+                 "--backup-dir", str(tmp_path / "refit"), "--validation-fraction", "0",
+                 "--temperature-from", str(study / "cv_report.json")]) == 0, \
+        capsys.readouterr().err[-2000:]
+    refit = read_manifest(store / "wbc-squeezenet" / "1")
+    assert refit.calibration.temperature == report["calibration"]["temperature"]
+    assert refit.calibration.fitted_on.startswith(
+        "carried over from 2-fold cross-validation, the same recipe and seed with each of 2 "
+        "folds of the train originals held out in turn: 16 out-of-fold images")
+    # Another seed's refit may not carry it.
+    assert main(["train", *quick, "--seed", "6", "--store-dir", str(store), "--no-evaluate",
+                 "--validation-fraction", "0",
+                 "--temperature-from", str(study / "cv_report.json")]) == 2
+    assert "differs in seed" in capsys.readouterr().err
