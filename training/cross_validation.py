@@ -50,8 +50,9 @@ def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> 
     answers = _fold_answers(output_dir, fold)
     np.savez(answers, logits=logits, labels=result.validation.labels,
              paths=np.array([str(path) for path in result.validation.paths]))
-    print(f"fold {fold + 1}/{folds}: {len(result.validation)} held-out copies, accuracy "
-          f"{(logits.argmax(axis=1) == result.validation.labels).mean():.4f}", flush=True)
+    accuracy = (logits.argmax(axis=1) == result.validation.labels).mean()
+    print(f"fold {fold} ({fold + 1} of {folds}): {len(result.validation)} held-out copies, "
+          f"accuracy {accuracy:.4f}", flush=True)
     return answers
 
 
