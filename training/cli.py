@@ -276,6 +276,9 @@ def _run_train(config: TrainConfig) -> int:
 
 
 def _run_cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> int:
+    from training.train import configure_devices
+
+    configure_devices(config.cpu_replicas)
     from training.cross_validation import cross_validate, markdown
 
     print(markdown(cross_validate(config, folds, output_dir)))

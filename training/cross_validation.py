@@ -61,6 +61,9 @@ def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     study resumes), then pool the answers into the report (`REPORT_FILE`)."""
     if folds < 2:
         raise DataError(f"--folds must be at least 2, not {folds}")
+    if config.strategy == "multi-worker":
+        raise DataError("cross-validate trains its folds one after another in one process; "
+                        "--strategy multi-worker is for `train` (one process per machine)")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for fold in range(folds):

@@ -120,3 +120,15 @@ def test_folds_hold_out_every_original_exactly_once_stratified_by_class():
     assert not set(groups[kept]) & set(groups[again])
     with pytest.raises(ValueError, match="fold 4 is not one of the 4 folds"):
         stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--folds", "1"], "--folds must be at least 2, not 1"),
+    (["--strategy", "multi-worker"], "--strategy multi-worker is for `train`"),
+])
+def test_cross_validate_refuses_what_it_cannot_run(tmp_path, capsys, argv, message):
+    from training.cli import main
+
+    assert main(["cross-validate", "--output-dir", str(tmp_path / "cv"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "cv" / "fold-0").exists()  # refused before any training
