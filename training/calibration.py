@@ -72,22 +72,27 @@ def fit_feature_distribution(
     )
 
 
+CV_REPORT_FILE = "cv_report.json"  # written by training.cross_validation
+
 # Training settings that may differ between a run with held-out originals and its refit on
 # every original, for the refit to carry the held-out run's temperature.
-_REFIT_SETTINGS = frozenset({"validation_fraction", "folds", "fold", "temperature_from",
-                             "store_dir", "backup_dir", "data_dir", "model_name", "strategy",
-                             "cpu_replicas", "evaluate"})
+_REFIT_SETTINGS = frozenset({"validation_fraction", "folds", "fold", "holdout_seed",
+                             "temperature_from", "store_dir", "backup_dir", "data_dir",
+                             "model_name", "strategy", "cpu_replicas", "evaluate"})
 
 
 def _donor(source: Path) -> tuple[dict, Calibration | None, str]:
     """The training record, temperature and name of a model-store entry folder or of a
-    cross-validation report (`cross_validation.REPORT_FILE`)."""
+    cross-validation report (`CV_REPORT_FILE`, or the study folder holding it)."""
     source = Path(source)
+    if (source / CV_REPORT_FILE).is_file():
+        source = source / CV_REPORT_FILE
     if source.is_file():
         try:
             report = json.loads(source.read_text())
             calibration = Calibration(**report["calibration"])
-            return report["training"], calibration, f"{report['folds']}-fold cross-validation"
+            return (report["training"], calibration,
+                    f"the {report['folds']}-fold cross-validation in {source}")
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DataError(f"--temperature-from: {source} is not a cross-validation "
                             f"report: {error}") from error

@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "folds already done")
     cross.add_argument("--folds", type=int, default=4, help="number of folds (K)")
     cross.add_argument("--output-dir", type=Path, required=True,
-                       help="each fold's store and answers, and cv_report.json/.md")
+                       help="each fold's store and answers, and cv_report.json/.md (folds "
+                       "replace --validation-fraction; --store-dir, --backup-dir and "
+                       "evaluation do not apply)")
     evaluate = _entry_parser(subparsers, "evaluate",
                              "score a model-store entry on TEST and TEST_SIMPLE, write reports")
     evaluate.add_argument("--splits", nargs="+", choices=("test", "test_simple"),
@@ -222,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _run_train(config_from_args(args))
         if args.command == "cross-validate":
+            if args.temperature_from is not None:
+                raise DataError("cross-validate fits its own temperature: --temperature-from "
+                                "is for a refit (train or calibrate)")
             return _run_cross_validate(config_from_args(args), args.folds, args.output_dir)
         if args.command == "calibrate":
             return _run_calibrate(args)

@@ -18,27 +18,36 @@ import numpy as np
 
 from model_store.manifest import Calibration
 from model_store.store import load_entry
-from training.calibration import fit_temperature, logits_and_features
+from training.calibration import CV_REPORT_FILE, fit_temperature, logits_and_features
 from training.config import TrainConfig
 from training.data import DataError, class_names_of
 from training.evaluate import softmax
 from training.metrics import classification_report, expected_calibration_error
 
-REPORT_FILE = "cv_report.json"
+# Settings that say where and on what a study runs, not what it measures: a study may
+# resume with them changed (e.g. the data set moved).
+_WHERE_AND_HOW = frozenset({"data_dir", "store_dir", "backup_dir", "strategy", "cpu_replicas"})
 
 
 def _fold_answers(directory: Path, fold: int) -> Path:
     return directory / f"fold-{fold}.npz"
 
 
+def study_record(config: TrainConfig, folds: int, output_dir: Path) -> dict:
+    """The training record of the study: the recipe with its folds (fold 0 stands for all)."""
+    return replace(config, folds=folds, fold=0, validation_fraction=0.0, evaluate=False,
+                   temperature_from=None, store_dir=Path(output_dir), backup_dir=None
+                   ).to_record()
+
+
 def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> Path:
     """Train fold `fold` into its own store under `output_dir` and save its out-of-fold
-    logits, labels and files (`fold-<k>.npz`); return that file."""
+    logits, labels and files, with the study's record (`fold-<k>.npz`); return that file."""
     from training.publish import publish
     from training.train import train
 
     fold_config = replace(
-        config, folds=folds, fold=fold, evaluate=False, temperature_from=None,
+        TrainConfig.from_record(study_record(config, folds, output_dir)), fold=fold,
         store_dir=output_dir / f"fold-{fold}", backup_dir=output_dir / f"backup-{fold}")
     keras.backend.clear_session()
     result = train(fold_config)
@@ -49,7 +58,8 @@ def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> 
     logits, _ = logits_and_features(model, manifest, result.validation, [])
     answers = _fold_answers(output_dir, fold)
     np.savez(answers, logits=logits, labels=result.validation.labels,
-             paths=np.array([str(path) for path in result.validation.paths]))
+             paths=np.array([str(path) for path in result.validation.paths]),
+             study=json.dumps(study_record(config, folds, output_dir)))
     accuracy = (logits.argmax(axis=1) == result.validation.labels).mean()
     print(f"fold {fold} ({fold + 1} of {folds}): {len(result.validation)} held-out copies, "
           f"accuracy {accuracy:.4f}", flush=True)
@@ -58,7 +68,7 @@ def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> 
 
 def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     """Train every fold not yet done (a fold whose answers exist is kept, so an interrupted
-    study resumes), then pool the answers into the report (`REPORT_FILE`)."""
+    study resumes), then pool the answers into the report (`CV_REPORT_FILE`)."""
     if folds < 2:
         raise DataError(f"--folds must be at least 2, not {folds}")
     if config.strategy == "multi-worker":
@@ -66,11 +76,21 @@ def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
                         "--strategy multi-worker is for `train` (one process per machine)")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ours = study_record(config, folds, output_dir)
     for fold in range(folds):
         if not _fold_answers(output_dir, fold).is_file():
             train_fold(config, folds, fold, output_dir)
+            continue
+        with np.load(_fold_answers(output_dir, fold)) as answers:
+            theirs = json.loads(str(answers["study"])) if "study" in answers else {}
+        different = sorted(key for key in set(ours) - _WHERE_AND_HOW
+                           if ours[key] != theirs.get(key))
+        if different:
+            raise DataError(f"{_fold_answers(output_dir, fold)} was trained by another study "
+                            f"(differs in {', '.join(different)}): finish it with the same "
+                            "settings, or use another --output-dir")
     report = pooled_report(config, folds, output_dir)
-    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
+    (output_dir / CV_REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     (output_dir / "cv_report.md").write_text(markdown(report))
     return report
 
@@ -97,22 +117,20 @@ def pooled_report(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
     temperature = fit_temperature(logits, labels)
     pooled = classification_report(labels, softmax(logits), class_names)
-    pooled["ece_calibrated"] = expected_calibration_error(labels, softmax(logits / temperature))
-    pooled["nll_calibrated"] = _nll(logits / temperature, labels)
-    record = replace(config, folds=folds, fold=0).to_record()
+    # In sample: the temperature is fitted on these same answers.
+    calibrated = classification_report(labels, softmax(logits / temperature), class_names)
+    pooled |= {"ece_calibrated": calibrated["ece"], "nll_calibrated": calibrated["nll"]}
+    images = ("every copy in images/TRAIN" if config.source == "train-folder"
+              else f"each original with augmented copies of it ({config.validation_copies} each)")
     return {
-        "folds": folds, "training": record, "per_fold": per_fold, "pooled": pooled,
+        "folds": folds, "training": study_record(config, folds, output_dir),
+        "per_fold": per_fold, "pooled": pooled,
         "calibration": Calibration(
             temperature=temperature,
-            fitted_on=f"{len(labels)} out-of-fold images ({folds}-fold cross-validation over "
-            "the train originals: every copy in images/TRAIN, each original held out once)",
+            fitted_on=f"{len(labels)} out-of-fold images ({images}; each train original held "
+            "out once)",
         ).model_dump(),
     }
-
-
-def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
-    picked = softmax(logits)[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
 
 
 def markdown(report: dict) -> str:

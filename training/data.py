@@ -149,6 +149,9 @@ def stratified_holdout(
     for label in np.unique(labels):
         members = rng.permutation(np.unique(groups[labels == label]))
         if folds is not None:
+            if len(members) < folds:
+                raise DataError(f"class {label} has {len(members)} originals, fewer than the "
+                                f"{folds} folds: some fold would train without it")
             held_groups += members[fold::folds].tolist()
             continue
         count = max(1, round(fraction * len(members))) if len(members) > 1 else 0

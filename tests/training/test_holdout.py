@@ -7,7 +7,7 @@ import pytest
 
 from training.config import TrainConfig
 from training.copy_originals import confident, match_copies, train_copy_groups, train_originals
-from training.data import list_split, stratified_holdout
+from training.data import DataError, list_split, stratified_holdout
 from training.train import load_training_data
 
 
@@ -120,11 +120,14 @@ def test_folds_hold_out_every_original_exactly_once_stratified_by_class():
     assert not set(groups[kept]) & set(groups[again])
     with pytest.raises(ValueError, match="fold 4 is not one of the 4 folds"):
         stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=4)
+    with pytest.raises(DataError, match="class 2 has 4 originals, fewer than the 5 folds"):
+        stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=5, fold=0)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--folds", "1"], "--folds must be at least 2, not 1"),
     (["--strategy", "multi-worker"], "--strategy multi-worker is for `train`"),
+    (["--temperature-from", "runs/cv"], "cross-validate fits its own temperature"),
 ])
 def test_cross_validate_refuses_what_it_cannot_run(tmp_path, capsys, argv, message):
     from training.cli import main

@@ -165,7 +165,7 @@ def test_cli_help(command):
 def test_cross_validation_holds_out_each_original_once_and_its_temperature_carries(
     example_data_dir, tmp_path, capsys
 ):
-    from training.calibration import fit_temperature
+    from training.calibration import carried_temperature, fit_temperature
     from training.cli import main
 
     store, study = tmp_path / "store", tmp_path / "cv"
@@ -208,8 +208,15 @@ def test_cross_validation_holds_out_each_original_once_and_its_temperature_carri
     refit = read_manifest(store / "wbc-squeezenet" / "1")
     assert refit.calibration.temperature == report["calibration"]["temperature"]
     assert refit.calibration.fitted_on.startswith(
-        "carried over from 2-fold cross-validation, the same recipe and seed with each of 2 "
-        "folds of the train originals held out in turn: 16 out-of-fold images")
+        f"carried over from the 2-fold cross-validation in {study / 'cv_report.json'}, the "
+        "same recipe and seed with each of 2 folds of the train originals held out in turn: "
+        "16 out-of-fold images (each original with augmented copies of it (1 each); each "
+        "train original held out once)")
+    # A study folder names its report; a study of other settings does not resume.
+    assert carried_temperature(study, refit.training) == refit.calibration
+    assert main(["cross-validate", *quick, "--seed", "6", "--folds", "2",
+                 "--output-dir", str(study)]) == 2
+    assert "was trained by another study (differs in seed)" in capsys.readouterr().err
     # Another seed's refit may not carry it.
     assert main(["train", *quick, "--seed", "6", "--store-dir", str(store), "--no-evaluate",
                  "--validation-fraction", "0",
