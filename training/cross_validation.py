@@ -17,7 +17,6 @@ import keras
 import numpy as np
 
 from model_store.manifest import Calibration
-from model_store.store import load_entry
 from training.calibration import CV_REPORT_FILE, fit_temperature, logits_and_features
 from training.config import TrainConfig
 from training.data import DataError, class_names_of
@@ -33,11 +32,15 @@ def _fold_answers(directory: Path, fold: int) -> Path:
     return directory / f"fold-{fold}.npz"
 
 
-def study_record(config: TrainConfig, folds: int, output_dir: Path) -> dict:
-    """The training record of the study: the recipe with its folds (fold 0 stands for all)."""
+def _study_config(config: TrainConfig, folds: int, output_dir: Path) -> TrainConfig:
+    """The recipe with its folds (fold 0 stands for all)."""
     return replace(config, folds=folds, fold=0, validation_fraction=0.0, evaluate=False,
-                   temperature_from=None, store_dir=Path(output_dir), backup_dir=None
-                   ).to_record()
+                   temperature_from=None, store_dir=Path(output_dir), backup_dir=None)
+
+
+def study_record(config: TrainConfig, folds: int, output_dir: Path) -> dict:
+    """The training record of the study, kept with each fold's answers and in the report."""
+    return _study_config(config, folds, output_dir).to_record()
 
 
 def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> Path:
@@ -47,15 +50,14 @@ def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> 
     from training.train import train
 
     fold_config = replace(
-        TrainConfig.from_record(study_record(config, folds, output_dir)), fold=fold,
+        _study_config(config, folds, output_dir), fold=fold,
         store_dir=output_dir / f"fold-{fold}", backup_dir=output_dir / f"backup-{fold}")
     keras.backend.clear_session()
     result = train(fold_config)
     if result.validation is None:
         raise DataError(f"fold {fold} of {folds} held out no images")
-    directory, _ = publish(result, fold_config)
-    manifest, model = load_entry(directory)
-    logits, _ = logits_and_features(model, manifest, result.validation, [])
+    _, manifest = publish(result, fold_config)
+    logits, _ = logits_and_features(result.model, manifest, result.validation, [])
     answers = _fold_answers(output_dir, fold)
     np.savez(answers, logits=logits, labels=result.validation.labels,
              paths=np.array([str(path) for path in result.validation.paths]),

@@ -11,17 +11,24 @@ from training.data import DataError, list_split, stratified_holdout
 from training.train import load_training_data
 
 
+def copies_of_originals(rng, originals_per_class, max_copies):
+    """Labels and groups of 1..max_copies copies of each class's originals (group
+    100 * class + original), in class order."""
+    labels, groups = [], []
+    for label, originals in enumerate(originals_per_class):
+        for original in range(originals):
+            copies = rng.integers(1, max_copies + 1)
+            labels += [label] * copies
+            groups += [100 * label + original] * copies
+    return np.array(labels), np.array(groups)
+
+
 def test_grouped_holdout_keeps_every_copy_of_an_original_on_one_side():
     rng = np.random.default_rng(0)
     # 3 classes with 20, 10 and 4 originals of 1..6 copies each, shuffled.
-    labels, groups = [], []
-    for label, originals in enumerate((20, 10, 4)):
-        for original in range(originals):
-            copies = rng.integers(1, 7)
-            labels += [label] * copies
-            groups += [100 * label + original] * copies
+    labels, groups = copies_of_originals(rng, (20, 10, 4), max_copies=6)
     order = rng.permutation(len(labels))
-    labels, groups = np.array(labels)[order], np.array(groups)[order]
+    labels, groups = labels[order], groups[order]
     kept, held = stratified_holdout(labels, 0.25, seed=5, groups=groups)
 
     assert np.array_equal(np.sort(np.concatenate([kept, held])), np.arange(len(labels)))
@@ -100,14 +107,7 @@ def test_an_unreadable_copy_is_named(example_data_dir, tmp_path):
 
 
 def test_folds_hold_out_every_original_exactly_once_stratified_by_class():
-    rng = np.random.default_rng(1)
-    labels, groups = [], []
-    for label, originals in enumerate((21, 8, 4)):
-        for original in range(originals):
-            copies = rng.integers(1, 5)
-            labels += [label] * copies
-            groups += [100 * label + original] * copies
-    labels, groups = np.array(labels), np.array(groups)
+    labels, groups = copies_of_originals(np.random.default_rng(1), (21, 8, 4), max_copies=4)
     held = [stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=k)[1]
             for k in range(4)]
 
