@@ -11,15 +11,15 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.admission import Admission, AdmitModelWork
-from app.auth import ApiKeys, require_admin_key, require_api_key
-from app.errors import install_error_handlers
-from app.logs import log_event
-from app.metrics import Metrics
-from app.middleware import ObserveRequests
-from app.model_manager import ModelManager
-from app.routers import admin, explain, health, metrics, models, page, predict, v2
-from app.settings import Settings, get_settings
+from app.api.routes import admin, explain, health, metrics, models, page, predict, v2
+from app.core.auth import ApiKeys, require_admin_key, require_api_key
+from app.core.errors import install_error_handlers
+from app.core.logs import log_event
+from app.core.middleware import ObserveRequests
+from app.core.prometheus import Metrics
+from app.core.settings import Settings, get_settings
+from app.engine.admission import Admission, AdmitModelWork
+from app.engine.model_manager import ModelManager
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -25,8 +25,8 @@ import tensorflow as tf
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from PIL import Image
 
-from model_store.preprocessing import prepare_image
-from model_store.store import entry_dir, load_entry
+from model_core.inputs.transform import prepare_image
+from model_core.store.entries import entry_dir, load_entry
 
 STORE = Path(os.environ.get("WBC_STORE_DIR", Path(__file__).resolve().parents[1] / "model_store"))
 manifest, model = load_entry(entry_dir(STORE, os.environ.get("WBC_MODEL_NAME", "wbc-squeezenet")))

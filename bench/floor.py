@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.images import decode_image
-from app.settings import Settings
+from app.core.settings import Settings
+from app.engine.images import decode_image
+from model_core.inputs.localisation import find_cell
 from model_core.runtime import ModelRuntime
-from model_store.localisation import find_cell
-from model_store.store import list_versions
+from model_core.store.entries import list_versions
 
 WARMUP_CALLS = 10
 # The last whole-frame model (128x128 input): the forward the crop model is held against.

@@ -50,7 +50,7 @@ def mlserver_serving(entry: Path, model_name: str, version: int,
     server_settings = {"host": HOST, "http_port": http_port, "grpc_port": free_port(),
                        "metrics_port": free_port(), "debug": False}
     (models_dir / "settings.json").write_text(json.dumps(server_settings, indent=2) + "\n")
-    # The runtime imports model_store from the repository, as a user's would from their own.
+    # The runtime imports the model core from the repository, as a user's would from their own.
     env = {"PYTHONPATH": str(REPO_ROOT)}
     # The model's own readiness: the server's answers 200 even when the model failed to load.
     with serving_command([str(command), "start", str(models_dir)], http_port, env,

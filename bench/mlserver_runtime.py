@@ -27,8 +27,8 @@ from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 from PIL import Image
 
-from model_store.preprocessing import mean_of_views, mirror_views, prepare_image
-from model_store.store import load_entry
+from model_core.inputs.transform import mean_of_views, mirror_views, prepare_image
+from model_core.store.entries import load_entry
 
 OUTPUT_NAME = "probabilities"
 

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 if __package__ in (None, ""):  # run as `python bench/run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.settings import Settings  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
 from bench.floor import measure_floor  # noqa: E402
 from bench.forward import BATCHES, measure_forward  # noqa: E402
 from bench.forward import markdown as forward_markdown  # noqa: E402
@@ -43,9 +43,9 @@ from bench.report import (  # noqa: E402
 )
 from bench.servers import REPO_ROOT, ServerFailed, serving  # noqa: E402
 from model_core.runtime import TENSORFLOW  # noqa: E402
-from model_store.manifest import Manifest  # noqa: E402
-from model_store.store import StoreError, entry_dir, read_manifest  # noqa: E402
-from training.config import DEFAULT_DATA_DIR  # noqa: E402
+from model_core.store.entries import StoreError, entry_dir, read_manifest  # noqa: E402
+from model_core.store.manifest import Manifest  # noqa: E402
+from training.pipeline.config import DEFAULT_DATA_DIR  # noqa: E402
 
 APPS = {SERVICE: "app.main:app", BASELINE: "bench.baseline_service:app"}
 # The routes each server is loaded on; MLServer speaks only the Open Inference Protocol.

@@ -1,5 +1,5 @@
 """The core's own exceptions: what a caller asked that the model cannot do, and a device
-that failed. They carry no HTTP status; `app/errors.py` maps them."""
+that failed. They carry no HTTP status; `app/core/errors.py` maps them."""
 
 from __future__ import annotations
 

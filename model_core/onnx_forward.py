@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from model_core.errors import OnnxUnusable
-from model_store.manifest import ONNX_FILE, Manifest
-from model_store.store import ChecksumMismatch, verify_artefact
+from model_core.store.entries import ChecksumMismatch, verify_artefact
+from model_core.store.manifest import ONNX_FILE, Manifest
 
 INPUT_NAME = "inputs"
 OUTPUT_NAMES = ("probabilities", "logits", "features")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_store.manifest import Manifest
+from model_core.store.manifest import Manifest
 
 NO_CELL_REASON = (
     "no single white cell was found (nothing stained like a nucleus, or several cells of "

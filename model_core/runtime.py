@@ -15,11 +15,11 @@ import numpy as np
 import tensorflow as tf
 
 from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
+from model_core.inputs.localisation import Box
+from model_core.inputs.transform import mean_of_views, mirror_views, mirrored, prepare_image
 from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
-from model_store.localisation import Box
-from model_store.manifest import Manifest
-from model_store.preprocessing import mean_of_views, mirror_views, mirrored, prepare_image
-from model_store.store import entry_dir, load_entry
+from model_core.store.entries import entry_dir, load_entry
+from model_core.store.manifest import Manifest
 
 log = logging.getLogger(__name__)
 # What a pass raises when the device, not the input, is at fault: out of memory, a lost or

@@ -76,14 +76,14 @@ def test_simple_files(data_dir: Path) -> list[Path]:
 def bundled_manifest():
     """The manifest of the version the service serves by default: tests read its classes,
     input size and metrics from here instead of assuming one version's numbers."""
-    from model_store.store import read_manifest
+    from model_core.store.entries import read_manifest
 
     return read_manifest(BUNDLED_STORE / BUNDLED_MODEL / str(BUNDLED_VERSION))
 
 
 @pytest.fixture(scope="session")
 def settings():
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     return Settings(store_dir=BUNDLED_STORE)
 
@@ -102,7 +102,7 @@ def tiny_store(tmp_path_factory) -> Path:
 @pytest.fixture
 def event_log():
     """The JSON lines the app logs (requests, model events) during one test."""
-    from app.logs import events_logger
+    from app.core.logs import events_logger
     from tests.utils.logs import JsonLines
 
     handler, logger = JsonLines(), events_logger()

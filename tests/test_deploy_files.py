@@ -25,7 +25,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from starlette.routing import Match
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -178,7 +178,7 @@ def test_health_checks_probe_the_apps_readiness_route(api: dict[str, Any]) -> No
 def test_model_store_is_baked_in_and_mounted_read_only_at_the_same_place(
     api: dict[str, Any],
 ) -> None:
-    from model_store.store import entry_dir, read_manifest
+    from model_core.store.entries import entry_dir, read_manifest
 
     store_dir = dockerfile_env()["WBC_STORE_DIR"]
     workdir = dockerfile_arguments("WORKDIR")[-1]

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from training import fetch
-from training.config import DEFAULT_DATA_DIR, AugmentConfig, TrainConfig
+from training.dataprep import fetch
+from training.pipeline.config import DEFAULT_DATA_DIR, AugmentConfig, TrainConfig
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _train_parser(subparsers, name: str = "train",
                   help_text: str = "train a model and publish it as a new model-store "
                   "version") -> argparse.ArgumentParser:
-    from training.model import ARCHITECTURES
+    from training.pipeline.model import ARCHITECTURES
 
     defaults, augment = TrainConfig(), AugmentConfig()
     parser = subparsers.add_parser(
@@ -107,7 +107,7 @@ def _train_parser(subparsers, name: str = "train",
                         choices=("default", "mirrored", "one-device", "multi-worker"),
                         default=defaults.strategy, help="tf.distribute strategy; "
                         "multi-worker: one process per machine, the cluster in TF_CONFIG, "
-                        "only the chief publishes (training/distributed.py)")
+                        "only the chief publishes (training/pipeline/distributed.py)")
     parser.add_argument("--cpu-replicas", type=int, default=1,
                         help="split the CPU into N logical devices (for --strategy mirrored "
                         "without GPUs)")
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch-data":
         return fetch.run(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from training.data import DataError
-    from training.distributed import ClusterConfigError
+    from training.pipeline.cluster import ClusterConfigError
+    from training.pipeline.data import DataError
 
     try:
         if args.command == "train":
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "calibrate":
             return _run_calibrate(args)
         if args.command == "promote":
-            from training.publish import promote
+            from training.pipeline.publish import promote
 
             directory, manifest = promote(args.source, args.store_dir)
             print(f"published {manifest.name} v{manifest.version} to {directory}")
@@ -251,18 +251,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_train(config: TrainConfig) -> int:
-    from training.train import configure_devices
+    from training.pipeline.train import configure_devices
 
     configure_devices(config.cpu_replicas)
-    from training.calibration import calibrate_entry, carried_temperature
-    from training.evaluate import evaluate_entry, summary_line
-    from training.publish import publish
-    from training.train import train
+    from training.pipeline.calibration import calibrate_entry, carried_temperature
+    from training.pipeline.evaluate import evaluate_entry, summary_line
+    from training.pipeline.publish import publish
+    from training.pipeline.train import train
 
     if config.temperature_from is not None:  # a temperature that won't carry: refuse it now
         carried_temperature(config.temperature_from, config.to_record())
     if config.strategy == "multi-worker":
-        from training.distributed import train_on_workers
+        from training.pipeline.distributed import train_on_workers
 
         result = train_on_workers(config)
         if result is None:  # not the chief: the chief publishes
@@ -281,17 +281,17 @@ def _run_train(config: TrainConfig) -> int:
 
 
 def _run_cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> int:
-    from training.train import configure_devices
+    from training.pipeline.train import configure_devices
 
     configure_devices(config.cpu_replicas)
-    from training.cross_validation import cross_validate, markdown
+    from training.studies.cross_validation import cross_validate, markdown
 
     print(markdown(cross_validate(config, folds, output_dir)))
     return 0
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_entry, summary_line
+    from training.pipeline.evaluate import evaluate_entry, summary_line
 
     metrics = evaluate_entry(_entry(args), args.data_dir, tuple(args.splits))
     print(summary_line({k: metrics[k] for k in args.splits}))
@@ -300,13 +300,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _entry(args: argparse.Namespace) -> Path:
-    from model_store.store import entry_dir
+    from model_core.store.entries import entry_dir
 
     return entry_dir(args.store_dir, args.model_name, args.version)
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
-    from training.onnx_export import export_entry
+    from training.pipeline.onnx_export import export_entry
 
     directory = _entry(args)
     manifest = export_entry(directory)
@@ -317,8 +317,8 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from model_store.store import read_manifest
-    from training.calibration import calibrate_entry
+    from model_core.store.entries import read_manifest
+    from training.pipeline.calibration import calibrate_entry
 
     directory = _entry(args)
     config = TrainConfig.from_record(read_manifest(directory).training)
@@ -335,7 +335,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _run_seed_report(args: argparse.Namespace) -> int:
     import json
 
-    from training.seed_report import markdown, seed_report
+    from training.studies.seed_report import markdown, seed_report
 
     report = seed_report(args.entries, args.data_dir, args.mapping_cache)
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -346,10 +346,14 @@ def _run_seed_report(args: argparse.Namespace) -> int:
 
 
 def _run_localiser(args: argparse.Namespace) -> int:
-    from model_store.store import read_manifest
-    from training.data import DataError
-    from training.localiser_report import evaluate_localiser, markdown, write_localiser_report
-    from training.publish import REPORTS_DIR
+    from model_core.store.entries import read_manifest
+    from training.pipeline.data import DataError
+    from training.pipeline.publish import REPORTS_DIR
+    from training.studies.localiser_report import (
+        evaluate_localiser,
+        markdown,
+        write_localiser_report,
+    )
 
     directory = _entry(args)
     manifest = read_manifest(directory)
@@ -363,7 +367,7 @@ def _run_localiser(args: argparse.Namespace) -> int:
 
 
 def _run_explanations(args: argparse.Namespace) -> int:
-    from training.explanation_report import evaluate_explanations, markdown_table
+    from training.studies.explanation_report import evaluate_explanations, markdown_table
 
     print(markdown_table(evaluate_explanations(_entry(args), args.data_dir, args.choose_layer)))
     return 0

@@ -5,9 +5,9 @@ import asyncio
 
 import pytest
 
-from app.admission import EXPLAIN, FORWARD, Admission, queue_of, request_timeout
-from app.errors import ClientDisconnected, DeadlineExceeded, InvalidParameter, Overloaded
-from app.metrics import Metrics
+from app.core.errors import ClientDisconnected, DeadlineExceeded, InvalidParameter, Overloaded
+from app.core.prometheus import Metrics
+from app.engine.admission import EXPLAIN, FORWARD, Admission, queue_of, request_timeout
 
 
 def _admission(forward: int = 3, explain: int = 1) -> tuple[Admission, Metrics]:
@@ -156,11 +156,11 @@ def test_every_route_that_runs_model_work_has_a_queue_and_no_other_route_has():
 
     from fastapi import APIRouter
 
-    import app.routers
-    from app.dependencies import get_ticket
+    import app.api.routes
+    from app.api.dependencies import get_ticket
 
-    modules = [importlib.import_module(f"app.routers.{info.name}")
-               for info in pkgutil.iter_modules(app.routers.__path__)]
+    modules = [importlib.import_module(f"app.api.routes.{info.name}")
+               for info in pkgutil.iter_modules(app.api.routes.__path__)]
     routes = [route for module in modules for router in vars(module).values()
               if isinstance(router, APIRouter) for route in router.routes]
     checked = 0
@@ -176,7 +176,7 @@ def test_every_route_that_runs_model_work_has_a_queue_and_no_other_route_has():
 def test_a_forward_queue_too_small_for_the_largest_request_refuses_to_start():
     from pydantic import ValidationError
 
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     with pytest.raises(ValidationError, match="could never be admitted"):
         Settings(max_request_images=32, forward_queue_limit=16)

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.utils.images import encode, smear_like_rgb
 
 KEY = "test-key-0123456789abcdef"

@@ -4,8 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.batching import MicroBatcher
-from app.metrics import Metrics
+from app.core.prometheus import Metrics
+from app.engine.batching import MicroBatcher
 
 
 def _run(coroutine):
@@ -119,7 +119,7 @@ def test_an_item_whose_caller_stopped_waiting_never_runs():
     batch's other items run, the cancelled one is dropped and never counted as a pass."""
     import threading
 
-    from app.worker import LaneWorker
+    from app.engine.worker import LaneWorker
 
     ran: list[list[int]] = []
     worker = LaneWorker(("forward",))

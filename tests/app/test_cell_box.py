@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
-from model_store.localisation import window_rect
-from model_store.manifest import Localisation
-from model_store.store import read_manifest, write_manifest
+from model_core.inputs.localisation import window_rect
+from model_core.store.entries import read_manifest, write_manifest
+from model_core.store.manifest import Localisation
 from tests.utils.images import encode
 from tests.utils.models import copy_entry
 

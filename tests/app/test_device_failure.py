@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.utils.images import encode, smear_like_rgb
 from tests.utils.models import exhausts_memory_model, publish_tiny_model
 

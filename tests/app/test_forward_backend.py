@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from model_core.onnx_forward import PARITY_TOLERANCE
-from model_store.manifest import ONNX_FILE
+from model_core.store.manifest import ONNX_FILE
 from tests.conftest import BUNDLED_MODEL, BUNDLED_STORE
 from tests.utils.images import encode, example_smears
 from tests.utils.models import exhausts_memory_model, publish_tiny_model

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from app.images import decode_image
+from app.core.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from app.engine.images import decode_image
 from tests.utils.images import (
     encode,
     exif_rotated_jpeg,

@@ -4,9 +4,9 @@ import base64
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.prometheus import STAGES
+from app.core.settings import Settings
 from app.main import create_app
-from app.metrics import STAGES
-from app.settings import Settings
 from tests.conftest import BUNDLED_VERSION
 
 

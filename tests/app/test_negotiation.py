@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.negotiation import accepts_png
+from app.api.negotiation import accepts_png
 
 
 @pytest.mark.parametrize(("accept", "png"), [

@@ -18,9 +18,9 @@ import uvicorn
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.admission import EXPLAIN, FORWARD
+from app.core.settings import Settings
+from app.engine.admission import EXPLAIN, FORWARD
 from app.main import create_app
-from app.settings import Settings
 from tests.conftest import free_port
 from tests.utils.images import encode, smear_like_rgb
 

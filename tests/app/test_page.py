@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.routes.page import EXAMPLES_DIR, STATIC_DIR
+from app.core.settings import Settings
 from app.main import create_app
-from app.routers.page import EXAMPLES_DIR, STATIC_DIR
-from app.settings import Settings
 
 KEY = "page-key-0123456789abcdef"
 PAGE_BUDGET_BYTES = 200 * 1024

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from model_store.store import load_entry
-from training.data import load_images
-from training.evaluate import predict_probabilities
+from model_core.store.entries import load_entry
+from training.pipeline.data import load_images
+from training.pipeline.evaluate import predict_probabilities
 
 
 def test_service_matches_training_pipeline(client, smears):

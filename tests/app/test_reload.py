@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from model_store.manifest import MODEL_FILE
+from model_core.store.manifest import MODEL_FILE
 from tests.conftest import start_server, stop_server
 from tests.utils.images import encode, smear_like_rgb
 from tests.utils.logs import read_json_lines, wait_for_line

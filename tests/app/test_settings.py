@@ -5,7 +5,7 @@ import logging
 import pytest
 from PIL import Image
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 
 def test_new_names_and_defaults(monkeypatch):
@@ -20,7 +20,7 @@ def test_new_names_and_defaults(monkeypatch):
                                             ("WBC_BATCH_MAX_SIZE", "max_pass_images")])
 def test_deprecated_names_still_work_with_a_warning(monkeypatch, caplog, old, field):
     monkeypatch.setenv(old, "4")
-    with caplog.at_level(logging.WARNING, logger="app.settings"):
+    with caplog.at_level(logging.WARNING, logger="app.core.settings"):
         settings = Settings()
     assert getattr(settings, field) == 4
     assert any(old in record.getMessage() and "deprecated" in record.getMessage()
@@ -41,7 +41,7 @@ def test_new_name_wins_over_the_deprecated_one(monkeypatch):
 
 
 def test_pillows_own_bomb_guard_stays_on():
-    import app.images  # noqa: F401  (importing the decoder must not switch it off)
+    import app.engine.images  # noqa: F401  (importing the decoder must not switch it off)
 
     assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 0
 

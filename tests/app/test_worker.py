@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from app.worker import LaneWorker
+from app.engine.worker import LaneWorker
 
 
 def _blocked(worker: LaneWorker, lane: str) -> threading.Event:

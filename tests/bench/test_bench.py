@@ -9,14 +9,14 @@ import httpx
 import numpy as np
 import pytest
 
-from app.images import decode_image
+from app.engine.images import decode_image
 from bench.floor import Floor
 from bench.forward import CurvePoint, ForwardReport, model_mflop
 from bench.load import LoadResult, v2_bodies
 from bench.mlserver import VENV, mlserver_serving
 from bench.report import MLSERVER, PREDICT, SERVICE, V2_INFER, Measurement, check_targets
 from model_core.runtime import ModelRuntime
-from model_store.store import entry_dir, load_entry
+from model_core.store.entries import entry_dir, load_entry
 from tests.conftest import BUNDLED_MODEL, BUNDLED_STORE, BUNDLED_VERSION
 from tests.utils.images import example_smears
 

@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.deploy.test_kubernetes import image_repository, project_version, uvicorn_port
 from tests.utils.manifests import (
     KSERVE,

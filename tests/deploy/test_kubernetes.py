@@ -1,5 +1,5 @@
 """deploy/kubernetes renders, validates strictly, and agrees with the Dockerfile, compose,
-pyproject.toml and app/settings.py: those files are the source of truth, read here, never
+pyproject.toml and app/core/settings.py: those files are the source of truth, read here, never
 restated."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.test_deploy_files import (
     COMPOSE_FILE,
     dockerfile_arguments,
@@ -235,7 +235,7 @@ def test_configmap_names_only_real_non_secret_settings(overlay) -> None:
     names = set(configmap_env(manifests))
     settings = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
     secrets = {ENV_PREFIX + field.upper() for field in SECRET_SETTINGS}
-    assert not names - settings, f"not settings of app/settings.py: {sorted(names - settings)}"
+    assert not names - settings, f"not settings of app/core/settings.py: {sorted(names - settings)}"
     assert not names & secrets, "secrets belong in a Secret, not a ConfigMap"
     assert {"WBC_STORE_DIR", "WBC_MODEL_NAME", "WBC_API_KEYS_FILE"} <= names
 

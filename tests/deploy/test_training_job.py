@@ -19,7 +19,7 @@ from tests.test_deploy_files import find_tool
 from tests.utils.manifests import KUBERNETES, ROOT, TRAINING_JOB, load, one, validate_strictly
 
 TRAINING_DOCKERFILE = KUBERNETES / "training.Dockerfile"
-TF_CONFIG_COMMAND = re.compile(r"\$\((python3 -m training\.distributed tf-config [^)]*)\)")
+TF_CONFIG_COMMAND = re.compile(r"\$\((python3 -m training\.pipeline\.cluster tf-config [^)]*)\)")
 
 
 @pytest.fixture(scope="module")

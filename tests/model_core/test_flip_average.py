@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from model_core.runtime import ONNXRUNTIME, TENSORFLOW, ModelRuntime
-from model_store.store import read_manifest, write_manifest
+from model_core.store.entries import read_manifest, write_manifest
 from tests.utils.models import copy_entry, publish_tiny_model
-from training.onnx_export import export_entry
+from training.pipeline.onnx_export import export_entry
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 from model_core.errors import OnnxUnusable
 from model_core.onnx_forward import PARITY_TOLERANCE
 from model_core.runtime import ModelRuntime
-from model_store.manifest import ONNX_FILE
-from model_store.store import read_manifest, sha256_file, write_manifest
+from model_core.store.entries import read_manifest, sha256_file, write_manifest
+from model_core.store.manifest import ONNX_FILE
 from tests.utils.models import copy_entry, publish_tiny_model
-from training.onnx_export import export_entry
+from training.pipeline.onnx_export import export_entry
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from training.augment import augment_batch, augment_frames
-from training.config import LEGACY_DEFAULTS, AugmentConfig, TrainConfig
-from training.pipeline import dihedral_batch
+from training.pipeline.augment import augment_batch, augment_frames
+from training.pipeline.config import LEGACY_DEFAULTS, AugmentConfig, TrainConfig
+from training.pipeline.datasets import dihedral_batch
 
 
 def _frames() -> np.ndarray:

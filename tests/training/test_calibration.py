@@ -4,9 +4,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_store.store import read_manifest, write_manifest
-from training.calibration import carried_temperature, fit_feature_distribution, fit_temperature
-from training.data import DataError
+from model_core.store.entries import read_manifest, write_manifest
+from training.pipeline.calibration import (
+    carried_temperature,
+    fit_feature_distribution,
+    fit_temperature,
+)
+from training.pipeline.data import DataError
 
 # v5 was trained with 10% of the train originals held out and its temperature fitted on them.
 HELD_OUT_ENTRY = Path(__file__).resolve().parents[2] / "model_store" / "wbc-squeezenet" / "5"

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from training.cli import main
-from training.data import DataError, class_names_of, list_split, load_images
+from training.pipeline.data import DataError, class_names_of, list_split, load_images
 
 
 def _class_folder(root, name, count=2):

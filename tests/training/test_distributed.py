@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, free_port
-from training.distributed import (
+from training.pipeline.cluster import (
     ClusterConfigError,
     Task,
     current_task,
     indexed_job_tf_config,
-    weights_digest,
 )
+from training.pipeline.distributed import weights_digest
 
 DIGEST = re.compile(r"^(worker-\d) of (\d+) replicas: final weights sha256 ([0-9a-f]{64})$",
                     re.MULTILINE)
@@ -43,7 +43,7 @@ def worker_command(data_dir: Path, tmp_path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_two_workers_agree_and_only_the_chief_publishes(tmp_path: Path) -> None:
-    from model_store.store import load_entry, read_manifest
+    from model_core.store.entries import load_entry, read_manifest
 
     data_dir = example_data_set(tmp_path / "data")
     ports = {free_port()}
@@ -106,7 +106,7 @@ def test_tf_config_of_each_pod_of_an_indexed_job() -> None:
 
 def test_tf_config_command_reads_the_completion_index() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "training.distributed", "tf-config", "--job", "j",
+        [sys.executable, "-m", "training.pipeline.cluster", "tf-config", "--job", "j",
          "--service", "s", "--workers", "2", "--port", "2222"],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
         env={**os.environ, "JOB_COMPLETION_INDEX": "1"})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.explanation_quality import baseline_map, energy_share, pointing_hit
+from training.studies.explanation_quality import baseline_map, energy_share, pointing_hit
 
 
 def test_pointing_game_with_and_without_tolerance():
@@ -41,10 +41,10 @@ def test_cell_box_baseline_fills_the_box_and_falls_back_to_the_centre():
 
 def test_a_cell_windows_map_is_scored_where_the_window_was_cut(tmp_path):
     from model_core.runtime import ModelRuntime, configure_tensorflow
-    from model_store.manifest import Localisation, Preprocessing
-    from model_store.store import load_entry, write_manifest
+    from model_core.store.entries import load_entry, write_manifest
+    from model_core.store.manifest import Localisation, Preprocessing
     from tests.utils.models import publish_tiny_model
-    from training.explanation_quality import frame_map, input_map
+    from training.studies.explanation_quality import frame_map, input_map
 
     directory, manifest, _ = publish_tiny_model(tmp_path)
     write_manifest(directory, manifest.model_copy(update={"preprocessing": Preprocessing(

@@ -19,7 +19,7 @@ from PIL import Image
 from tests.utils.http_files import FileServer
 from tests.utils.images import ROOT, example_smears
 from training.cli import main
-from training.fetch import DEFAULT_SOURCES, FetchError, _target, load_sources, sha256_of
+from training.dataprep.fetch import DEFAULT_SOURCES, FetchError, _target, load_sources, sha256_of
 
 BCCD_PREFIX = "BCCD_Dataset-1.0/BCCD/"
 CELLS_PREFIX = "wbc-classification-0123abc/_inputs/"
@@ -135,7 +135,7 @@ def test_fetch_writes_the_layout_training_reads(published, tmp_path, capsys):
     assert "100.0%" in err and "bccd [" in err and "blood-cells [" in err  # progress bars
     assert "derived splits.csv (8 originals, 4 test)" in out and "not derived" not in out
     # The data set now reads like the real one.
-    from training.data import list_originals, list_split
+    from training.pipeline.data import list_originals, list_split
 
     classes = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
     paths, labels = list_originals(data_dir, classes, "train")
@@ -244,7 +244,7 @@ def test_the_shipped_sources_and_unsafe_archive_paths():
 
 def test_derived_splits_match_the_real_data_set(data_dir, tmp_path):
     """On the full data set, the derivation gives back its own splits.csv and WBC boxes."""
-    from training.derive_splits import derive
+    from training.dataprep.derive_splits import derive
 
     derived = derive(data_dir, tmp_path)
     assert derived.missing == []

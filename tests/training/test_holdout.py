@@ -5,10 +5,15 @@ import shutil
 import numpy as np
 import pytest
 
-from training.config import TrainConfig
-from training.copy_originals import confident, match_copies, train_copy_groups, train_originals
-from training.data import DataError, list_split, stratified_holdout
-from training.train import load_training_data
+from training.dataprep.copy_originals import (
+    confident,
+    match_copies,
+    train_copy_groups,
+    train_originals,
+)
+from training.pipeline.config import TrainConfig
+from training.pipeline.data import DataError, list_split, stratified_holdout
+from training.pipeline.train import load_training_data
 
 
 def copies_of_originals(rng, originals_per_class, max_copies):
@@ -94,7 +99,7 @@ def test_frame_copies_follow_the_source_unless_given(source, expected):
 
 
 def test_an_unreadable_copy_is_named(example_data_dir, tmp_path):
-    from training.data import DataError
+    from training.pipeline.data import DataError
 
     data_dir = tmp_path / "data"
     shutil.copytree(example_data_dir, data_dir)

@@ -31,4 +31,4 @@ def test_training_imports_no_web_stack() -> None:
     assert offenders == []
     # The core is what training runs instead.
     assert "model_core.runtime" in loaded
-    assert "training.calibration" in loaded
+    assert "training.pipeline.calibration" in loaded

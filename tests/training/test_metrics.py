@@ -1,8 +1,12 @@
 import numpy as np
 import pytest
 
-from training.metrics import classification_report, confusion_matrix, expected_calibration_error
-from training.model import step_decay
+from training.pipeline.metrics import (
+    classification_report,
+    confusion_matrix,
+    expected_calibration_error,
+)
+from training.pipeline.model import step_decay
 
 
 def test_confusion_and_per_class_scores():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.model import FIRE_MODULES, build_model
+from training.pipeline.model import FIRE_MODULES, build_model
 
 
 def test_architecture_is_the_tutorials_with_named_layers():

@@ -1,9 +1,15 @@
 """promote: an entry trained into its own store becomes the next version of another."""
 
-from model_store.manifest import Calibration, Localisation, Preprocessing
-from model_store.store import list_versions, load_entry, read_manifest, sha256_file, write_manifest
+from model_core.store.entries import (
+    list_versions,
+    load_entry,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from model_core.store.manifest import Calibration, Localisation, Preprocessing
 from tests.utils.models import publish_tiny_model
-from training.publish import promote
+from training.pipeline.publish import promote
 
 
 def test_promote_publishes_the_entry_as_the_next_version_with_its_calibration(tmp_path):

@@ -1,4 +1,4 @@
-from training.seed_report import markdown
+from training.studies.seed_report import markdown
 
 
 def _run(seed, validation, test_right):

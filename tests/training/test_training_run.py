@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 
-from model_store.store import load_entry, read_manifest, sha256_file
+from model_core.store.entries import load_entry, read_manifest, sha256_file
 from training.cli import build_parser, config_from_args
-from training.config import TrainConfig
-from training.data import list_split, load_images
-from training.evaluate import evaluate_entry, predict_probabilities
-from training.publish import publish
-from training.train import train
+from training.pipeline.config import TrainConfig
+from training.pipeline.data import list_split, load_images
+from training.pipeline.evaluate import evaluate_entry, predict_probabilities
+from training.pipeline.publish import publish
+from training.pipeline.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -165,8 +165,8 @@ def test_cli_help(command):
 def test_cross_validation_holds_out_each_original_once_and_its_temperature_carries(
     example_data_dir, tmp_path, capsys
 ):
-    from training.calibration import carried_temperature, fit_temperature
     from training.cli import main
+    from training.pipeline.calibration import carried_temperature, fit_temperature
 
     store, study = tmp_path / "store", tmp_path / "cv"
     quick = ["--data-dir", str(example_data_dir), "--source", "originals", "--bank-copies", "1",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.config import DEFAULT_DATA_DIR
+from training.pipeline.config import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "examples"

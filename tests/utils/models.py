@@ -9,12 +9,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from model_store.manifest import Manifest, Preprocessing
-from model_store.store import read_manifest, write_manifest
-from training.config import TrainConfig
-from training.model import build_model
-from training.publish import publish
-from training.train import TrainResult
+from model_core.store.entries import read_manifest, write_manifest
+from model_core.store.manifest import Manifest, Preprocessing
+from training.pipeline.config import TrainConfig
+from training.pipeline.model import build_model
+from training.pipeline.publish import publish
+from training.pipeline.train import TrainResult
 
 TINY_CLASSES = ["ALPHA", "BETA", "GAMMA"]
 

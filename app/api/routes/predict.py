@@ -1,0 +1,24 @@
+from fastapi import APIRouter, Request
+
+from app.api.dependencies import ServiceDep, SettingsDep, TicketDep
+from app.api.routes.openapi_bodies import ERRORS, image_body
+from app.api.uploads import read_images
+from app.schemas import PredictResponse
+
+router = APIRouter(tags=["inference"])
+
+
+@router.post("/predict", response_model=PredictResponse, responses=ERRORS,
+             openapi_extra=image_body(multiple=True))
+async def predict(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    ticket: TicketDep,
+) -> PredictResponse:
+    """Classify one or more images (repeat the multipart field `file` for a batch)."""
+    images = await ticket.run(
+        read_images(request, settings.max_upload_bytes, settings.max_request_images),
+        watch_client=False)
+    ticket.need(len(images))
+    return await ticket.run(service.predict(images))

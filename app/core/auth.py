@@ -1,0 +1,95 @@
+"""API keys: when any is configured every route but health and metrics needs one, sent as
+`Authorization: Bearer <key>` or `X-API-Key: <key>`; admin routes always need one."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.core.errors import Forbidden, Unauthorized
+from app.core.settings import Settings
+
+MIN_KEY_LENGTH = 16
+# auto_error=False: a missing key is ours to answer (401 in our error shape), and the
+# OpenAPI page still gets its "Authorize" button for both schemes.
+_bearer = HTTPBearer(auto_error=False)
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+HeaderKeyDep = Annotated[str | None, Depends(_api_key_header)]
+
+
+class ApiKeys:
+    """The accepted keys, compared in constant time."""
+
+    def __init__(self, keys: list[str]) -> None:
+        short = [key for key in keys if len(key) < MIN_KEY_LENGTH]
+        if short:
+            raise ValueError(f"{len(short)} API key(s) are shorter than {MIN_KEY_LENGTH} "
+                             "characters; use long random keys, e.g. `openssl rand -hex 32`")
+        self._keys = [key.encode() for key in keys]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiKeys:
+        """WBC_API_KEY plus the lines of WBC_API_KEYS_FILE; an unreadable or empty file
+        stops the service from starting rather than leaving it open."""
+        keys = [] if settings.api_key is None else [settings.api_key.get_secret_value()]
+        path = settings.api_keys_file
+        if path is not None:
+            try:
+                lines = path.read_text().splitlines()
+            except OSError as error:
+                raise ValueError(f"cannot read WBC_API_KEYS_FILE {path}: {error}") from None
+            from_file = [line.strip() for line in lines
+                         if line.strip() and not line.lstrip().startswith("#")]
+            if not from_file:
+                raise ValueError(f"WBC_API_KEYS_FILE {path} holds no key")
+            keys += from_file
+        return cls(keys)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._keys)
+
+    def accepts(self, candidate: str) -> bool:
+        offered = candidate.encode()
+        matched = False
+        for key in self._keys:  # no early exit: the time taken does not tell which key
+            matched |= hmac.compare_digest(offered, key)
+        return matched
+
+
+def _check(keys: ApiKeys, bearer: HTTPAuthorizationCredentials | None,
+           header_key: str | None) -> None:
+    candidate = bearer.credentials if bearer is not None else header_key
+    if candidate is None:
+        raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>` "
+                           "or `X-API-Key: <key>`")
+    if not keys.accepts(candidate):
+        raise Unauthorized("the API key is not valid")
+
+
+async def require_api_key(  # async: no thread-pool hop on every request (app.api.dependencies)
+    request: Request,
+    bearer: BearerDep,
+    header_key: HeaderKeyDep,
+) -> None:
+    """Lets the request through when no key is configured or it carries a valid one."""
+    keys: ApiKeys = request.app.state.api_keys
+    if keys.configured:
+        _check(keys, bearer, header_key)
+
+
+def require_admin_key(
+    request: Request,
+    bearer: BearerDep,
+    header_key: HeaderKeyDep,
+) -> None:
+    """Admin routes need a valid key, and are switched off while none is configured."""
+    keys: ApiKeys = request.app.state.api_keys
+    if not keys.configured:
+        raise Forbidden("admin routes are disabled because no API key is configured; set "
+                        "WBC_API_KEY or WBC_API_KEYS_FILE to enable them", code="admin_disabled")
+    _check(keys, bearer, header_key)

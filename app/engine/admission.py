@@ -1,0 +1,217 @@
+"""Admission: each kind of model work admits a bounded number of images, counted from
+before a request's body is read until its answer starts. Past the limit a request is
+refused at once (503 `overloaded`, Retry-After) by `AdmitModelWork`, an ASGI middleware in
+front of routing, so a refusal costs no dependency, validation, body read or decode. An
+admitted request carries a deadline; when it passes, or the client goes away, the request's
+work is cancelled, its place freed, and a pass it still waited for never runs."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import (
+    ClientDisconnected,
+    DeadlineExceeded,
+    InvalidParameter,
+    Overloaded,
+    ServiceError,
+    error_response,
+)
+from app.core.paths import route_path
+from app.core.prometheus import Metrics
+from app.core.settings import Settings
+
+T = TypeVar("T")
+FORWARD, EXPLAIN = "forward", "explain"  # forward passes (/predict, /v2 infer); /explain
+TIMEOUT_HEADER = "X-Request-Timeout"
+
+
+def queue_of(method: str, path: str) -> str | None:
+    """The queue a request's model work waits in: forward for POST /predict and the v2
+    infer routes, explain for POST /explain; None (never refused) for anything else."""
+    if method != "POST":
+        return None
+    if path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
+        return FORWARD
+    return EXPLAIN if path == "/explain" else None
+
+
+def route_template(path: str) -> str:
+    """The route template of a model-work path, as the router would name it."""
+    if path.startswith("/v2/models/"):
+        versioned = "/versions/" in path
+        return ("/v2/models/{model_name}/versions/{model_version}/infer" if versioned
+                else "/v2/models/{model_name}/infer")
+    return path
+
+
+class Admission:
+    """The places of each queue, taken by requests before their work and given back after."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics) -> Admission:
+        return cls({FORWARD: settings.forward_queue_limit, EXPLAIN: settings.explain_queue_limit},
+                   settings.retry_after_s, metrics)
+
+    def __init__(self, limits: Mapping[str, int], retry_after_s: int, metrics: Metrics) -> None:
+        self._limits, self._retry_after_s, self._metrics = dict(limits), retry_after_s, metrics
+        self._held = dict.fromkeys(limits, 0)
+        for queue, limit in limits.items():
+            metrics.queue_limit.labels(queue).set(limit)
+            metrics.queue_depth.labels(queue)  # shows from the start, at zero
+
+    def held(self, queue: str) -> int:
+        """Images admitted to `queue` and not yet answered."""
+        return self._held[queue]
+
+    def admit(self, queue: str, timeout_s: float,
+              disconnected: Callable[[], Awaitable[Any]] | None = None) -> Ticket:
+        """One place in `queue` now (Overloaded if there is none) for a request whose deadline
+        is `timeout_s` away; `disconnected` returns when its client goes away."""
+        self._take(queue, 1)
+        return Ticket(self, queue, timeout_s, disconnected)
+
+    def _take(self, queue: str, images: int) -> None:
+        held, limit = self._held[queue], self._limits[queue]
+        if held + images > limit:
+            self.shed(queue, "full")
+            raise Overloaded(
+                f"the {queue} queue is full ({held} of {limit} images admitted, this request "
+                f"needs {images} more); retry after {self._retry_after_s} s or on another "
+                "replica", self._retry_after_s)
+        self._held[queue] = held + images
+        self._metrics.queue_depth.labels(queue).inc(images)
+
+    def _give_back(self, queue: str, images: int) -> None:
+        self._held[queue] -= images
+        self._metrics.queue_depth.labels(queue).dec(images)
+
+    def shed(self, queue: str, reason: str) -> None:
+        self._metrics.requests_shed.labels(queue, reason).inc()
+
+
+class Ticket:
+    """One admitted request: its places in a queue and its deadline. `release()` gives the
+    places back (once; later calls do nothing)."""
+
+    def __init__(self, admission: Admission, queue: str, timeout_s: float,
+                 disconnected: Callable[[], Awaitable[Any]] | None) -> None:
+        self._admission, self.queue, self._disconnected = admission, queue, disconnected
+        self._images = 1
+        self._admitted_at = time.monotonic()
+        self.timeout_s = timeout_s
+
+    def release(self) -> None:
+        self._admission._give_back(self.queue, self._images)
+        self._images = 0
+
+    def need(self, images: int) -> None:
+        """The request turned out to hold `images` images: take the places it lacks, or be
+        refused (Overloaded) before anything is decoded."""
+        if images > self._images:
+            self._admission._take(self.queue, images - self._images)
+            self._images = images
+
+    def shorten(self, timeout_s: float | None) -> None:
+        """Apply a deadline the body carries (the v2 `timeout` parameter), if it is sooner."""
+        if timeout_s is not None:
+            self.timeout_s = min(self.timeout_s, timeout_s)
+
+    async def run(self, work: Coroutine[Any, Any, T], watch_client: bool = True) -> T:
+        """Await `work`, cancelling it when the deadline passes (504) or the client goes
+        away (499): its queued items are then skipped by the batcher, never run. Reading the
+        upload runs with `watch_client=False` (the client-gone watch would compete with it
+        for the request's messages), so a stalled upload meets the deadline alone."""
+        remaining = self._admitted_at + self.timeout_s - time.monotonic()
+        if remaining <= 0:
+            work.close()
+            raise self._expired()
+        task = asyncio.ensure_future(work)
+        gone = (asyncio.ensure_future(self._disconnected())
+                if watch_client and self._disconnected is not None else None)
+        waiting = {task} if gone is None else {task, gone}
+        try:
+            done, _ = await asyncio.wait(waiting, timeout=remaining,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in waiting:
+                pending.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+        if task in done:
+            return task.result()
+        if gone is not None and gone in done:
+            self._admission.shed(self.queue, "disconnected")
+            raise ClientDisconnected("the client closed the connection while its request "
+                                     "waited")
+        raise self._expired()
+
+    def _expired(self) -> DeadlineExceeded:
+        self._admission.shed(self.queue, "deadline")
+        return DeadlineExceeded(f"the request's deadline of {self.timeout_s:g} s passed before "
+                                "it was answered; nothing more runs for it")
+
+
+def request_timeout(header: str | None, default_s: float) -> float:
+    """A request's deadline in seconds: the X-Request-Timeout header (seconds, > 0) if it is
+    sooner than the default, else the default."""
+    if header is None:
+        return default_s
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidParameter(f"{TIMEOUT_HEADER} must be a positive number of seconds; "
+                               f"received {header!r}", code="invalid_timeout")
+    return min(seconds, default_s)
+
+
+async def client_gone(receive: Receive) -> None:
+    """Returns once the ASGI server reports the client gone (after the body was read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class AdmitModelWork:
+    """Pure ASGI middleware: gives each request for model work a `Ticket` (in
+    `scope["state"]["ticket"]`, for the route) or refuses it before routing; the ticket's
+    places go back as the answer starts, before the client can send its next request."""
+
+    def __init__(self, app: ASGIApp, admission: Admission, default_timeout_s: float) -> None:
+        self.app, self.admission, self.default_timeout_s = app, admission, default_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        queue = (queue_of(scope["method"], route_path(scope)) if scope["type"] == "http"
+                 else None)
+        if queue is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            timeout_s = request_timeout(Headers(scope=scope).get(TIMEOUT_HEADER),
+                                        self.default_timeout_s)
+            ticket = self.admission.admit(queue, timeout_s, lambda: client_gone(receive))
+        except ServiceError as error:
+            # Refused before routing: name the route the request was for, for the request
+            # metrics and log line.
+            scope.setdefault("state", {})["route"] = route_template(route_path(scope))
+            await error_response(Request(scope), error)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["ticket"] = ticket
+
+        async def send_after_release(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ticket.release()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_release)
+        finally:
+            ticket.release()

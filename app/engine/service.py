@@ -1,0 +1,142 @@
+"""Classification as plain Python (no HTTP): decode, find the cell, batch, run; the service
+that owns the model passes, and its explanation side (`app.engine.explanations`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from app.core.logs import log_event
+from app.core.prometheus import Metrics
+from app.core.settings import Settings
+from app.engine.admission import EXPLAIN, FORWARD
+from app.engine.batching import MicroBatcher
+from app.engine.explanations import ExplanationService
+from app.engine.images import decode_image
+from app.engine.worker import LaneWorker
+from app.schemas import (
+    ExplainOptions,
+    ModelRef,
+    Prediction,
+    PredictResponse,
+)
+from model_core.inputs.localisation import Box
+from model_core.qualify import PredictionQualifier
+from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime
+
+
+class InferenceService:
+    """Serves one loaded model: every model pass goes through a micro-batcher into a
+    single TensorFlow worker thread, so the event loop never runs TensorFlow."""
+
+    def __init__(self, runtime: ModelRuntime, settings: Settings,
+                 metrics: Metrics | None = None) -> None:
+        self.runtime, self.settings = runtime, settings
+        self.metrics = metrics or Metrics()
+        runtime.on_device_failure = self._log_device_failure
+        # One thread runs every pass; forward passes and explanations wait in lanes of their
+        # own, taken in turn (app.engine.admission bounds how many wait).
+        self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow")
+        self.forward_batcher: MicroBatcher[np.ndarray, Forward] = self.batcher(
+            self.runtime.forward_each, "inference"
+        )
+        self.qualifier = PredictionQualifier(runtime.manifest)
+        self.explanations = ExplanationService(self)
+
+    async def warm_up(self) -> None:
+        """One classification and one explanation of every method, end to end, on a
+        generated smear, so the first requests after ready pay no first-call costs (the
+        renderers, PNG encoder, response models; the model's functions are traced at load)."""
+        smear = np.empty((240, 320, 3), np.uint8)
+        smear[:] = (225, 180, 200)  # pink background, one purple nucleus
+        cv2.ellipse(smear, (160, 120), (28, 22), 0, 0, 360, (110, 50, 160), -1)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(smear, cv2.COLOR_RGB2BGR))
+        assert ok
+        await self.predict([png.tobytes()])
+        await self.explanations.explain(png.tobytes(), ExplainOptions.model_validate({}))
+        await self.explanations.explain_methods(
+            png.tobytes(), ExplainOptions.model_validate({"method": "all"}))
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return ModelRef(name=self.runtime.manifest.name, version=self.runtime.manifest.version)
+
+    async def predict(self, encoded_images: list[bytes]) -> PredictResponse:
+        passes = await self._forward(encoded_images)
+        return PredictResponse(model=self.model_ref,
+                               predictions=[self.prediction(f, box) for f, box in passes])
+
+    async def classify(self, encoded_images: list[bytes]) -> list[tuple[np.ndarray, Box | None]]:
+        """Class probabilities and cell box of each encoded image, in order."""
+        return [(one.probabilities, box) for one, box in await self._forward(encoded_images)]
+
+    async def _forward(self, encoded_images: list[bytes]) -> list[tuple[Forward, Box | None]]:
+        return await self._forward_each(
+            encoded_images, lambda encoded: decode_image(encoded, self.settings.max_image_pixels))
+
+    async def classify_pixels(self, images: list[np.ndarray]
+                              ) -> list[tuple[np.ndarray, Box | None]]:
+        """Class probabilities and cell box of RGB pixel arrays [H, W, 3] (uint8, or float
+        0..255) of any size, through the same preprocessing and micro-batcher as encoded
+        images."""
+        passes = await self._forward_each(images, lambda image: image)
+        return [(one.probabilities, box) for one, box in passes]
+
+    async def _forward_each(self, sources: list,
+                            to_rgb: Callable) -> list[tuple[Forward, Box | None]]:
+        """Turn each source into RGB, find its cell and cut the model input off the loop,
+        then batch the passes; each pass comes back with its cell box."""
+        def prepare(source) -> tuple[np.ndarray, Box | None]:
+            with self.metrics.stage("decode"):
+                return self.runtime.prepare(to_rgb(source))
+
+        with self.forward_batcher.expecting(len(sources)):
+            prepared = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
+            passes = await asyncio.gather(
+                *(self.forward_batcher.submit(inputs) for inputs, _ in prepared))
+        return [(forward, box) for forward, (_, box) in zip(passes, prepared, strict=True)]
+
+    async def close(self) -> None:
+        await self.forward_batcher.close()
+        await self.explanations.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _log_device_failure(self, failure: str) -> None:
+        manifest = self.runtime.manifest
+        log_event("device_failure", logging.ERROR, model=manifest.name,
+                  version=manifest.version, device=self.runtime.device, error=failure)
+
+    def batcher(self, run_batch, stage: str) -> MicroBatcher:
+        settings = self.settings
+        # Forward passes are sized for their backend: ONNX Runtime is cheapest per image
+        # in small batches (settings.onnx_max_pass_images).
+        lane, max_size = FORWARD, (settings.onnx_max_pass_images
+                                   if self.runtime.backend == ONNXRUNTIME
+                                   else settings.max_pass_images)
+        if stage == "explanation":  # short passes: a forward pass never waits long behind one
+            lane, max_size = EXPLAIN, min(settings.max_pass_images,
+                                          settings.max_explain_pass_images)
+        return MicroBatcher(run_batch, self._executor.lane(lane), max_size,
+                            self.settings.batch_max_wait_ms / 1000.0,
+                            self.metrics.batch_observer(stage))
+
+    def prediction(self, forward: Forward, cell_box: Box | None) -> Prediction:
+        names = self.runtime.manifest.class_names
+        probabilities = forward.probabilities
+        index = int(np.argmax(probabilities))
+        features = forward.features if forward.features.size else None
+        quality = self.qualifier.qualify(forward.logits, features,
+                                         cell_missing=self.runtime.localises and cell_box is None)
+        return Prediction(
+            label=names[index], class_index=index, confidence=float(probabilities[index]),
+            probabilities={name: float(p) for name, p in zip(names, probabilities, strict=True)},
+            calibrated_confidence=quality.calibrated_confidence,
+            in_distribution=quality.in_distribution, ood_distance=quality.ood_distance,
+            ood_reason=quality.ood_reason,
+            cell_box=None if cell_box is None else list(cell_box),
+            region="whole_frame" if cell_box is None else "cell",
+        )

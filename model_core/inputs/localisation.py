@@ -1,0 +1,112 @@
+"""Find the white blood cell in a smear and cut the classification window around it.
+
+The nucleus of a white cell is the only large, strongly stained purple-blue object in a
+Wright/Giemsa smear: red cells are pink and platelets are small. So the cell is found as
+the largest connected component of a nucleus-colour mask in OpenCV's HSV space, at a fixed
+working width so that a 640x480 upload behaves like the data set's 320x240 frames. The
+window is then cut from the full-resolution image. Deterministic; numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from model_core.store.manifest import Localisation
+
+Box = tuple[int, int, int, int]
+"""[x0, y0, x1, y1] in pixels of the image it was found in (x1, y1 exclusive)."""
+
+
+def _working_copy(rgb: np.ndarray, working_width: int) -> tuple[np.ndarray, float]:
+    """The image resized to `working_width` (aspect kept) and the factor back to full size."""
+    height, width = rgb.shape[:2]
+    factor = width / working_width
+    if width == working_width:
+        return rgb, 1.0
+    size = (working_width, max(1, round(height / factor)))
+    interpolation = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interpolation), factor
+
+
+def nucleus_mask(rgb: np.ndarray, spec: Localisation) -> np.ndarray:
+    """uint8 0/1 mask of nucleus-coloured pixels, opened then closed."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    low = np.array([spec.hue_min, spec.saturation_min, spec.value_min], np.uint8)
+    high = np.array([spec.hue_max, 255, 255], np.uint8)
+    mask = cv2.inRange(hsv, low, high)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((spec.open_size,) * 2, np.uint8))
+    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((spec.close_size,) * 2, np.uint8))
+
+
+def find_cell(rgb: np.ndarray, spec: Localisation) -> Box | None:
+    """The white cell's box in `rgb`'s pixels (RGB uint8 [H, W, 3], any size), or None when
+    no single cell is found: nothing stained, only specks, or several cells of like size."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 2:
+        return None
+    working, factor = _working_copy(np.ascontiguousarray(rgb, dtype=np.uint8), spec.working_width)
+    mask = nucleus_mask(working, spec)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = np.argsort(areas)[::-1]
+    largest = stats[1 + order[0]]
+    frame_area = working.shape[0] * working.shape[1]
+    if largest[cv2.CC_STAT_AREA] < spec.min_area_fraction * frame_area:
+        return None
+    if count > 2 and areas[order[1]] >= spec.rival_area_ratio * areas[order[0]]:
+        return None  # two cells of like size: which one the label means is unknown
+    x, y, w, h = (int(v) for v in largest[:4])
+    # The nucleus box grown by the margin approximates the cell with its cytoplasm.
+    margin_x, margin_y = spec.box_margin * w, spec.box_margin * h
+    box = np.array([x - margin_x, y - margin_y, x + w + margin_x, y + h + margin_y]) * factor
+    full_height, full_width = rgb.shape[:2]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(full_width, int(np.ceil(box[2]))), min(full_height, int(np.ceil(box[3])))
+    return (x0, y0, x1, y1)
+
+
+def window_rect(box: Box, image_width: int, spec: Localisation) -> tuple[int, int, int]:
+    """The square classification window around `box` in the pixels of an image
+    `image_width` wide: its top-left corner (x0, y0), which may lie outside the image, and
+    its side."""
+    side = max(1, round(spec.window * image_width / spec.working_width))
+    centre_x, centre_y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    return round(centre_x - side / 2.0), round(centre_y - side / 2.0), side
+
+
+def cut_window(
+    rgb: np.ndarray, box: Box, spec: Localisation, output_size: tuple[int, int]
+) -> np.ndarray:
+    """The square window around `box`, black beyond the image's edges, resized from full
+    resolution to `output_size` (height, width) by area averaging: uint8 [h, w, 3] for an
+    RGB frame (any [H, W, ...] array gives its own dtype and channels, e.g. a float map)."""
+    x0, y0, side = window_rect(box, rgb.shape[1], spec)
+    window = np.zeros((side, side, *rgb.shape[2:]), rgb.dtype)
+    height, width = rgb.shape[:2]
+    src_x0, src_y0 = max(0, x0), max(0, y0)
+    src_x1, src_y1 = min(width, x0 + side), min(height, y0 + side)
+    if src_x1 > src_x0 and src_y1 > src_y0:
+        window[src_y0 - y0 : src_y1 - y0, src_x0 - x0 : src_x1 - x0] = rgb[
+            src_y0:src_y1, src_x0:src_x1]
+    interpolation = cv2.INTER_AREA if side >= max(output_size) else cv2.INTER_LINEAR
+    return cv2.resize(window, output_size[::-1], interpolation=interpolation)
+
+
+def place_in_frame(
+    window_map: np.ndarray, box: Box, frame_shape: tuple[int, ...], spec: Localisation
+) -> np.ndarray:
+    """A map over the window (e.g. a heat map [h, w] at the model's input or feature size)
+    put back where the window was cut from: float32 [H, W] of the frame, zero outside it."""
+    height, width = frame_shape[:2]
+    x0, y0, side = window_rect(box, width, spec)
+    resized = cv2.resize(np.asarray(window_map, np.float32), (side, side),
+                         interpolation=cv2.INTER_LINEAR)
+    frame_map = np.zeros((height, width), np.float32)
+    dst_x0, dst_y0 = max(0, x0), max(0, y0)
+    dst_x1, dst_y1 = min(width, x0 + side), min(height, y0 + side)
+    if dst_x1 > dst_x0 and dst_y1 > dst_y0:
+        frame_map[dst_y0:dst_y1, dst_x0:dst_x1] = resized[
+            dst_y0 - y0 : dst_y1 - y0, dst_x0 - x0 : dst_x1 - x0]
+    return frame_map

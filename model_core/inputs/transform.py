@@ -1,0 +1,89 @@
+"""The one implementation of the model's input transform, run by training and serving.
+
+`prepare_image` is the whole contract for one RGB frame: find the white cell when the
+manifest asks for it (model_core.inputs.localisation), cut the window around it or fall back to
+the whole frame, resize, scale. Training runs the same steps, `model_pixels` then
+`scale_pixels`, with augmentation in between that does not change pixel statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from model_core.inputs.localisation import Box, cut_window, find_cell
+from model_core.store.manifest import Preprocessing
+
+
+def resize_frame(
+    rgb: tf.Tensor | np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+) -> tf.Tensor:
+    """The whole frame ([H, W, 3] or [N, H, W, 3], uint8 or float 0..255) resized to the
+    input size, float32 0..255."""
+    return tf.image.resize(
+        tf.cast(rgb, tf.float32), input_size, method=spec.resize_method, antialias=spec.antialias
+    )
+
+
+def scale_pixels(pixels, spec: Preprocessing):
+    """Pixels 0..255 at the input size -> model input (the last step of every path)."""
+    return pixels * spec.scale + spec.offset
+
+
+def to_model_input(
+    rgb: tf.Tensor | np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+) -> tf.Tensor:
+    """Resize RGB pixels ([H, W, 3] or [N, H, W, 3], uint8 or float 0..255) to the input size
+    and scale them; returns float32. The whole-frame path: no localisation."""
+    return scale_pixels(resize_frame(rgb, input_size, spec), spec)
+
+
+def model_pixels(
+    rgb: np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+) -> tuple[np.ndarray, Box | None]:
+    """An RGB uint8 frame [H, W, 3] of any size -> the pixels the model sees before scaling
+    (float32 [h, w, 3], 0..255) and the cell box in the frame's pixels, or None when the
+    whole frame was used (no localisation in `spec`, or no single cell found)."""
+    if spec.localisation is not None:
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8:
+            rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        box = find_cell(rgb, spec.localisation)
+        if box is not None:
+            return cut_window(rgb, box, spec.localisation, input_size).astype(np.float32), box
+    return resize_frame(rgb, input_size, spec).numpy(), None
+
+
+def prepare_image(
+    rgb: np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+) -> tuple[np.ndarray, Box | None]:
+    """An RGB uint8 frame [H, W, 3] of any size -> (model input float32 [h, w, 3], cell box
+    `(x0, y0, x1, y1)` in the frame's pixels or None when the whole frame was classified)."""
+    pixels, box = model_pixels(rgb, input_size, spec)
+    return scale_pixels(pixels, spec).astype(np.float32), box
+
+
+def decode_jpeg(encoded: tf.Tensor) -> tf.Tensor:
+    """Decode JPEG bytes to RGB uint8 the way libjpeg's default (PIL's) does: the accurate
+    integer DCT and fancy upsampling, so training sees the pixels the service will see."""
+    return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+
+
+def mirrored(inputs: tf.Tensor) -> tf.Tensor:
+    """Model inputs [N, h, w, 3] mirrored left to right."""
+    return tf.reverse(inputs, axis=[2])
+
+
+def mirror_views(inputs: tf.Tensor) -> tf.Tensor:
+    """A batch of model inputs [N, h, w, 3] followed by their mirrors [2N, ...]: the two
+    views a manifest with `flip_average` answers from."""
+    return tf.concat([inputs, mirrored(inputs)], axis=0)
+
+
+def mean_of_views(logits: tf.Tensor, mirrored_logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`flip_average`'s answer from both views' logits: the mean of the two softmax
+    outputs, and its log (computed in log space), which serves as the answer's logits."""
+    log_mean = tf.reduce_logsumexp(
+        tf.stack([tf.nn.log_softmax(logits, axis=1), tf.nn.log_softmax(mirrored_logits, axis=1)]),
+        axis=0,
+    ) - tf.math.log(2.0)
+    return tf.exp(log_mean), log_mean

@@ -1,0 +1,166 @@
+"""The manifest schema: what a model-store entry promises to whoever loads it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.keras"
+WEIGHTS_FILE = "model.weights.h5"
+ONNX_FILE = "model.onnx"
+SCHEMA_VERSION = 1
+# Fields that earlier entries of schema 1 wrote and nothing reads: dropped when read, so
+# those entries still load under the strict (extra="forbid") schema.
+RETIRED_FIELDS = {"preprocessing": ("color_mode",), "layers": ("probabilities",)}
+
+
+class Localisation(BaseModel):
+    """How the white cell is found and the classification window cut around it
+    (model_core.inputs.localisation): the largest component of a nucleus-colour mask."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["nucleus-hsv"] = "nucleus-hsv"
+    working_width: int = Field(320, ge=16)
+    """The image is resized to this width (aspect kept) to find the cell; the window is cut
+    from the full-resolution image."""
+    hue_min: int = Field(105, ge=0, le=180)
+    """Nucleus hue range in OpenCV's HSV (0..180)..."""
+    hue_max: int = Field(165, ge=0, le=180)
+    saturation_min: int = Field(70, ge=0, le=255)
+    """...and the least saturation and value (0..255) of a nucleus pixel."""
+    value_min: int = Field(40, ge=0, le=255)
+    open_size: int = Field(3, ge=1)
+    """Side of the square morphological opening (removes specks), then..."""
+    close_size: int = Field(7, ge=1)
+    """...of the closing (joins a nucleus's lobes)."""
+    min_area_fraction: float = Field(0.005, ge=0, le=1)
+    """The largest component must cover at least this share of the frame to be a cell."""
+    rival_area_ratio: float = Field(0.9, gt=0)
+    """A second component at least this share of the largest's area means several cells
+    (no single cell found); above 1, never."""
+    box_margin: float = Field(0.15, ge=0)
+    """The reported cell box is the nucleus box grown by this share of its size per side."""
+    window: int = Field(112, ge=8)
+    """Side of the square window around the cell, in pixels at the working width."""
+
+
+class Preprocessing(BaseModel):
+    """How an RGB uint8 image becomes the model's input tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resize_method: Literal["bilinear", "area", "bicubic", "nearest"] = "bilinear"
+    """`tf.image.resize` method used to reach `input_size` (aspect ratio is not kept)."""
+    antialias: bool = False
+    """`tf.image.resize` antialias flag."""
+    scale: float = 1.0 / 255.0
+    """Pixels are multiplied by this after resizing..."""
+    offset: float = 0.0
+    """...and then this is added, so uint8 input lands in [0, 1] by default."""
+    localisation: Localisation | None = None
+    """Find the white cell and classify the window around it; None: the whole frame (v1-v3).
+    When no single cell is found the whole frame is classified, and the caller is told."""
+    flip_average: bool = False
+    """Test-time augmentation: the model also sees its input mirrored left to right and
+    answers the mean of the two softmax outputs (`model_core.runtime.answer`); False: one
+    view (v1-v6)."""
+
+
+class Layers(BaseModel):
+    """Names of the model's layers that serving needs, so nobody looks them up by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    explanation: str
+    """Default layer whose activations Grad-CAM and kin explain."""
+    features: str
+    """The last convolutional block, the input of global average pooling (CAM's layer)."""
+    logits: str
+    """The dense layer whose output is the class scores before the softmax."""
+
+
+class Framework(BaseModel):
+    tensorflow: str
+    keras: str
+
+
+class Calibration(BaseModel):
+    """Temperature scaling fitted on held-out data: calibrated p = softmax(logits / T)."""
+
+    temperature: float = Field(gt=0)
+    fitted_on: str
+
+
+class FeatureDistribution(BaseModel):
+    """Where the training images' pooled features lie, to flag inputs unlike them:
+    d(x) = sqrt((f(x) - mean)^T precision (f(x) - mean)), the Mahalanobis distance of f(x),
+    the globally average-pooled activations of `layers` concatenated; d above `threshold`
+    is out of distribution."""
+
+    layers: list[str]
+    mean: list[float]
+    precision: list[list[float]]
+    threshold: float = Field(gt=0)
+    threshold_quantile: float
+    fitted_on: str
+
+
+class OnnxExport(BaseModel):
+    """`model.onnx`: the serving forward pass exported for ONNX Runtime (its SHA-256 is in
+    `artefacts`). Input `inputs` [N, h, w, 3] float32 (already preprocessed); outputs
+    `probabilities` and `logits` [N, classes] and `features` [N, K]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_layers: list[str]
+    """Layers whose globally average-pooled activations `features` concatenates, in order."""
+    opset: int
+    exporter: str
+    """The converter and its version, e.g. "tf2onnx 1.17.0"."""
+
+
+class Manifest(BaseModel):
+    """Everything the service needs to know about one trained model version."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: int = Field(ge=1)
+    created_at: datetime
+    class_names: list[str] = Field(min_length=2)
+    """Class labels in the order of the model's output units."""
+    input_size: tuple[int, int]
+    """Model input (height, width) in pixels."""
+    preprocessing: Preprocessing = Preprocessing()
+    layers: Layers
+    framework: Framework
+    training: dict[str, Any] = {}
+    """The training configuration that produced the weights."""
+    metrics: dict[str, Any] = {}
+    """Evaluation results keyed by split (e.g. "test", "test_simple")."""
+    calibration: Calibration | None = None
+    feature_distribution: FeatureDistribution | None = None
+    onnx: OnnxExport | None = None
+    """Present when the entry also holds `model.onnx`; entries without it serve through
+    TensorFlow."""
+    artefacts: dict[str, str] = {}
+    """SHA-256 hex digest of each artefact file, keyed by file name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for section, names in RETIRED_FIELDS.items():
+                if isinstance(data.get(section), dict):
+                    data[section] = {k: v for k, v in data[section].items() if k not in names}
+        return data
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)

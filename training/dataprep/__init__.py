@@ -1,0 +1,1 @@
+"""Preparing the data set: fetching it, deriving its splits, matching copies to originals."""

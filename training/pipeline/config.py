@@ -1,0 +1,144 @@
+"""Training settings: one dataclass, filled from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from model_core.store.manifest import Localisation
+
+# The data set's usual place, beside the repository (not the working directory).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "blood-cells"
+# TrainConfig fields that hold paths (strings in a manifest's training record).
+PATH_KEYS = ("data_dir", "store_dir", "backup_dir", "temperature_from")
+
+
+@dataclass
+class AugmentConfig:
+    """Random geometry and colour applied to every training sample."""
+
+    rotation_degrees: float = 20.0
+    shift_fraction: float = 0.1
+    zoom_fraction: float = 0.0
+    shear: float = 0.2
+    """Max shear angle in radians (Keras 2.0's `shear_range`, which made the data set's
+    copies with 0.2)."""
+    flips: bool = True
+    color_jitter: float = 0.0
+    """Max relative change of brightness, contrast and saturation (v4-v6 trained with 0.1;
+    the recipe without it won round 6 on validation)."""
+    fill_value: float = 0.0
+    """Pixels uncovered by the geometry are black, like the data set's own augmented copies
+    in images/TRAIN and images/TEST (Keras' constant fill)."""
+
+
+# TrainConfig fields added since the first records -> the value older records imply.
+LEGACY_DEFAULTS = {"arch": "tutorial", "localise": False, "bank_copies": 0, "holdout_seed": None,
+                   "flip_average": False, "folds": None, "fold": 0,
+                   "restore_best": True}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; recorded in the manifest."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    store_dir: Path = Path("model_store")
+    model_name: str = "wbc-squeezenet"
+    source: str = "train-folder"
+    """`train-folder`: fit on the data set's own augmented copies in images/TRAIN, holding
+    out every copy of a share of the originals behind them (matched by
+    `copy_originals.train_copy_groups`) for validation. `originals`: the train originals of
+    splits.csv, augmented here (a bank of `bank_copies` per original), validating on
+    held-out originals. images/TEST is never read by training."""
+    input_size: tuple[int, int] = (96, 96)
+    arch: str = "tutorial"
+    """Network: `tutorial` (the tutorial's fire modules) or `wide` (1.5x widths)."""
+    localise: bool = True
+    """Classify the window around the white cell (model_core.inputs.localisation) instead of the
+    whole frame; the localiser's parameters go into the manifest's preprocessing."""
+    window: int = Localisation.model_fields["window"].default
+    """With `localise`: side of the square window cut around the cell, in pixels of a frame
+    as wide as the localiser's working width (320), resized to `input_size`; the default is
+    the manifest's (112)."""
+    flip_average: bool = True
+    """Serve (and score) the mean of the window's and its mirror's answers: the manifest's
+    `preprocessing.flip_average`. Chosen on validation in round 6 (+0.9 points, 3 seeds)."""
+    bank_copies: int | None = None
+    """With `localise`: augment each training frame's full frame this many times once per
+    run, localise and crop each copy (besides the frame itself), and train on that bank of
+    windows with random flips, 90-degree rotations and colour jitter. None: 16 for
+    `originals`, 0 for `train-folder` (its frames are augmented copies already)."""
+    epochs: int = 6
+    batch_size: int = 64
+    samples_per_epoch: int = 1536
+    """Augmented samples drawn per epoch with `source=originals` (classes balanced)."""
+    initial_lr: float = 1e-3
+    lr_drop_every: int = 3
+    dropout: float = 0.0
+    label_smoothing: float = 0.0
+    validation_fraction: float = 0.1
+    """Share of train originals held out for validation (stratified by class, every copy of
+    a held-out original with it); 0 trains on all."""
+    folds: int | None = None
+    """Hold out fold `fold` of this many grouped, class-stratified folds of the train
+    originals instead of `validation_fraction` of them (`cross-validate` trains every fold)."""
+    fold: int = 0
+    holdout_seed: int | None = 1337
+    """Seeds which originals are held out, so runs with other seeds validate on the same
+    originals and can be compared; None: `seed` (runs before this setting existed)."""
+    temperature_from: Path | None = None
+    """With `validation_fraction` 0 (a refit on every original, nothing held out): the model-
+    store entry of the same recipe and seed trained with originals held out, whose fitted
+    temperature the refit carries (`calibration.carried_temperature`)."""
+    validation_copies: int = 8
+    """With `originals`: augmented copies per held-out original, besides the original
+    itself (`train-folder` validates on the data set's own copies)."""
+    restore_best: bool = False
+    """End with the weights of the epoch with the lowest validation loss (when validating)
+    instead of the last epoch's. Off by default: a few dozen held-out originals make the
+    loss too noisy to pick an epoch by (v5's first run would have kept epoch 1 of 9)."""
+    augment: bool = True
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    limit_per_class: int | None = None
+    """Use at most this many images per class (quick runs and tests)."""
+    seed: int = 1337
+    strategy: str = "default"
+    cpu_replicas: int = 1
+    """Split the CPU into this many logical devices (to exercise `mirrored` without GPUs)."""
+    backup_dir: Path | None = None
+    evaluate: bool = True
+
+    @classmethod
+    def from_record(cls, record: dict) -> TrainConfig:
+        """The config a manifest's `training` record was made from (extra keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        for key in PATH_KEYS:
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        if "input_size" in values:
+            values["input_size"] = tuple(values["input_size"])
+        # Records written before these settings existed meant the behaviour of that time.
+        for key, legacy in LEGACY_DEFAULTS.items():
+            values.setdefault(key, legacy)
+        if isinstance(values.get("augmentation"), dict):
+            values["augmentation"] = AugmentConfig(**({"shear": 0.0} | values["augmentation"]))
+        return cls(**values)
+
+    def holds_out(self) -> bool:
+        """Whether some train originals are held out for validation (not a refit on all)."""
+        return self.folds is not None or self.validation_fraction > 0
+
+    def frame_copies(self) -> int:
+        """Augmented copies per training frame in the bank of cell windows."""
+        if self.bank_copies is not None:
+            return self.bank_copies
+        return 16 if self.source == "originals" else 0
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        for key in PATH_KEYS:
+            record[key] = None if record[key] is None else str(record[key])
+        record["input_size"] = list(self.input_size)
+        return record

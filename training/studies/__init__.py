@@ -1,0 +1,2 @@
+"""Studies and reports over trained entries: cross-validation, seed spread, the localiser
+alone, explanation quality, model cards."""

@@ -1,0 +1,146 @@
+"""Measure the localiser alone: is the found box's centre inside the annotated WBC box, and
+how well do the boxes overlap (IoU), on TEST_SIMPLE and the 640x480 originals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model_core.inputs.localisation import Box, find_cell
+from model_core.store.manifest import Localisation
+
+
+@dataclass
+class BoxedImage:
+    """A frame on disk with its annotated WBC boxes ([x0, y0, x1, y1] in its pixels)."""
+
+    path: Path
+    boxes: list[list[float]]
+    label: str
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def wbc_boxes(annotation: Path) -> list[list[float]]:
+    root = ElementTree.parse(annotation).getroot()
+    boxes = []
+    for item in root.iter("object"):
+        if item.findtext("name", "").strip().upper() == "WBC":
+            bounds = item.find("bndbox")
+            boxes.append([float(bounds.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+    return boxes
+
+
+def test_simple_set(data_dir: Path) -> list[BoxedImage]:
+    table = json.loads((Path(data_dir) / "test_simple_wbc_boxes.json").read_text())["images"]
+    return [BoxedImage(Path(data_dir) / name, entry["wbc_boxes_xyxy"], Path(name).parent.name)
+            for name, entry in sorted(table.items())]
+
+
+def originals_set(data_dir: Path, split: str) -> list[BoxedImage]:
+    """Originals of `split` in splits.csv that have an annotation with a WBC box."""
+    images = []
+    with open(Path(data_dir) / "splits.csv", newline="") as stream:
+        for row in csv.DictReader(stream):
+            annotation = Path(data_dir) / "annotations" / Path(row["original"]).with_suffix(
+                ".xml").name
+            if row["split"] != split or not annotation.is_file():
+                continue
+            boxes = wbc_boxes(annotation)
+            if boxes:
+                images.append(BoxedImage(Path(data_dir) / "originals" / row["original"], boxes,
+                                         row["category"]))
+    return sorted(images, key=lambda image: image.path)
+
+
+def iou(a: Box | list[float], b: list[float]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def centre_inside(box: Box, truth: list[float]) -> bool:
+    x, y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    return truth[0] <= x <= truth[2] and truth[1] <= y <= truth[3]
+
+
+def score(images: list[BoxedImage], spec: Localisation) -> dict:
+    """Centre hits, IoU with the best-matching WBC box, no-cell count, time per image."""
+    hits, overlaps, misses, seconds = 0, [], [], []
+    for image in images:
+        rgb = read_rgb(image.path)
+        started = time.perf_counter()
+        box = find_cell(rgb, spec)
+        seconds.append(time.perf_counter() - started)
+        if box is None:
+            overlaps.append(0.0)
+            misses.append({"image": str(image.path), "label": image.label, "box": None})
+            continue
+        hit = any(centre_inside(box, truth) for truth in image.boxes)
+        hits += hit
+        overlaps.append(max(iou(box, truth) for truth in image.boxes))
+        if not hit:
+            misses.append({"image": str(image.path), "label": image.label, "box": list(box),
+                           "truth": image.boxes})
+    return {
+        "count": len(images),
+        "centre_inside": hits / len(images),
+        "centre_hits": hits,
+        "no_cell": sum(m["box"] is None for m in misses),
+        "mean_iou": float(np.mean(overlaps)),
+        "median_iou": float(np.median(overlaps)),
+        "iou_at_least_0.5": float(np.mean(np.asarray(overlaps) >= 0.5)),
+        "ms_per_image_median": 1000 * float(np.median(seconds)),
+        "frame": "x".join(map(str, read_rgb(images[0].path).shape[1::-1])),
+        "misses": misses,
+    }
+
+
+def evaluate_localiser(data_dir: Path, spec: Localisation) -> dict:
+    """The localiser on the train originals (the only boxes its parameters were tuned on)
+    and on the held-out TEST_SIMPLE frames and 640x480 test originals."""
+    return {
+        "parameters": spec.model_dump(),
+        "train_originals_640x480 (tuning set)": score(originals_set(data_dir, "train"), spec),
+        "test_simple": score(test_simple_set(data_dir), spec),
+        "test_originals_640x480": score(originals_set(data_dir, "test"), spec),
+    }
+
+
+def write_localiser_report(report: dict, directory: Path) -> None:
+    """reports/localiser.json (with every miss) and reports/localiser.md (the table)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "localiser.json").write_text(json.dumps(report, indent=1) + "\n")
+    (directory / "localiser.md").write_text(
+        "# Cell localiser alone\n\nCentre of the found box inside an annotated WBC box, and "
+        "the IoU with the best-matching WBC box (0 where no cell was found); ms/image is the "
+        "median time of `find_cell` on this machine.\n\n" + markdown(report))
+
+
+def markdown(report: dict) -> str:
+    lines = ["| set | images | centre in WBC box | no cell | mean IoU | IoU >= 0.5 | ms/image |",
+             "|---|---|---|---|---|---|---|"]
+    for key, result in report.items():
+        if key == "parameters":
+            continue
+        lines.append(
+            f"| {key} ({result['frame']}) | {result['count']} | {result['centre_hits']}/"
+            f"{result['count']} = {result['centre_inside']:.3f} | {result['no_cell']} | "
+            f"{result['mean_iou']:.3f} | {result['iou_at_least_0.5']:.3f} | "
+            f"{result['ms_per_image_median']:.2f} |")
+    return "\n".join(lines) + "\n"
