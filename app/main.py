@@ -39,8 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await model_manager.start()
         stop_handling_sighup = model_manager.reload_on_sighup()
         if not api_keys.configured:
-            log_event("api_open", logging.WARNING, message="no API key is configured: every "
-                      "route is open and /admin is disabled (set WBC_API_KEY to close them)")
+            log_event(
+                "api_open",
+                logging.WARNING,
+                message="no API key is configured: every "
+                "route is open and /admin is disabled (set WBC_API_KEY to close them)",
+            )
         try:
             yield
         finally:
@@ -60,14 +64,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = model_manager
     app.state.admission = admission = Admission.from_settings(settings, app_metrics)
     # Innermost of the three: a refusal still gets CORS headers, a request id and a log line.
-    app.add_middleware(AdmitModelWork, admission=admission,
-                       default_timeout_s=settings.request_timeout_s)
+    app.add_middleware(
+        AdmitModelWork, admission=admission, default_timeout_s=settings.request_timeout_s
+    )
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
     # Added last, so outermost: it sees every answer, CORS preflights and 401s included.
-    app.add_middleware(ObserveRequests, metrics=app_metrics, current_model=lambda: (
-        None if model_manager.service is None else model_manager.service.model_ref))
+    app.add_middleware(
+        ObserveRequests,
+        metrics=app_metrics,
+        current_model=lambda: (
+            None if model_manager.service is None else model_manager.service.model_ref
+        ),
+    )
     install_error_handlers(app)
     # The page and its examples are open: the page asks for a key when the API needs one.
     for router in (health.router, v2.health_router, metrics.router, page.router):

@@ -14,8 +14,11 @@ class ExplainOptions(BaseModel):
     """What the caller asked of an explanation: `/explain`'s query parameters, and the one
     place their defaults are stated."""
 
-    method: str = Field("gradcam", description=f"one of {sorted(METHODS)}; or several "
-                        "separated by commas, or `all`, for one answer listing each method")
+    method: str = Field(
+        "gradcam",
+        description=f"one of {sorted(METHODS)}; or several "
+        "separated by commas, or `all`, for one answer listing each method",
+    )
     target: str | None = Field(None, description="class label or index; default: predicted")
     layer: str | None = Field(None, description="layer to explain; default: the manifest's")
     alpha: float = Field(0.4, ge=0.0, le=1.0, description="overlay opacity")
@@ -23,10 +26,13 @@ class ExplainOptions(BaseModel):
     colormap: str = Field("jet", description=f"one of {sorted(COLORMAPS)}")
     output: Literal["overlay", "heatmap", "both"] = "both"
     faithfulness: bool = Field(
-        False, description="also score the map: the target's probability with only the "
-        "hottest 20% of the image kept, and with it removed")
+        False,
+        description="also score the map: the target's probability with only the "
+        "hottest 20% of the image kept, and with it removed",
+    )
     outline: bool = Field(
-        False, description="draw the white cell's box (`cell_box`) on the overlay")
+        False, description="draw the white cell's box (`cell_box`) on the overlay"
+    )
 
     @property
     def several_methods(self) -> bool:
@@ -52,18 +58,25 @@ class Prediction(BaseModel):
     confidence: float = Field(description="probability of the predicted class")
     probabilities: dict[str, float]
     calibrated_confidence: float | None = Field(
-        None, description="confidence after temperature scaling fitted on held-out smears")
+        None, description="confidence after temperature scaling fitted on held-out smears"
+    )
     in_distribution: bool | None = Field(
-        None, description="false when the image does not look like the training smears")
+        None, description="false when the image does not look like the training smears"
+    )
     ood_distance: float | None = Field(
-        None, description="Mahalanobis distance of the pooled features from the training set")
+        None, description="Mahalanobis distance of the pooled features from the training set"
+    )
     ood_reason: str | None = Field(None, description="why in_distribution is false")
     cell_box: list[int] | None = Field(
-        None, description="[x0, y0, x1, y1] of the white cell in the uploaded image's pixels "
-        "(x1, y1 exclusive); null when the whole frame was classified")
+        None,
+        description="[x0, y0, x1, y1] of the white cell in the uploaded image's pixels "
+        "(x1, y1 exclusive); null when the whole frame was classified",
+    )
     region: Literal["cell", "whole_frame"] = Field(
-        "whole_frame", description="what was classified: the window around the white cell, "
-        "or the whole frame (the model does not localise, or no single white cell was found)")
+        "whole_frame",
+        description="what was classified: the window around the white cell, "
+        "or the whole frame (the model does not localise, or no single white cell was found)",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -83,9 +96,11 @@ class Faithfulness(BaseModel):
     fraction: float = Field(description="share of the input kept or removed, by heat")
     target_probability: float = Field(description="target probability on the whole image")
     top_kept_probability: float = Field(
-        description="target probability with only the hottest pixels kept (rest blurred)")
+        description="target probability with only the hottest pixels kept (rest blurred)"
+    )
     top_removed_probability: float = Field(
-        description="target probability with the hottest pixels blurred away")
+        description="target probability with the hottest pixels blurred away"
+    )
 
 
 class ExplainResponse(BaseModel):
@@ -96,8 +111,10 @@ class ExplainResponse(BaseModel):
     target: Target
     image_size: tuple[int, int] = Field(description="[width, height] of the uploaded image")
     cell_box: list[int] | None = Field(
-        None, description="the white cell's box, as in `prediction.cell_box`: the heat map "
-        "covers the window around it, placed back where it was cut from")
+        None,
+        description="the white cell's box, as in `prediction.cell_box`: the heat map "
+        "covers the window around it, placed back where it was cut from",
+    )
     overlay_png: str | None = Field(None, description="base64 PNG: heat map over the image")
     heatmap_png: str | None = Field(
         None, description="base64 8-bit greyscale PNG: the normalised map at image size"
@@ -112,10 +129,12 @@ class MethodExplanation(BaseModel):
     layer: str
     overlay_png: str | None = Field(None, description="base64 PNG: heat map over the image")
     heatmap_png: str | None = Field(
-        None, description="base64 8-bit greyscale PNG: the normalised map at image size")
+        None, description="base64 8-bit greyscale PNG: the normalised map at image size"
+    )
     faithfulness: Faithfulness | None = Field(None, description="with ?faithfulness=true")
     latency_ms: float = Field(
-        description="this method's own work: its map from the shared pass, and its PNGs")
+        description="this method's own work: its map from the shared pass, and its PNGs"
+    )
 
 
 class ExplainMethodsResponse(BaseModel):
@@ -127,11 +146,14 @@ class ExplainMethodsResponse(BaseModel):
     target: Target
     image_size: tuple[int, int] = Field(description="[width, height] of the uploaded image")
     cell_box: list[int] | None = Field(
-        None, description="the white cell's box, as in `prediction.cell_box`")
+        None, description="the white cell's box, as in `prediction.cell_box`"
+    )
     passes_ms: float = Field(
-        description="decoding the upload and the model passes the methods share")
-    explanations: list[MethodExplanation] = Field(description="one per method, in the order "
-                                                  "asked (`all`: alphabetical)")
+        description="decoding the upload and the model passes the methods share"
+    )
+    explanations: list[MethodExplanation] = Field(
+        description="one per method, in the order asked (`all`: alphabetical)"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -141,13 +163,17 @@ class ModelInfo(BaseModel):
     input_size: tuple[int, int] = Field(description="model input [height, width]")
     explanation_layer: str
     explainable_layers: list[str]
-    flip_average: bool = Field(description="the answer is the mean of the probabilities of "
-                               "the model input and of its left-right mirror (test-time "
-                               "augmentation; the manifest's preprocessing.flip_average)")
+    flip_average: bool = Field(
+        description="the answer is the mean of the probabilities of "
+        "the model input and of its left-right mirror (test-time "
+        "augmentation; the manifest's preprocessing.flip_average)"
+    )
     methods: list[str]
     device: str
-    backend: str = Field(description="what runs forward passes: tensorflow or onnxruntime "
-                         "(explanations always run in TensorFlow)")
+    backend: str = Field(
+        description="what runs forward passes: tensorflow or onnxruntime "
+        "(explanations always run in TensorFlow)"
+    )
     created_at: str
     metrics: dict
 

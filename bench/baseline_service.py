@@ -61,8 +61,11 @@ async def explain(file: UploadFile = File(...), method: str = "gradcam") -> dict
     heatmap, probabilities = _gradcam(_model_input(image), manifest.layers.explanation)
     buffer = io.BytesIO()
     Image.fromarray(_overlay(image, heatmap)).save(buffer, format="PNG")
-    return {"method": "gradcam", "prediction": _prediction(probabilities),
-            "overlay_png": base64.b64encode(buffer.getvalue()).decode("ascii")}
+    return {
+        "method": "gradcam",
+        "prediction": _prediction(probabilities),
+        "overlay_png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+    }
 
 
 async def _read_rgb(upload: UploadFile) -> np.ndarray:
@@ -78,10 +81,12 @@ def _model_input(image: np.ndarray) -> tf.Tensor:
 
 def _prediction(probabilities: np.ndarray) -> dict:
     index = int(np.argmax(probabilities))
-    return {"label": manifest.class_names[index], "class_index": index,
-            "confidence": float(probabilities[index]),
-            "probabilities": dict(zip(manifest.class_names, map(float, probabilities),
-                                      strict=True))}
+    return {
+        "label": manifest.class_names[index],
+        "class_index": index,
+        "confidence": float(probabilities[index]),
+        "probabilities": dict(zip(manifest.class_names, map(float, probabilities), strict=True)),
+    }
 
 
 def _gradcam(inputs: tf.Tensor, layer_name: str) -> tuple[np.ndarray, np.ndarray]:

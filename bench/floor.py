@@ -42,16 +42,17 @@ class Floor:
     """The forward pass of REFERENCE_VERSION, same backend and batch, for comparison."""
 
 
-def measure_floor(store_dir: Path, model_name: str, encoded_images: list[bytes],
-                  samples: int) -> Floor:
+def measure_floor(
+    store_dir: Path, model_name: str, encoded_images: list[bytes], samples: int
+) -> Floor:
     """Time `samples` images end to end through decode and forward, then the forward alone."""
     settings = Settings()
-    runtime = ModelRuntime.load(store_dir, model_name, None, settings.forward_backend,
-                                onnx_spinning=settings.onnx_spinning)
+    runtime = ModelRuntime.load(
+        store_dir, model_name, None, settings.forward_backend, onnx_spinning=settings.onnx_spinning
+    )
 
     def decode_and_forward(index: int) -> object:
-        rgb = decode_image(encoded_images[index % len(encoded_images)],
-                           settings.max_image_pixels)
+        rgb = decode_image(encoded_images[index % len(encoded_images)], settings.max_image_pixels)
         return runtime.forward(runtime.preprocess(rgb)[None])
 
     decoded = [decode_image(encoded, settings.max_image_pixels) for encoded in encoded_images]
@@ -60,21 +61,31 @@ def measure_floor(store_dir: Path, model_name: str, encoded_images: list[bytes],
     floor = Floor(
         decode_and_forward_ms=_median_ms(decode_and_forward, samples),
         forward_ms=_median_ms(lambda _: runtime.forward(preprocessed), samples),
-        samples=samples, backend=runtime.backend, version=runtime.manifest.version,
+        samples=samples,
+        backend=runtime.backend,
+        version=runtime.manifest.version,
     )
     if localisation is not None:
         floor.localise_ms = _median_ms(
-            lambda index: find_cell(decoded[index % len(decoded)], localisation), samples)
+            lambda index: find_cell(decoded[index % len(decoded)], localisation), samples
+        )
         floor.prepare_ms = _median_ms(
-            lambda index: runtime.prepare(decoded[index % len(decoded)]), samples)
-    if (runtime.manifest.version != REFERENCE_VERSION
-            and REFERENCE_VERSION in list_versions(store_dir, model_name)):
-        reference = ModelRuntime.load(store_dir, model_name, REFERENCE_VERSION,
-                                      settings.forward_backend,
-                                      onnx_spinning=settings.onnx_spinning)
+            lambda index: runtime.prepare(decoded[index % len(decoded)]), samples
+        )
+    if runtime.manifest.version != REFERENCE_VERSION and REFERENCE_VERSION in list_versions(
+        store_dir, model_name
+    ):
+        reference = ModelRuntime.load(
+            store_dir,
+            model_name,
+            REFERENCE_VERSION,
+            settings.forward_backend,
+            onnx_spinning=settings.onnx_spinning,
+        )
         reference_input = reference.preprocess(decoded[0])[None]
         floor.reference_forward_ms = _median_ms(
-            lambda _: reference.forward(reference_input), samples)
+            lambda _: reference.forward(reference_input), samples
+        )
     return floor
 
 

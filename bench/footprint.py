@@ -36,8 +36,11 @@ MIB = 1024 * 1024
 
 def memory_bytes(pid: int) -> dict[str, int]:
     """VmRSS (resident now) and VmHWM (peak resident) of a process, in bytes."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
-                  .splitlines() if ":" in line)
+    fields = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
     return {name: int(fields[name].split()[0]) * 1024 for name in ("VmRSS", "VmHWM")}
 
 
@@ -49,11 +52,25 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_server(port: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST,
-               "--port", str(port), "--no-access-log"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
     with open(log_path, "wb") as log:
-        return subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "WBC_STORE_DIR": str(REPO_ROOT / "model_store")})
+        return subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "WBC_STORE_DIR": str(REPO_ROOT / "model_store")},
+        )
 
 
 def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float = 300.0) -> None:
@@ -70,26 +87,38 @@ def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float = 300.
     raise RuntimeError(f"{base_url}{READY_ROUTE} did not answer 200 in {timeout_s:.0f} s")
 
 
-def measure_route(pid: int, base_url: str, route: str, images: list[bytes], requests: int,
-                  concurrency: int) -> dict[str, float]:
+def measure_route(
+    pid: int, base_url: str, route: str, images: list[bytes], requests: int, concurrency: int
+) -> dict[str, float]:
     cpu_before = cpu_seconds(pid)
-    result = asyncio.run(run_load(base_url, route, multipart_bodies(images), concurrency,
-                                  requests, warmup=0))
+    result = asyncio.run(
+        run_load(base_url, route, multipart_bodies(images), concurrency, requests, warmup=0)
+    )
     cpu_used = cpu_seconds(pid) - cpu_before
-    return {"requests": result.requests, "errors": result.errors,
-            "cpu_ms_per_request": round(1000 * cpu_used / result.requests, 1),
-            "requests_per_second_here": round(result.requests_per_second, 1),
-            "rss_mib_after": round(memory_bytes(pid)["VmRSS"] / MIB)}
+    return {
+        "requests": result.requests,
+        "errors": result.errors,
+        "cpu_ms_per_request": round(1000 * cpu_used / result.requests, 1),
+        "requests_per_second_here": round(result.requests_per_second, 1),
+        "rss_mib_after": round(memory_bytes(pid)["VmRSS"] / MIB),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.footprint", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.footprint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--predict", type=int, default=200, help="/predict requests")
     parser.add_argument("--explain", type=int, default=100, help="/explain requests")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    parser.add_argument("--images", type=Path, default=EXAMPLES,
-                        help="folder whose *.jpeg files the requests upload, in turn")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=EXAMPLES,
+        help="folder whose *.jpeg files the requests upload, in turn",
+    )
     parser.add_argument("--log", type=Path, default=Path("bench/results/logs/footprint.log"))
     args = parser.parse_args(argv)
     images = [path.read_bytes() for path in sorted(args.images.glob("*.jpeg"))]
@@ -100,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     process = start_server(port, args.log)
     try:
         wait_ready(process, base_url)
-        report = {"ready_after_s": round(time.monotonic() - started, 1),
-                  "cpu_s_to_ready": round(cpu_seconds(process.pid), 1),
-                  "rss_mib_ready": round(memory_bytes(process.pid)["VmRSS"] / MIB)}
-        for route, count in (("/predict", args.predict),
-                             ("/explain?method=gradcam", args.explain)):
-            report[route] = measure_route(process.pid, base_url, route, images, count,
-                                          args.concurrency)
+        report = {
+            "ready_after_s": round(time.monotonic() - started, 1),
+            "cpu_s_to_ready": round(cpu_seconds(process.pid), 1),
+            "rss_mib_ready": round(memory_bytes(process.pid)["VmRSS"] / MIB),
+        }
+        for route, count in (("/predict", args.predict), ("/explain?method=gradcam", args.explain)):
+            report[route] = measure_route(
+                process.pid, base_url, route, images, count, args.concurrency
+            )
         report["rss_mib_peak"] = round(memory_bytes(process.pid)["VmHWM"] / MIB)
         report["concurrency"] = args.concurrency
     finally:

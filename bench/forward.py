@@ -78,8 +78,9 @@ def matmul_peak_gflops(seconds: float) -> dict[str, float]:
     return {name: flop / _best_seconds(call, seconds) / 1e9 for name, call in rates.items()}
 
 
-def forward_curve(runtime: ModelRuntime, batches: tuple[int, ...], seconds: float,
-                  mflop: float) -> list[CurvePoint]:
+def forward_curve(
+    runtime: ModelRuntime, batches: tuple[int, ...], seconds: float, mflop: float
+) -> list[CurvePoint]:
     rng = np.random.default_rng(0)
     height, width = runtime.manifest.input_size
     points = []
@@ -91,8 +92,9 @@ def forward_curve(runtime: ModelRuntime, batches: tuple[int, ...], seconds: floa
     return points
 
 
-def measure_forward(store_dir: Path, model_name: str, batches: tuple[int, ...] = BATCHES,
-                    seconds: float = 0.5) -> ForwardReport:
+def measure_forward(
+    store_dir: Path, model_name: str, batches: tuple[int, ...] = BATCHES, seconds: float = 0.5
+) -> ForwardReport:
     """Load the newest entry under each backend, then time each at every batch size."""
     reference = ModelRuntime.load(store_dir, model_name, None, TENSORFLOW)
     onnx = ModelRuntime.load(store_dir, model_name, None, TENSORFLOW)
@@ -104,31 +106,46 @@ def measure_forward(store_dir: Path, model_name: str, batches: tuple[int, ...] =
     # An entry that averages the input with its mirror runs the network twice per image.
     views = 2 if reference.manifest.preprocessing.flip_average else 1
     mflop = views * model_mflop(reference.model)
-    curve = [point for runtime in (onnx, reference)
-             for point in forward_curve(runtime, batches, seconds, mflop)]
+    curve = [
+        point
+        for runtime in (onnx, reference)
+        for point in forward_curve(runtime, batches, seconds, mflop)
+    ]
     return ForwardReport(
-        mflop_per_image=mflop, matmul_peak_gflops=matmul_peak_gflops(seconds),
-        tensorflow_load_seconds=reference.load_seconds, onnx_added_seconds=added, curve=curve)
+        mflop_per_image=mflop,
+        matmul_peak_gflops=matmul_peak_gflops(seconds),
+        tensorflow_load_seconds=reference.load_seconds,
+        onnx_added_seconds=added,
+        curve=curve,
+    )
 
 
 def markdown(report: ForwardReport) -> str:
     peak = max(report.matmul_peak_gflops.values())
-    lines = [f"Forward pass: {report.mflop_per_image:.1f} MFLOP per image; float32 matmul "
-             "peak " + ", ".join(f"{name} {rate:.1f}" for name, rate
-                                 in report.matmul_peak_gflops.items())
-             + f" GFLOP/s. Cold load under TensorFlow {report.tensorflow_load_seconds:.2f} s;"
-             f" ONNX Runtime adds {report.onnx_added_seconds:.2f} s.", "",
-             "| backend | batch | ms per image | GFLOP/s | % of peak |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Forward pass: {report.mflop_per_image:.1f} MFLOP per image; float32 matmul "
+        "peak "
+        + ", ".join(f"{name} {rate:.1f}" for name, rate in report.matmul_peak_gflops.items())
+        + f" GFLOP/s. Cold load under TensorFlow {report.tensorflow_load_seconds:.2f} s;"
+        f" ONNX Runtime adds {report.onnx_added_seconds:.2f} s.",
+        "",
+        "| backend | batch | ms per image | GFLOP/s | % of peak |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for point in report.curve:
-        lines.append(f"| {point.backend} | {point.batch} | {point.ms_per_image:.2f} | "
-                     f"{point.gflops:.1f} | {100 * point.gflops / peak:.0f}% |")
+        lines.append(
+            f"| {point.backend} | {point.batch} | {point.ms_per_image:.2f} | "
+            f"{point.gflops:.1f} | {100 * point.gflops / peak:.0f}% |"
+        )
     cheapest = {}
     for point in sorted(report.curve, key=lambda p: p.ms_per_image):
         cheapest.setdefault(point.backend, point.batch)
-    lines += ["", "Cheapest per image: " + ", ".join(
-        f"{backend} at batch {batch}" for backend, batch in cheapest.items())
-        + " (WBC_ONNX_MAX_PASS_IMAGES and WBC_MAX_PASS_IMAGES cap the passes of each)."]
+    lines += [
+        "",
+        "Cheapest per image: "
+        + ", ".join(f"{backend} at batch {batch}" for backend, batch in cheapest.items())
+        + " (WBC_ONNX_MAX_PASS_IMAGES and WBC_MAX_PASS_IMAGES cap the passes of each).",
+    ]
     return "\n".join(lines)
 
 
@@ -157,10 +174,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.forward", description=__doc__)
     parser.add_argument("--store-dir", type=Path, default=Path("model_store"))
     parser.add_argument("--model-name", default="wbc-squeezenet")
-    parser.add_argument("--batches", default=",".join(map(str, BATCHES)),
-                        help="comma-separated batch sizes")
-    parser.add_argument("--seconds", type=float, default=0.5,
-                        help="time spent per batch size and backend (at least 5 passes)")
+    parser.add_argument(
+        "--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=0.5,
+        help="time spent per batch size and backend (at least 5 passes)",
+    )
     args = parser.parse_args(argv)
     batches = tuple(int(part) for part in args.batches.split(","))
     report = measure_forward(args.store_dir, args.model_name, batches, args.seconds)

@@ -42,15 +42,29 @@ def multipart_bodies(images: list[bytes]) -> list[dict]:
 def v2_bodies(images: list[bytes]) -> list[dict]:
     """One Open Inference Protocol request per image: input `images`, BYTES [1], the file
     base64 in JSON; the same bytes go to every server that speaks it."""
-    return [{"content": json.dumps({"inputs": [{
-                "name": "images", "datatype": "BYTES", "shape": [1],
-                "data": [base64.b64encode(image).decode("ascii")]}]}).encode(),
-             "headers": {"Content-Type": "application/json"}}
-            for image in images]
+    return [
+        {
+            "content": json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "images",
+                            "datatype": "BYTES",
+                            "shape": [1],
+                            "data": [base64.b64encode(image).decode("ascii")],
+                        }
+                    ]
+                }
+            ).encode(),
+            "headers": {"Content-Type": "application/json"},
+        }
+        for image in images
+    ]
 
 
-async def run_load(base_url: str, route: str, bodies: list[dict], concurrency: int,
-                   requests: int, warmup: int) -> LoadResult:
+async def run_load(
+    base_url: str, route: str, bodies: list[dict], concurrency: int, requests: int, warmup: int
+) -> LoadResult:
     """Send `warmup` unrecorded requests, then `requests` recorded ones, `concurrency` at a
     time; request i posts bodies[i % len(bodies)] (httpx keyword arguments) to `route`.
 
@@ -78,8 +92,11 @@ def _encode(url: httpx.URL, route: str, body: dict) -> bytes:
     request = httpx.Request("POST", url.join(route), **body)
     content = request.read()
     headers = [(b"Host", request.url.netloc)]
-    headers += [(name, value) for name, value in request.headers.raw
-                if name.lower() not in (b"host", b"transfer-encoding", b"content-length")]
+    headers += [
+        (name, value)
+        for name, value in request.headers.raw
+        if name.lower() not in (b"host", b"transfer-encoding", b"content-length")
+    ]
     headers.append((b"Content-Length", str(len(content)).encode()))
     target = request.url.raw_path
     head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
@@ -134,8 +151,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[str, bool]:
     return status, keep_alive
 
 
-async def _closed_loop(connections: list[_Connection], requests: list[bytes],
-                       count: int) -> list[tuple[float, str]]:
+async def _closed_loop(
+    connections: list[_Connection], requests: list[bytes], count: int
+) -> list[tuple[float, str]]:
     outcomes: list[tuple[float, str]] = []
     # One iterator shared by all workers: each takes the next request as soon as its
     # previous one is answered, which keeps exactly `concurrency` in flight.
@@ -153,21 +171,28 @@ async def _send(connection: _Connection, request: bytes) -> tuple[float, str]:
     started = time.perf_counter()
     try:
         status = await asyncio.wait_for(connection.post(request), REQUEST_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-            ValueError) as error:
+    except (
+        OSError,
+        TimeoutError,
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+        ValueError,
+    ) as error:
         connection.close()
         status = type(error).__name__
     return (time.perf_counter() - started) * 1000.0, status
 
 
-def _summarise(outcomes: list[tuple[float, str]], concurrency: int,
-               elapsed_s: float) -> LoadResult:
+def _summarise(outcomes: list[tuple[float, str]], concurrency: int, elapsed_s: float) -> LoadResult:
     latencies_ms = np.array([latency for latency, _ in outcomes])
     status_counts = Counter(status for _, status in outcomes)
     p50, p95, p99 = np.percentile(latencies_ms, [50, 95, 99])
     return LoadResult(
-        requests=len(outcomes), concurrency=concurrency,
-        p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99),
+        requests=len(outcomes),
+        concurrency=concurrency,
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
         mean_ms=float(latencies_ms.mean()),
         requests_per_second=len(outcomes) / elapsed_s,
         errors=len(outcomes) - status_counts["200"],

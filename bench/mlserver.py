@@ -34,8 +34,7 @@ def model_settings(entry: Path, model_name: str, version: int) -> dict:
 
 
 @contextmanager
-def mlserver_serving(entry: Path, model_name: str, version: int,
-                     work_dir: Path) -> Iterator[str]:
+def mlserver_serving(entry: Path, model_name: str, version: int, work_dir: Path) -> Iterator[str]:
     """Write MLServer's settings under `work_dir`, start `mlserver start`, wait until it is
     ready, yield its base URL; stop it on the way out. Its log is `work_dir`/mlserver.log."""
     command = VENV / "bin" / "mlserver"
@@ -44,16 +43,26 @@ def mlserver_serving(entry: Path, model_name: str, version: int,
     models_dir = work_dir / "models"
     (models_dir / model_name).mkdir(parents=True, exist_ok=True)
     (models_dir / model_name / "model-settings.json").write_text(
-        json.dumps(model_settings(entry, model_name, version), indent=2) + "\n")
+        json.dumps(model_settings(entry, model_name, version), indent=2) + "\n"
+    )
     http_port = free_port()
     # debug off: no access log, like the service under test (uvicorn --no-access-log).
-    server_settings = {"host": HOST, "http_port": http_port, "grpc_port": free_port(),
-                       "metrics_port": free_port(), "debug": False}
+    server_settings = {
+        "host": HOST,
+        "http_port": http_port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "debug": False,
+    }
     (models_dir / "settings.json").write_text(json.dumps(server_settings, indent=2) + "\n")
     # The runtime imports the model core from the repository, as a user's would from their own.
     env = {"PYTHONPATH": str(REPO_ROOT)}
     # The model's own readiness: the server's answers 200 even when the model failed to load.
-    with serving_command([str(command), "start", str(models_dir)], http_port, env,
-                         work_dir / "mlserver.log",
-                         ready_route=f"/v2/models/{model_name}/ready") as base_url:
+    with serving_command(
+        [str(command), "start", str(models_dir)],
+        http_port,
+        env,
+        work_dir / "mlserver.log",
+        ready_route=f"/v2/models/{model_name}/ready",
+    ) as base_url:
         yield base_url

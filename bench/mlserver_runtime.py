@@ -49,7 +49,8 @@ class WBCRuntime(MLModel):
             return mean_of_views(logits[:count], logits[count:])[0]
 
         self._forward = tf.function(
-            answer, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+            answer, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)]
+        )
         self._forward(tf.zeros([1, height, width, 3]))  # trace before the first request
         return True
 
@@ -58,7 +59,8 @@ class WBCRuntime(MLModel):
         inputs = np.stack([self._preprocess(base64.b64decode(item)) for item in encoded])
         probabilities = self._forward(tf.convert_to_tensor(inputs)).numpy()
         return InferenceResponse(
-            model_name=self.name, model_version=self.version,
+            model_name=self.name,
+            model_version=self.version,
             outputs=[NumpyCodec.encode_output(OUTPUT_NAME, probabilities)],
         )
 

@@ -41,8 +41,14 @@ from bench.servers import REPO_ROOT, serving  # noqa: E402
 
 EXAMPLES = REPO_ROOT / "examples"
 TARGET_RATIO = 1.5
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # Installed once in the page: stamps the file input's change event and the first frame after
 # the results are shown with their pictures decoded.
 STOPWATCH = """() => {
@@ -62,18 +68,28 @@ TIMEOUT_MS = 300_000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.page", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=60.0,
-                        help="seconds of recorded rounds (default 60; at least 3 rounds)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.page",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds of recorded rounds (default 60; at least 3 rounds)",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="unrecorded rounds first")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench/results/page.json")
     return parser.parse_args(argv)
 
 
 def chromium() -> str:
-    found = os.environ.get("WBC_CHROMIUM") or shutil.which("chromium") or shutil.which(
-        "chromium-headless-shell")
+    found = (
+        os.environ.get("WBC_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-headless-shell")
+    )
     if not found:
         sys.exit("bench.page: needs Chromium (`apt-get install chromium`, or set WBC_CHROMIUM)")
     return found
@@ -84,12 +100,14 @@ def api_round(client: httpx.Client, name: str, image: bytes) -> dict[str, float]
     timings = {}
     for route, params in (("/predict", {}), ("/explain", {"method": "all"})):
         started = time.perf_counter()
-        response = client.post(route, params=params,
-                               files={"file": (name, image, "image/jpeg")})
+        response = client.post(route, params=params, files={"file": (name, image, "image/jpeg")})
         response.raise_for_status()
         timings[route] = (time.perf_counter() - started) * 1000
-    return {"predict_ms": timings["/predict"], "explain_all_ms": timings["/explain"],
-            "api_ms": timings["/predict"] + timings["/explain"]}
+    return {
+        "predict_ms": timings["/predict"],
+        "explain_all_ms": timings["/explain"],
+        "api_ms": timings["/predict"] + timings["/explain"],
+    }
 
 
 def page_round(page, path: Path) -> dict[str, float]:
@@ -108,25 +126,31 @@ def page_round(page, path: Path) -> dict[str, float]:
 
 def summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"p50": round(statistics.median(ordered), 1),
-            "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 1),
-            "n": len(ordered)}
+    return {
+        "p50": round(statistics.median(ordered), 1),
+        "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 1),
+        "n": len(ordered),
+    }
 
 
 def measure(base_url: str, duration: float, warmup: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
     paths = sorted(EXAMPLES.glob("*.jpeg"))
-    samples: dict[str, list[float]] = {"predict_ms": [], "explain_all_ms": [], "api_ms": [],
-                                       "page_ms": [], "wall_ms": []}
+    samples: dict[str, list[float]] = {
+        "predict_ms": [],
+        "explain_all_ms": [],
+        "api_ms": [],
+        "page_ms": [],
+        "wall_ms": [],
+    }
     with sync_playwright() as playwright, httpx.Client(base_url=base_url, timeout=300) as client:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(base_url + "/")
-        page.wait_for_function("!document.getElementById('model').textContent"
-                               ".includes('loading')")
+        page.wait_for_function("!document.getElementById('model').textContent.includes('loading')")
         page.evaluate(STOPWATCH)
         deadline, round_index = None, 0
         while deadline is None or time.monotonic() < deadline or len(samples["page_ms"]) < 3:
@@ -155,12 +179,18 @@ def main(argv: list[str] | None = None) -> None:
     ratio = stats["page_ms"]["p50"] / stats["api_ms"]["p50"]
     results = {
         "machine": machine_info(),
-        "settings": {"duration_s": args.duration, "warmup_rounds": args.warmup,
-                     "images": "examples/*.jpeg"},
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_rounds": args.warmup,
+            "images": "examples/*.jpeg",
+        },
         "latency_ms": stats,
-        "target": {"name": "page p50 <= 1.5 x (predict + explain?method=all) p50",
-                   "ratio": round(ratio, 2), "bound": TARGET_RATIO,
-                   "met": ratio <= TARGET_RATIO},
+        "target": {
+            "name": "page p50 <= 1.5 x (predict + explain?method=all) p50",
+            "ratio": round(ratio, 2),
+            "bound": TARGET_RATIO,
+            "met": ratio <= TARGET_RATIO,
+        },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

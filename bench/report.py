@@ -31,8 +31,9 @@ class TargetCheck:
     met: bool | None
 
 
-def check_targets(measurements: list[Measurement], floor: Floor, forward: ForwardReport,
-                  pass_images: int) -> list[TargetCheck]:
+def check_targets(
+    measurements: list[Measurement], floor: Floor, forward: ForwardReport, pass_images: int
+) -> list[TargetCheck]:
     """Targets at the lowest concurrency (latency) and the highest (throughput) measured;
     those against a baseline that was not run are left out. `pass_images`: the most images
     the service runs in one forward pass, the batch its GFLOP/s are read at."""
@@ -49,36 +50,55 @@ def check_targets(measurements: list[Measurement], floor: Floor, forward: Forwar
     def throughput_ratio(route: str, baseline: str, name: str, goal: float | None):
         pair = found.get((SERVICE, route, high)), found.get((baseline, route, high))
         if None not in pair:
-            return _at_least(name, pair[0].requests_per_second / pair[1].requests_per_second,
-                             goal)
+            return _at_least(name, pair[0].requests_per_second / pair[1].requests_per_second, goal)
         return None
 
     predict, explain = found[(SERVICE, PREDICT, low)], found.get((SERVICE, EXPLAIN, low))
     errors = sum(m.result.errors for m in measurements if m.service == SERVICE)
     checks = [
-        _at_most(f"/predict p50 at c={low} / floor (decode + preprocess + forward)",
-                 predict.p50_ms / floor.decode_and_forward_ms, 1.3),
-        p50_ratio(MLSERVER, SERVICE, V2_INFER,
-                  f"/v2 infer p50 speed-up over MLServer at c={low}", 1.3),
-        throughput_ratio(V2_INFER, MLSERVER, f"/v2 infer req/s at c={high} over MLServer",
-                         1.2),
-        p50_ratio(BASELINE, SERVICE, PREDICT,
-                  f"/predict p50 speed-up over the tutorial baseline at c={low}", 8.0),
-        throughput_ratio(PREDICT, BASELINE,
-                         f"/predict req/s at c={high} over the tutorial baseline", 8.0),
-        explain and _at_most(f"/explain p50 / /predict p50 at c={low}",
-                             explain.p50_ms / predict.p50_ms, 2.0),
+        _at_most(
+            f"/predict p50 at c={low} / floor (decode + preprocess + forward)",
+            predict.p50_ms / floor.decode_and_forward_ms,
+            1.3,
+        ),
+        p50_ratio(
+            MLSERVER, SERVICE, V2_INFER, f"/v2 infer p50 speed-up over MLServer at c={low}", 1.3
+        ),
+        throughput_ratio(V2_INFER, MLSERVER, f"/v2 infer req/s at c={high} over MLServer", 1.2),
+        p50_ratio(
+            BASELINE,
+            SERVICE,
+            PREDICT,
+            f"/predict p50 speed-up over the tutorial baseline at c={low}",
+            8.0,
+        ),
+        throughput_ratio(
+            PREDICT, BASELINE, f"/predict req/s at c={high} over the tutorial baseline", 8.0
+        ),
+        explain
+        and _at_most(
+            f"/explain p50 / /predict p50 at c={low}", explain.p50_ms / predict.p50_ms, 2.0
+        ),
         TargetCheck("errors in the service's runs", errors, "0", errors == 0),
         *_forward_checks(forward, floor.backend, pass_images),
-        floor.localise_ms is not None and _at_most(
-            "ms to find the white cell in a 320x240 smear", floor.localise_ms, 2.0),
-        floor.reference_forward_ms and _at_most(
+        floor.localise_ms is not None
+        and _at_most("ms to find the white cell in a 320x240 smear", floor.localise_ms, 2.0),
+        floor.reference_forward_ms
+        and _at_most(
             f"forward of v{floor.version} / forward of the whole-frame v3 (batch 1)",
-            floor.forward_ms / floor.reference_forward_ms, 2.0),
-        p50_ratio(BASELINE, SERVICE, EXPLAIN,
-                  f"/explain p50 speed-up over the tutorial baseline at c={low}", None),
-        throughput_ratio(EXPLAIN, BASELINE,
-                         f"/explain req/s at c={high} over the tutorial baseline", None),
+            floor.forward_ms / floor.reference_forward_ms,
+            2.0,
+        ),
+        p50_ratio(
+            BASELINE,
+            SERVICE,
+            EXPLAIN,
+            f"/explain p50 speed-up over the tutorial baseline at c={low}",
+            None,
+        ),
+        throughput_ratio(
+            EXPLAIN, BASELINE, f"/explain req/s at c={high} over the tutorial baseline", None
+        ),
     ]
     return [check for check in checks if check]
 
@@ -90,8 +110,11 @@ def _forward_checks(forward: ForwardReport, backend: str, pass_images: int) -> l
     points = [point for point in forward.curve if point.backend == backend]
     point = min(points, key=lambda p: (abs(p.batch - pass_images), p.batch))
     return [
-        _at_least(f"{backend} forward GFLOP/s at batch {point.batch} / matmul peak "
-                  f"({peak:.0f} GFLOP/s)", point.gflops / peak, 0.4),
+        _at_least(
+            f"{backend} forward GFLOP/s at batch {point.batch} / matmul peak ({peak:.0f} GFLOP/s)",
+            point.gflops / peak,
+            0.4,
+        ),
         _at_most("seconds ONNX Runtime adds to a cold start", forward.onnx_added_seconds, 1.0),
     ]
 
@@ -106,28 +129,46 @@ def _at_least(name: str, value: float, bound: float | None) -> TargetCheck:
     return TargetCheck(name, value, f">= {bound:g}", value >= bound)
 
 
-def markdown(measurements: list[Measurement], floor: Floor, targets: list[TargetCheck],
-             machine: dict) -> str:
+def markdown(
+    measurements: list[Measurement], floor: Floor, targets: list[TargetCheck], machine: dict
+) -> str:
     """Latency table, floor and targets, ready to paste into docs/benchmarks.md."""
-    lines = [f"Machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, "
-             f"{machine['platform']}, TensorFlow {machine['tensorflow']}, {machine['date']} "
-             f"(1-minute load average at start: {machine['load_average_1m_at_start']:.2f})", "",
-             "| service | route | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, "
+        f"{machine['platform']}, TensorFlow {machine['tensorflow']}, {machine['date']} "
+        f"(1-minute load average at start: {machine['load_average_1m_at_start']:.2f})",
+        "",
+        "| service | route | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for m in measurements:
         r = m.result
-        lines.append(f"| {m.service} | `{m.route}` | {r.concurrency} | {r.p50_ms:.1f} | "
-                     f"{r.p95_ms:.1f} | {r.p99_ms:.1f} | {r.requests_per_second:.1f} | "
-                     f"{r.errors} |")
-    lines += ["", f"In-process floor (batch 1, median of {floor.samples}, forward through "
-              f"{floor.backend}): decode + preprocess + forward "
-              f"{floor.decode_and_forward_ms:.2f} ms; forward alone {floor.forward_ms:.2f} ms"
-              + (f"; finding the cell {floor.localise_ms:.2f} ms, finding it and cutting the "
-                 f"window {floor.prepare_ms:.2f} ms" if floor.localise_ms is not None else "")
-              + (f"; v3's forward {floor.reference_forward_ms:.2f} ms"
-                 if floor.reference_forward_ms else "") + ".",
-              "",
-              "| measure | value | target | met |", "| --- | ---: | --- | --- |"]
+        lines.append(
+            f"| {m.service} | `{m.route}` | {r.concurrency} | {r.p50_ms:.1f} | "
+            f"{r.p95_ms:.1f} | {r.p99_ms:.1f} | {r.requests_per_second:.1f} | "
+            f"{r.errors} |"
+        )
+    lines += [
+        "",
+        f"In-process floor (batch 1, median of {floor.samples}, forward through "
+        f"{floor.backend}): decode + preprocess + forward "
+        f"{floor.decode_and_forward_ms:.2f} ms; forward alone {floor.forward_ms:.2f} ms"
+        + (
+            f"; finding the cell {floor.localise_ms:.2f} ms, finding it and cutting the "
+            f"window {floor.prepare_ms:.2f} ms"
+            if floor.localise_ms is not None
+            else ""
+        )
+        + (
+            f"; v3's forward {floor.reference_forward_ms:.2f} ms"
+            if floor.reference_forward_ms
+            else ""
+        )
+        + ".",
+        "",
+        "| measure | value | target | met |",
+        "| --- | ---: | --- | --- |",
+    ]
     for target in targets:
         met = {True: "yes", False: "**no**", None: ""}[target.met]
         value = str(target.value) if isinstance(target.value, int) else f"{target.value:.2f}"

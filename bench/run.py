@@ -49,32 +49,66 @@ from training.pipeline.config import DEFAULT_DATA_DIR  # noqa: E402
 
 APPS = {SERVICE: "app.main:app", BASELINE: "bench.baseline_service:app"}
 # The routes each server is loaded on; MLServer speaks only the Open Inference Protocol.
-ROUTES = {SERVICE: (PREDICT, EXPLAIN, V2_INFER), BASELINE: (PREDICT, EXPLAIN),
-          MLSERVER: (V2_INFER,)}
+ROUTES = {
+    SERVICE: (PREDICT, EXPLAIN, V2_INFER),
+    BASELINE: (PREDICT, EXPLAIN),
+    MLSERVER: (V2_INFER,),
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=_positive_int, default=200,
-                        help="recorded requests per route and concurrency (default 200)")
-    parser.add_argument("--warmup", type=int, default=20,
-                        help="unrecorded requests sent first at the same concurrency (default 20)")
-    parser.add_argument("--concurrency", type=_concurrencies, default=[1, 16],
-                        help="comma-separated requests in flight (default 1,16)")
-    parser.add_argument("--servers", type=_servers, default=list(ROUTES),
-                        help="comma-separated servers to measure, of service (always run), "
-                             "baseline, mlserver (default all)")
-    parser.add_argument("--forward-batches", default=",".join(map(str, BATCHES)),
-                        help="batch sizes of the in-process forward curve (default %(default)s)")
-    parser.add_argument("--forward-seconds", type=float, default=0.5,
-                        help="seconds per batch size and backend in that curve (default 0.5)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--requests",
+        type=_positive_int,
+        default=200,
+        help="recorded requests per route and concurrency (default 200)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=20,
+        help="unrecorded requests sent first at the same concurrency (default 20)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrencies,
+        default=[1, 16],
+        help="comma-separated requests in flight (default 1,16)",
+    )
+    parser.add_argument(
+        "--servers",
+        type=_servers,
+        default=list(ROUTES),
+        help="comma-separated servers to measure, of service (always run), "
+        "baseline, mlserver (default all)",
+    )
+    parser.add_argument(
+        "--forward-batches",
+        default=",".join(map(str, BATCHES)),
+        help="batch sizes of the in-process forward curve (default %(default)s)",
+    )
+    parser.add_argument(
+        "--forward-seconds",
+        type=float,
+        default=0.5,
+        help="seconds per batch size and backend in that curve (default 0.5)",
+    )
     parser.add_argument("--store-dir", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--model-name", default="wbc-squeezenet")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="blood-cell data set holding images/TEST_SIMPLE/*/*.jpeg")
-    parser.add_argument("--output", type=Path,
-                        default=REPO_ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="blood-cell data set holding images/TEST_SIMPLE/*/*.jpeg",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=REPO_ROOT / "bench" / "results" / "latest.json"
+    )
     return parser.parse_args(argv)
 
 
@@ -93,19 +127,27 @@ def _servers(text: str) -> list[str]:
     named = {part.strip() for part in text.split(",") if part.strip()}
     unknown = named - set(ROUTES)
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown servers {sorted(unknown)}; choose from "
-                                          f"{list(ROUTES)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown servers {sorted(unknown)}; choose from {list(ROUTES)}"
+        )
     return [server for server in ROUTES if server in named | {SERVICE}]
 
 
-def measure_server(service: str, env: dict[str, str], images: list[bytes],
-                   manifest: Manifest, args: argparse.Namespace) -> list[Measurement]:
+def measure_server(
+    service: str,
+    env: dict[str, str],
+    images: list[bytes],
+    manifest: Manifest,
+    args: argparse.Namespace,
+) -> list[Measurement]:
     """Start one server, load its routes at every concurrency, stop it (whatever happens)."""
     measurements = []
     logs = args.output.parent / "logs"
-    requests = {PREDICT: (PREDICT, multipart_bodies(images)),
-                EXPLAIN: (EXPLAIN, multipart_bodies(images)),
-                V2_INFER: (f"/v2/models/{manifest.name}/infer", v2_bodies(images))}
+    requests = {
+        PREDICT: (PREDICT, multipart_bodies(images)),
+        EXPLAIN: (EXPLAIN, multipart_bodies(images)),
+        V2_INFER: (f"/v2/models/{manifest.name}/infer", v2_bodies(images)),
+    }
     if service == MLSERVER:
         entry = entry_dir(args.store_dir.resolve(), manifest.name, manifest.version)
         server = mlserver_serving(entry, manifest.name, manifest.version, logs / MLSERVER)
@@ -115,11 +157,15 @@ def measure_server(service: str, env: dict[str, str], images: list[bytes],
         for route in ROUTES[service]:
             path, bodies = requests[route]
             for concurrency in args.concurrency:
-                result = asyncio.run(run_load(base_url, path, bodies, concurrency,
-                                              args.requests, args.warmup))
-                print(f"{service} {route} c={concurrency}: p50 {result.p50_ms:.1f} ms, "
-                      f"{result.requests_per_second:.1f} req/s, {result.errors} errors "
-                      f"{result.status_counts}", file=sys.stderr)
+                result = asyncio.run(
+                    run_load(base_url, path, bodies, concurrency, args.requests, args.warmup)
+                )
+                print(
+                    f"{service} {route} c={concurrency}: p50 {result.p50_ms:.1f} ms, "
+                    f"{result.requests_per_second:.1f} req/s, {result.errors} errors "
+                    f"{result.status_counts}",
+                    file=sys.stderr,
+                )
                 measurements.append(Measurement(service, route, result))
     return measurements
 
@@ -147,26 +193,36 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"bench: {error}")
     machine = machine_info()
     print("forward pass: batch curve and matmul peak in process", file=sys.stderr)
-    forward = measure_forward(store_dir, args.model_name,
-                              tuple(int(b) for b in args.forward_batches.split(",")),
-                              args.forward_seconds)
+    forward = measure_forward(
+        store_dir,
+        args.model_name,
+        tuple(int(b) for b in args.forward_batches.split(",")),
+        args.forward_seconds,
+    )
     print(f"floor: {args.requests} images in process", file=sys.stderr)
     floor = measure_floor(store_dir, args.model_name, images, args.requests)
     # The servers inherit this environment, so any other WBC_* setting applies to the service.
     env = {"WBC_STORE_DIR": str(store_dir), "WBC_MODEL_NAME": args.model_name}
     try:
-        measurements = [m for service in args.servers
-                        for m in measure_server(service, env, images, manifest, args)]
+        measurements = [
+            m
+            for service in args.servers
+            for m in measure_server(service, env, images, manifest, args)
+        ]
     except (MLServerMissing, ServerFailed) as error:
         sys.exit(f"bench: {error}")
     targets = check_targets(measurements, floor, forward, service_pass_images(floor.backend))
     results = {
         "machine": machine,
         "model": {"name": manifest.name, "version": manifest.version, "store_dir": str(store_dir)},
-        "settings": {"requests": args.requests, "warmup": args.warmup,
-                     "concurrency": args.concurrency, "images": len(images),
-                     "servers": args.servers,
-                     "server_env": {**_wbc_environment(), **env}},
+        "settings": {
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "concurrency": args.concurrency,
+            "images": len(images),
+            "servers": args.servers,
+            "server_env": {**_wbc_environment(), **env},
+        },
         "floor": asdict(floor),
         "forward": asdict(forward),
         "measurements": [asdict(m) for m in measurements],

@@ -34,8 +34,19 @@ def free_port() -> int:
 
 def uvicorn_command(app_path: str, port: int) -> list[str]:
     """`uvicorn <app_path>`, one worker, no access log."""
-    return [sys.executable, "-m", "uvicorn", app_path, "--host", HOST, "--port", str(port),
-            "--workers", "1", "--no-access-log"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app_path,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+    ]
 
 
 @contextmanager
@@ -48,14 +59,23 @@ def serving(app_path: str, env: dict[str, str], log_path: Path) -> Iterator[str]
 
 
 @contextmanager
-def serving_command(command: list[str], port: int, env: dict[str, str], log_path: Path,
-                    ready_route: str = READY_ROUTE) -> Iterator[str]:
+def serving_command(
+    command: list[str],
+    port: int,
+    env: dict[str, str],
+    log_path: Path,
+    ready_route: str = READY_ROUTE,
+) -> Iterator[str]:
     """Start `command` (a server listening on `port`) as `serving` does."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            command,
+            cwd=REPO_ROOT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stopping it reaches everything
         )
     try:
@@ -70,16 +90,20 @@ def _wait_until_ready(process: subprocess.Popen, ready_url: str, log_path: Path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerFailed(f"{ready_url} exited with status {process.returncode} before it "
-                               f"was ready; the end of {log_path}:\n{_tail(log_path)}")
+            raise ServerFailed(
+                f"{ready_url} exited with status {process.returncode} before it "
+                f"was ready; the end of {log_path}:\n{_tail(log_path)}"
+            )
         try:
             if httpx.get(ready_url, timeout=5.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise ServerFailed(f"{ready_url} did not answer 200 within {READY_TIMEOUT_S:.0f}"
-                       f" s; the end of {log_path}:\n{_tail(log_path)}")
+    raise ServerFailed(
+        f"{ready_url} did not answer 200 within {READY_TIMEOUT_S:.0f}"
+        f" s; the end of {log_path}:\n{_tail(log_path)}"
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -55,38 +55,53 @@ def first_and_steady(base_url: str, image: bytes, steady: int) -> dict[str, dict
                 response = client.post("/explain", params={"method": name}, files=files)
                 response.raise_for_status()
                 timings[name].append((time.perf_counter() - started) * 1000)
-    return {name: {"first_ms": round(values[0], 1),
-                   "steady_median_ms": round(statistics.median(values[1:]), 1),
-                   "ratio": round(values[0] / statistics.median(values[1:]), 2)}
-            for name, values in timings.items()}
+    return {
+        name: {
+            "first_ms": round(values[0], 1),
+            "steady_median_ms": round(statistics.median(values[1:]), 1),
+            "ratio": round(values[0] / statistics.median(values[1:]), 2),
+        }
+        for name, values in timings.items()
+    }
 
 
 def resident_bytes(base_url: str) -> int:
     text = httpx.get(base_url + "/metrics", timeout=30).text
-    line = next(line for line in text.splitlines()
-                if line.startswith("process_resident_memory_bytes "))
+    line = next(
+        line for line in text.splitlines() if line.startswith("process_resident_memory_bytes ")
+    )
     return int(float(line.split()[1]))
 
 
-async def mixed_load(base_url: str, images: list[bytes], requests: int,
-                     concurrency: int) -> dict:
+async def mixed_load(base_url: str, images: list[bytes], requests: int, concurrency: int) -> dict:
     """`requests` in all: 80% /predict and 20% /explain, both routes in flight together."""
     bodies = multipart_bodies(images)
     explain_share = requests // 5
     predict_concurrency = max(1, round(concurrency * 0.8))
     predict, explain = await asyncio.gather(
-        run_load(base_url, "/predict", bodies, predict_concurrency, requests - explain_share,
-                 0),
-        run_load(base_url, "/explain?method=gradcam&output=overlay", bodies,
-                 concurrency - predict_concurrency, explain_share, 0),
+        run_load(base_url, "/predict", bodies, predict_concurrency, requests - explain_share, 0),
+        run_load(
+            base_url,
+            "/explain?method=gradcam&output=overlay",
+            bodies,
+            concurrency - predict_concurrency,
+            explain_share,
+            0,
+        ),
     )
-    return {"predict": predict.__dict__, "explain": explain.__dict__,
-            "errors": predict.errors + explain.errors}
+    return {
+        "predict": predict.__dict__,
+        "explain": explain.__dict__,
+        "errors": predict.errors + explain.errors,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.stability", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--steady", type=int, default=20)
     parser.add_argument("--soak", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -104,13 +119,18 @@ def main(argv: list[str] | None = None) -> int:
         soak = asyncio.run(mixed_load(base_url, images, args.soak, args.concurrency))
         end = resident_bytes(base_url)
     result["soak"] = {
-        "requests": args.soak, "concurrency": args.concurrency, "errors": soak["errors"],
-        "rss_after_warmup_mib": round(warm / MIB, 1), "rss_end_mib": round(end / MIB, 1),
+        "requests": args.soak,
+        "concurrency": args.concurrency,
+        "errors": soak["errors"],
+        "rss_after_warmup_mib": round(warm / MIB, 1),
+        "rss_end_mib": round(end / MIB, 1),
         "rss_growth_percent": round(100 * (end - warm) / warm, 2),
         "predict_p50_ms": round(soak["predict"]["p50_ms"], 1),
         "explain_p50_ms": round(soak["explain"]["p50_ms"], 1),
-        "status_counts": {"predict": soak["predict"]["status_counts"],
-                          "explain": soak["explain"]["status_counts"]},
+        "status_counts": {
+            "predict": soak["predict"]["status_counts"],
+            "explain": soak["explain"]["status_counts"],
+        },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))

@@ -11,8 +11,7 @@ KEEP_FRACTION = 0.2
 def heat_at_input(heatmap: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     """The [h, w] map resized to the model input (height, width)."""
     height, width = input_size
-    return cv2.resize(heatmap.astype(np.float32), (width, height),
-                      interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def top_mask(heat: np.ndarray, fraction: float) -> np.ndarray:
@@ -23,8 +22,9 @@ def top_mask(heat: np.ndarray, fraction: float) -> np.ndarray:
     return mask.reshape(heat.shape)
 
 
-def keep_and_remove(model_input: np.ndarray, heat: np.ndarray,
-                    fraction: float = KEEP_FRACTION) -> np.ndarray:
+def keep_and_remove(
+    model_input: np.ndarray, heat: np.ndarray, fraction: float = KEEP_FRACTION
+) -> np.ndarray:
     """Two inputs [2, h, w, 3]: only the hottest `fraction` kept (the rest blurred away), and
     the hottest `fraction` removed (blurred), the rest kept."""
     blurred = blur(model_input)

@@ -43,8 +43,9 @@ class OnnxForward:
         self.spinning = options.get_session_config_entry(SPINNING_KEY) == "1"
 
     @classmethod
-    def load(cls, directory: Path, manifest: Manifest, feature_layers: list[str],
-             spinning: bool = True) -> OnnxForward:
+    def load(
+        cls, directory: Path, manifest: Manifest, feature_layers: list[str], spinning: bool = True
+    ) -> OnnxForward:
         """Verify `model.onnx` against the manifest and open it. OnnxMissing when there is
         none to use; OnnxUnusable, saying why, when it is there but corrupt or not this
         model's. `feature_layers` are the layers the caller pools (none: features unused);
@@ -60,15 +61,18 @@ class OnnxForward:
         if feature_layers and export.feature_layers != feature_layers:
             raise OnnxUnusable(
                 f"{ONNX_FILE} pools the features of {export.feature_layers}; the manifest's "
-                f"feature distribution needs {feature_layers}: export it again")
+                f"feature distribution needs {feature_layers}: export it again"
+            )
         try:
             path = verify_artefact(directory, manifest, ONNX_FILE)
         except ChecksumMismatch as error:
             raise OnnxUnusable(str(error)) from None
         try:
             session = onnxruntime.InferenceSession(
-                str(path), session_options(onnxruntime, spinning),
-                providers=["CPUExecutionProvider"])
+                str(path),
+                session_options(onnxruntime, spinning),
+                providers=["CPUExecutionProvider"],
+            )
         except Exception as error:  # ONNX Runtime raises its own types for a bad file
             raise OnnxUnusable(f"ONNX Runtime cannot load {path}: {error}") from None
         _check_signature(session, manifest, path)
@@ -77,7 +81,8 @@ class OnnxForward:
     def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         try:
             probabilities, logits, features = self._session.run(
-                OUTPUT_NAMES, {INPUT_NAME: np.ascontiguousarray(inputs, np.float32)})
+                OUTPUT_NAMES, {INPUT_NAME: np.ascontiguousarray(inputs, np.float32)}
+            )
         except Exception as error:  # inputs are checked before a pass: the runtime failed
             raise OnnxRunFailed(_what_failed(str(error))) from error
         if not self._keep_features:
@@ -123,8 +128,10 @@ def parity_gap(reference: tuple[np.ndarray, ...], candidate: tuple[np.ndarray, .
         gap = float(np.max(np.abs(expected - actual), initial=0.0))
         scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
         if gap > PARITY_TOLERANCE * scale:
-            return (f"{name} differs from TensorFlow's by up to {gap:.3g} (allowed "
-                    f"{PARITY_TOLERANCE * scale:.3g})")
+            return (
+                f"{name} differs from TensorFlow's by up to {gap:.3g} (allowed "
+                f"{PARITY_TOLERANCE * scale:.3g})"
+            )
     return None
 
 
@@ -143,4 +150,5 @@ def _check_signature(session, manifest: Manifest, path: Path) -> None:
     if inputs != expected or not outputs >= set(OUTPUT_NAMES):
         raise OnnxUnusable(
             f"{path} takes {inputs} and answers {sorted(outputs)}; this model takes "
-            f"{expected} and answers {list(OUTPUT_NAMES)}")
+            f"{expected} and answers {list(OUTPUT_NAMES)}"
+        )

@@ -13,7 +13,8 @@ from model_core.store.manifest import Manifest
 NO_CELL_REASON = (
     "no single white cell was found (nothing stained like a nucleus, or several cells of "
     "like size), so the whole frame was classified; this model was trained on the window "
-    "around one white cell, so treat the prediction with suspicion")
+    "around one white cell, so treat the prediction with suspicion"
+)
 
 
 @dataclass
@@ -37,8 +38,9 @@ class PredictionQualifier:
             self._precision = np.asarray(distribution.precision, np.float64)
             self.threshold = distribution.threshold
 
-    def qualify(self, logits: np.ndarray, features: np.ndarray | None,
-                cell_missing: bool = False) -> Qualification:
+    def qualify(
+        self, logits: np.ndarray, features: np.ndarray | None, cell_missing: bool = False
+    ) -> Qualification:
         """`cell_missing`: the model classifies the window around the white cell, and none
         was found, so it saw the whole frame, which it was never trained on."""
         calibrated = None
@@ -53,10 +55,14 @@ class PredictionQualifier:
         centred = features.astype(np.float64) - self._mean
         distance = float(np.sqrt(max(float(centred @ self._precision @ centred), 0.0)))
         inside = distance <= self.threshold
-        reason = None if inside else (
-            f"the image's pooled features ({', '.join(self.feature_layers)}) lie at "
-            f"Mahalanobis distance {distance:.1f} from the training smears; the limit is "
-            f"{self.threshold:.1f}: it does not look like a stained blood smear this model "
-            "was trained on, so treat the prediction with suspicion"
+        reason = (
+            None
+            if inside
+            else (
+                f"the image's pooled features ({', '.join(self.feature_layers)}) lie at "
+                f"Mahalanobis distance {distance:.1f} from the training smears; the limit is "
+                f"{self.threshold:.1f}: it does not look like a stained blood smear this model "
+                "was trained on, so treat the prediction with suspicion"
+            )
         )
         return Qualification(calibrated, inside, distance, reason)

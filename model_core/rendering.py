@@ -20,8 +20,9 @@ _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 def upsample(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
     """[h, w] map in [0, 1] -> [height, width] float32 in [0, 1], bilinear, rescaled so the
     full-size map still spans 0..1 (interpolation can miss the low-resolution peak)."""
-    resized = cv2.resize(heatmap.astype(np.float32), (width, height),
-                         interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR
+    )
     return normalise(resized)
 
 
@@ -33,8 +34,11 @@ def normalise(heatmap: np.ndarray) -> np.ndarray:
     return ((heatmap - low) / (high - low)).astype(np.float32)
 
 
-def outline_box(image_rgb: np.ndarray, box: tuple[int, int, int, int],
-                colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+def outline_box(
+    image_rgb: np.ndarray,
+    box: tuple[int, int, int, int],
+    colour: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
     """Draw `box` [x0, y0, x1, y1) on the image in place, 2 px at 320 wide and thicker on
     larger images, so it stays visible; returns the image."""
     thickness = max(1, round(2 * image_rgb.shape[1] / 320))
@@ -49,8 +53,9 @@ def colorize(heatmap: np.ndarray, colormap: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def overlay(image_rgb: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float,
-            threshold: float) -> np.ndarray:
+def overlay(
+    image_rgb: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float, threshold: float
+) -> np.ndarray:
     """Blend the coloured map onto the image with opacity `alpha` where heat >= threshold.
     Works in uint8 (OpenCV's saturating blend), so a 25-megapixel upload costs a few
     hundred MB here rather than a gigabyte of float32 copies."""

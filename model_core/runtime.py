@@ -24,8 +24,11 @@ from model_core.store.manifest import Manifest
 log = logging.getLogger(__name__)
 # What a pass raises when the device, not the input, is at fault: out of memory, a lost or
 # reset GPU, a driver or runtime failure.
-DEVICE_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InternalError,
-                 tf.errors.UnavailableError)
+DEVICE_ERRORS = (
+    tf.errors.ResourceExhaustedError,
+    tf.errors.InternalError,
+    tf.errors.UnavailableError,
+)
 TENSORFLOW, ONNXRUNTIME, AUTO = "tensorflow", "onnxruntime", "auto"
 
 
@@ -67,8 +70,14 @@ class Gradients:
 class ModelRuntime:
     """A model-store entry loaded once, with one compiled function per kind of pass."""
 
-    def __init__(self, manifest: Manifest, model: keras.Model, directory: Path, device: str,
-                 feature_layers: list[str] | None = None):
+    def __init__(
+        self,
+        manifest: Manifest,
+        model: keras.Model,
+        directory: Path,
+        device: str,
+        feature_layers: list[str] | None = None,
+    ):
         """`feature_layers` are pooled into `Forward.features`; by default the manifest's
         feature-distribution layers (calibration passes the layers it is about to fit)."""
         self.manifest, self.model, self.directory, self.device = manifest, model, directory, device
@@ -81,7 +90,8 @@ class ModelRuntime:
         outputs = self._outputs()
         flip_average = manifest.preprocessing.flip_average
         self._forward = tf.function(
-            lambda x: answer(outputs, x, flip_average), input_signature=[self._input_spec],
+            lambda x: answer(outputs, x, flip_average),
+            input_signature=[self._input_spec],
         )
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
@@ -93,8 +103,15 @@ class ModelRuntime:
         self.on_device_failure: Callable[[str], None] | None = None
 
     @classmethod
-    def load(cls, store_dir: Path, name: str, version: int | None, backend: str = TENSORFLOW,
-             refuse_bad_onnx: bool = False, onnx_spinning: bool = True) -> ModelRuntime:
+    def load(
+        cls,
+        store_dir: Path,
+        name: str,
+        version: int | None,
+        backend: str = TENSORFLOW,
+        refuse_bad_onnx: bool = False,
+        onnx_spinning: bool = True,
+    ) -> ModelRuntime:
         """Load, verify and warm an entry; `backend` and `onnx_spinning` as in
         `use_backend`."""
         started = time.perf_counter()
@@ -105,12 +122,20 @@ class ModelRuntime:
         runtime.use_backend(backend, refuse_bad_onnx, onnx_spinning)
         runtime.warm_up()
         runtime.load_seconds = time.perf_counter() - started
-        log.info("loaded %s v%s from %s on %s with %s in %.2fs", manifest.name,
-                 manifest.version, directory, device, runtime.backend, runtime.load_seconds)
+        log.info(
+            "loaded %s v%s from %s on %s with %s in %.2fs",
+            manifest.name,
+            manifest.version,
+            directory,
+            device,
+            runtime.backend,
+            runtime.load_seconds,
+        )
         return runtime
 
-    def use_backend(self, backend: str, refuse_bad_onnx: bool = False,
-                    onnx_spinning: bool = True) -> None:
+    def use_backend(
+        self, backend: str, refuse_bad_onnx: bool = False, onnx_spinning: bool = True
+    ) -> None:
         """Run `forward` through ONNX Runtime when `backend` is onnxruntime, or auto on a
         CPU, and the entry's `model.onnx` verifies and agrees with TensorFlow on a probe;
         otherwise stay on TensorFlow, noting why. A bad `model.onnx` raises OnnxUnusable
@@ -119,21 +144,27 @@ class ModelRuntime:
         if backend == TENSORFLOW or (backend == AUTO and not self.device.startswith("CPU")):
             return
         try:
-            onnx = OnnxForward.load(self.directory, self.manifest, self._feature_layers,
-                                    onnx_spinning)
+            onnx = OnnxForward.load(
+                self.directory, self.manifest, self._feature_layers, onnx_spinning
+            )
             inputs = probe(self.manifest)
-            gap = parity_gap(tuple(t.numpy() for t in self._forward(tf.constant(inputs))),
-                             onnx(inputs))
+            gap = parity_gap(
+                tuple(t.numpy() for t in self._forward(tf.constant(inputs))), onnx(inputs)
+            )
             if gap is not None:
                 raise OnnxUnusable(f"{self.directory / 'model.onnx'} is not this model: {gap}")
         except (OnnxMissing, OnnxUnusable) as error:
             if refuse_bad_onnx and isinstance(error, OnnxUnusable):
                 raise
             self.backend_note = f"{error}; serving through TensorFlow"
-            level = logging.INFO if isinstance(error, OnnxMissing) and backend == AUTO else (
-                logging.WARNING)
-            log.log(level, "%s v%s: %s", self.manifest.name, self.manifest.version,
-                    self.backend_note)
+            level = (
+                logging.INFO
+                if isinstance(error, OnnxMissing) and backend == AUTO
+                else (logging.WARNING)
+            )
+            log.log(
+                level, "%s v%s: %s", self.manifest.name, self.manifest.version, self.backend_note
+            )
             return
         self._onnx, self.backend = onnx, ONNXRUNTIME
 
@@ -210,18 +241,28 @@ class ModelRuntime:
         return layer
 
     def explainable_layers(self) -> list[str]:
-        return [layer.name for layer in self.model.layers
-                if len(layer.output.shape) == 4 and not layer.name.endswith("_bn")
-                and layer.name != "image"]
+        return [
+            layer.name
+            for layer in self.model.layers
+            if len(layer.output.shape) == 4
+            and not layer.name.endswith("_bn")
+            and layer.name != "image"
+        ]
 
     def _outputs(self, *extra_layers: str) -> keras.Model:
         """A model of the same layers answering [probabilities, logits, *feature layers,
         *extra_layers]."""
-        return keras.Model(self.model.inputs, [
-            self.model.output, self.model.get_layer(self.manifest.layers.logits).output,
-            *(self.model.get_layer(name).output
-              for name in (*self._feature_layers, *extra_layers)),
-        ])
+        return keras.Model(
+            self.model.inputs,
+            [
+                self.model.output,
+                self.model.get_layer(self.manifest.layers.logits).output,
+                *(
+                    self.model.get_layer(name).output
+                    for name in (*self._feature_layers, *extra_layers)
+                ),
+            ],
+        )
 
     def _gradient_fn(self, layer: str):
         if layer not in self._gradient_fns:
@@ -244,8 +285,14 @@ class ModelRuntime:
                     # is each item's own target-logit gradient (Grad-CAM differentiates y^c,
                     # the score before the softmax).
                     score = tf.reduce_sum(tf.gather(view_logits, targets, batch_dims=1))
-                return (activations, tape.gradient(score, activations), probabilities, targets,
-                        logits, features)
+                return (
+                    activations,
+                    tape.gradient(score, activations),
+                    probabilities,
+                    targets,
+                    logits,
+                    features,
+                )
 
             self._gradient_fns[layer] = gradient_fn
         return self._gradient_fns[layer]
@@ -263,8 +310,9 @@ class ModelRuntime:
             self.gradients(blank, np.zeros(1, np.int32), layer)
 
 
-def answer(outputs: keras.Model, inputs: tf.Tensor, flip_average: bool
-           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def answer(
+    outputs: keras.Model, inputs: tf.Tensor, flip_average: bool
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The model's answer (probabilities, logits, pooled features) for a batch. With
     `flip_average` (the manifest's test-time augmentation) each input is also run mirrored
     left to right, in the same pass: probabilities and logits as `mean_of_views` (a
@@ -293,7 +341,12 @@ def _summary(error: Exception) -> str:
     """The line of a TensorFlow error that says what went wrong, not where it was traced."""
     message = error.message if isinstance(error, tf.errors.OpError) else str(error)
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    said = [line for line in lines if not line.startswith(
-        ("Graph execution error", "Detected at node", "File ", "Hint:", "[[", "[Op:"))]
+    said = [
+        line
+        for line in lines
+        if not line.startswith(
+            ("Graph execution error", "Detected at node", "File ", "Hint:", "[[", "[Op:")
+        )
+    ]
     line = (said or lines or [type(error).__name__])[-1]
     return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)[:300]

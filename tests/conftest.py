@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_STORE = ROOT / "model_store"
 BUNDLED_MODEL = "wbc-squeezenet"
 # The version the service serves by default: the newest in the bundled store.
-BUNDLED_VERSION = max(int(p.parent.name) for p in (BUNDLED_STORE / BUNDLED_MODEL).glob(
-    "*/manifest.json"))
+BUNDLED_VERSION = max(
+    int(p.parent.name) for p in (BUNDLED_STORE / BUNDLED_MODEL).glob("*/manifest.json")
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,8 +37,10 @@ def data_dir() -> Path:
     """The full blood-cell data set, for full training and full-split evaluation only. Where
     it is missing the test skips, except under CI=true, where a missing data set fails."""
     if not (DATA_DIR / "images" / "TEST_SIMPLE").is_dir():
-        message = (f"needs the blood-cell data set at {DATA_DIR} (set WBC_DATA_DIR, or run "
-                   "`python -m training fetch-data`); it is not there")
+        message = (
+            f"needs the blood-cell data set at {DATA_DIR} (set WBC_DATA_DIR, or run "
+            "`python -m training fetch-data`); it is not there"
+        )
         if running_in_ci():
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
@@ -128,9 +131,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(env: dict[str, str] | None = None, timeout: float = 120.0,
-                 log_file: Path | None = None, wrapper: tuple[str, ...] = (),
-                 extra_args: tuple[str, ...] = ()):
+def start_server(
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    log_file: Path | None = None,
+    wrapper: tuple[str, ...] = (),
+    extra_args: tuple[str, ...] = (),
+):
     """Start `uvicorn app.main:app` on a free loopback port; return (process, base_url).
     Its output (the app's JSON log lines, uvicorn's own) goes to `log_file`, else to a
     temporary file: a pipe nobody reads would fill up and stall the server. `wrapper` is a
@@ -143,10 +150,22 @@ def start_server(env: dict[str, str] | None = None, timeout: float = 120.0,
         log_file = Path(name)
     with open(log_file, "wb") as output:
         process = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-             "--port", str(port), *extra_args],
-            cwd=ROOT, env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **(env or {})},
-            stdout=output, stderr=subprocess.STDOUT,
+            [
+                *wrapper,
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *extra_args,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

@@ -34,8 +34,10 @@ async def get_ticket(request: Request) -> Ticket:
     routing (a refused request never gets here)."""
     ticket = request.scope.get("state", {}).get("ticket")
     if ticket is None:
-        raise RuntimeError(f"{request.method} {request.url.path} runs model work, but "
-                           "app.engine.admission.queue_of gives it no queue")
+        raise RuntimeError(
+            f"{request.method} {request.url.path} runs model work, but "
+            "app.engine.admission.queue_of gives it no queue"
+        )
     return ticket
 
 

@@ -99,12 +99,13 @@ async def read_images(request: Request, max_bytes: int, max_images: int) -> list
     else:
         raise UnsupportedMediaType(
             "send images as multipart/form-data (field 'file') or application/json "
-            f"({{\"images\": [base64, ...]}}); received Content-Type {content_type or 'none'!r}"
+            f'({{"images": [base64, ...]}}); received Content-Type {content_type or "none"!r}'
         )
     if not images:
         raise InvalidParameter(
             f"no image in the request: expected multipart field {FILE_FIELD!r} or JSON "
-            "{\"images\": [...]}", code="missing_image",
+            '{"images": [...]}',
+            code="missing_image",
         )
     if len(images) > max_images:
         raise PayloadTooLarge(
@@ -121,7 +122,8 @@ async def _from_multipart(request: Request, max_images: int) -> list[bytes]:
         if not parts:
             raise InvalidParameter(
                 f"multipart field {FILE_FIELD!r} is missing; received fields "
-                f"{sorted(set(form.keys()))}", code="missing_image",
+                f"{sorted(set(form.keys()))}",
+                code="missing_image",
             )
         images = []
         for part in parts:

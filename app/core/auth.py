@@ -27,8 +27,10 @@ class ApiKeys:
     def __init__(self, keys: list[str]) -> None:
         short = [key for key in keys if len(key) < MIN_KEY_LENGTH]
         if short:
-            raise ValueError(f"{len(short)} API key(s) are shorter than {MIN_KEY_LENGTH} "
-                             "characters; use long random keys, e.g. `openssl rand -hex 32`")
+            raise ValueError(
+                f"{len(short)} API key(s) are shorter than {MIN_KEY_LENGTH} "
+                "characters; use long random keys, e.g. `openssl rand -hex 32`"
+            )
         self._keys = [key.encode() for key in keys]
 
     @classmethod
@@ -42,8 +44,9 @@ class ApiKeys:
                 lines = path.read_text().splitlines()
             except OSError as error:
                 raise ValueError(f"cannot read WBC_API_KEYS_FILE {path}: {error}") from None
-            from_file = [line.strip() for line in lines
-                         if line.strip() and not line.lstrip().startswith("#")]
+            from_file = [
+                line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+            ]
             if not from_file:
                 raise ValueError(f"WBC_API_KEYS_FILE {path} holds no key")
             keys += from_file
@@ -61,12 +64,14 @@ class ApiKeys:
         return matched
 
 
-def _check(keys: ApiKeys, bearer: HTTPAuthorizationCredentials | None,
-           header_key: str | None) -> None:
+def _check(
+    keys: ApiKeys, bearer: HTTPAuthorizationCredentials | None, header_key: str | None
+) -> None:
     candidate = bearer.credentials if bearer is not None else header_key
     if candidate is None:
-        raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>` "
-                           "or `X-API-Key: <key>`")
+        raise Unauthorized(
+            "this route needs an API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+        )
     if not keys.accepts(candidate):
         raise Unauthorized("the API key is not valid")
 
@@ -90,6 +95,9 @@ def require_admin_key(
     """Admin routes need a valid key, and are switched off while none is configured."""
     keys: ApiKeys = request.app.state.api_keys
     if not keys.configured:
-        raise Forbidden("admin routes are disabled because no API key is configured; set "
-                        "WBC_API_KEY or WBC_API_KEYS_FILE to enable them", code="admin_disabled")
+        raise Forbidden(
+            "admin routes are disabled because no API key is configured; set "
+            "WBC_API_KEY or WBC_API_KEYS_FILE to enable them",
+            code="admin_disabled",
+        )
     _check(keys, bearer, header_key)

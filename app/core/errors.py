@@ -142,8 +142,9 @@ def describe_validation(errors: Sequence[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _render(request: Request, status: int, code: str, message: str,
-            headers: Mapping[str, str] | None = None) -> JSONResponse:
+def _render(
+    request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     path = route_path(request.scope)
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         # The protocol's $inference_error_response; it knows 400, not FastAPI's 422.

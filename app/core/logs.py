@@ -26,6 +26,10 @@ def events_logger() -> logging.Logger:
 
 def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
     """Write {"time", "level", "event", **fields} as one JSON line."""
-    record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-              "level": logging.getLevelName(level).lower(), "event": event, **fields}
+    record = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": logging.getLevelName(level).lower(),
+        "event": event,
+        **fields,
+    }
     events_logger().log(level, json.dumps(record, default=str))

@@ -24,8 +24,9 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 class ObserveRequests:
     """Pure ASGI middleware (no body buffering): ids, metrics and the request log."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics,
-                 current_model: Callable[[], ModelRef | None]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, current_model: Callable[[], ModelRef | None]
+    ) -> None:
         self.app, self.metrics, self.current_model = app, metrics, current_model
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,18 +51,26 @@ class ObserveRequests:
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
-            route = (getattr(scope.get("route"), "path", None) or state.get("route")
-                     or UNMATCHED_ROUTE)
+            route = (
+                getattr(scope.get("route"), "path", None) or state.get("route") or UNMATCHED_ROUTE
+            )
             self.metrics.observe_request(scope["method"], route, status, seconds)
             # The version that answered (set when the request took the model), else the
             # current one.
             model = state.get("model") or self.current_model()
             client = scope.get("client")
-            log_event("request", request_id=request_id, method=scope["method"], route=route,
-                      path=scope["path"], status=status, latency_ms=round(seconds * 1000, 2),
-                      model=model.name if model else None,
-                      model_version=model.version if model else None,
-                      client=client[0] if client else None)
+            log_event(
+                "request",
+                request_id=request_id,
+                method=scope["method"],
+                route=route,
+                path=scope["path"],
+                status=status,
+                latency_ms=round(seconds * 1000, 2),
+                model=model.name if model else None,
+                model_version=model.version if model else None,
+                client=client[0] if client else None,
+            )
 
 
 def _request_id(scope: Scope) -> str:

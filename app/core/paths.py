@@ -10,5 +10,5 @@ def route_path(scope: Scope) -> str:
     mount point), as the router matches it."""
     path, root = scope["path"], scope.get("root_path", "")
     if root and (path == root or path.startswith(root.rstrip("/") + "/")):
-        return path[len(root.rstrip("/")):] or "/"
+        return path[len(root.rstrip("/")) :] or "/"
     return path

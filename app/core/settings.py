@@ -12,8 +12,10 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Old environment names still read, with a warning, and the names that replace them.
-DEPRECATED_ENV = {"WBC_MAX_BATCH_IMAGES": "WBC_MAX_REQUEST_IMAGES",
-                  "WBC_BATCH_MAX_SIZE": "WBC_MAX_PASS_IMAGES"}
+DEPRECATED_ENV = {
+    "WBC_MAX_BATCH_IMAGES": "WBC_MAX_REQUEST_IMAGES",
+    "WBC_BATCH_MAX_SIZE": "WBC_MAX_PASS_IMAGES",
+}
 
 
 def _also_deprecated(field: str) -> AliasChoices:
@@ -28,7 +30,10 @@ class Settings(BaseSettings):
     """Every knob of the service; each field is the env variable WBC_<FIELD>."""
 
     model_config = SettingsConfigDict(
-        env_prefix="WBC_", extra="ignore", env_ignore_empty=True, protected_namespaces=(),
+        env_prefix="WBC_",
+        extra="ignore",
+        env_ignore_empty=True,
+        protected_namespaces=(),
         populate_by_name=True,
     )
 
@@ -42,12 +47,14 @@ class Settings(BaseSettings):
     """Largest request body accepted, in bytes (413 beyond)."""
     max_image_pixels: int = Field(default=25_000_000, gt=0)
     """Largest image accepted, width x height, checked from the header before decoding."""
-    max_request_images: int = Field(default=32, gt=0,
-                                    validation_alias=_also_deprecated("max_request_images"))
+    max_request_images: int = Field(
+        default=32, gt=0, validation_alias=_also_deprecated("max_request_images")
+    )
     """Most images one request may carry (/predict, /v2 infer); 413 beyond. Replaces the
     deprecated WBC_MAX_BATCH_IMAGES."""
-    max_pass_images: int = Field(default=32, gt=0,
-                                 validation_alias=_also_deprecated("max_pass_images"))
+    max_pass_images: int = Field(
+        default=32, gt=0, validation_alias=_also_deprecated("max_pass_images")
+    )
     """Most images the micro-batcher runs in one forward or backward pass, gathered from
     concurrent requests. Replaces the deprecated WBC_BATCH_MAX_SIZE."""
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
@@ -99,7 +106,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"WBC_FORWARD_QUEUE_LIMIT ({self.forward_queue_limit}) is below "
                 f"WBC_MAX_REQUEST_IMAGES ({self.max_request_images}): a request of the "
-                "largest allowed size could never be admitted")
+                "largest allowed size could never be admitted"
+            )
         return self
 
     @model_validator(mode="after")
@@ -108,7 +116,10 @@ class Settings(BaseSettings):
             if old in os.environ:
                 logging.getLogger(__name__).warning(
                     "%s is deprecated; set %s instead (%s still wins when both are set)",
-                    old, new, new)
+                    old,
+                    new,
+                    new,
+                )
         return self
 
 

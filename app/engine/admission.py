@@ -48,8 +48,11 @@ def route_template(path: str) -> str:
     """The route template of a model-work path, as the router would name it."""
     if path.startswith("/v2/models/"):
         versioned = "/versions/" in path
-        return ("/v2/models/{model_name}/versions/{model_version}/infer" if versioned
-                else "/v2/models/{model_name}/infer")
+        return (
+            "/v2/models/{model_name}/versions/{model_version}/infer"
+            if versioned
+            else "/v2/models/{model_name}/infer"
+        )
     return path
 
 
@@ -58,8 +61,11 @@ class Admission:
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics) -> Admission:
-        return cls({FORWARD: settings.forward_queue_limit, EXPLAIN: settings.explain_queue_limit},
-                   settings.retry_after_s, metrics)
+        return cls(
+            {FORWARD: settings.forward_queue_limit, EXPLAIN: settings.explain_queue_limit},
+            settings.retry_after_s,
+            metrics,
+        )
 
     def __init__(self, limits: Mapping[str, int], retry_after_s: int, metrics: Metrics) -> None:
         self._limits, self._retry_after_s, self._metrics = dict(limits), retry_after_s, metrics
@@ -72,8 +78,9 @@ class Admission:
         """Images admitted to `queue` and not yet answered."""
         return self._held[queue]
 
-    def admit(self, queue: str, timeout_s: float,
-              disconnected: Callable[[], Awaitable[Any]] | None = None) -> Ticket:
+    def admit(
+        self, queue: str, timeout_s: float, disconnected: Callable[[], Awaitable[Any]] | None = None
+    ) -> Ticket:
         """One place in `queue` now (Overloaded if there is none) for a request whose deadline
         is `timeout_s` away; `disconnected` returns when its client goes away."""
         self._take(queue, 1)
@@ -86,7 +93,9 @@ class Admission:
             raise Overloaded(
                 f"the {queue} queue is full ({held} of {limit} images admitted, this request "
                 f"needs {images} more); retry after {self._retry_after_s} s or on another "
-                "replica", self._retry_after_s)
+                "replica",
+                self._retry_after_s,
+            )
         self._held[queue] = held + images
         self._metrics.queue_depth.labels(queue).inc(images)
 
@@ -102,8 +111,13 @@ class Ticket:
     """One admitted request: its places in a queue and its deadline. `release()` gives the
     places back (once; later calls do nothing)."""
 
-    def __init__(self, admission: Admission, queue: str, timeout_s: float,
-                 disconnected: Callable[[], Awaitable[Any]] | None) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        queue: str,
+        timeout_s: float,
+        disconnected: Callable[[], Awaitable[Any]] | None,
+    ) -> None:
         self._admission, self.queue, self._disconnected = admission, queue, disconnected
         self._images = 1
         self._admitted_at = time.monotonic()
@@ -135,12 +149,16 @@ class Ticket:
             work.close()
             raise self._expired()
         task = asyncio.ensure_future(work)
-        gone = (asyncio.ensure_future(self._disconnected())
-                if watch_client and self._disconnected is not None else None)
+        gone = (
+            asyncio.ensure_future(self._disconnected())
+            if watch_client and self._disconnected is not None
+            else None
+        )
         waiting = {task} if gone is None else {task, gone}
         try:
-            done, _ = await asyncio.wait(waiting, timeout=remaining,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for pending in waiting:
                 pending.cancel()
@@ -149,14 +167,15 @@ class Ticket:
             return task.result()
         if gone is not None and gone in done:
             self._admission.shed(self.queue, "disconnected")
-            raise ClientDisconnected("the client closed the connection while its request "
-                                     "waited")
+            raise ClientDisconnected("the client closed the connection while its request waited")
         raise self._expired()
 
     def _expired(self) -> DeadlineExceeded:
         self._admission.shed(self.queue, "deadline")
-        return DeadlineExceeded(f"the request's deadline of {self.timeout_s:g} s passed before "
-                                "it was answered; nothing more runs for it")
+        return DeadlineExceeded(
+            f"the request's deadline of {self.timeout_s:g} s passed before "
+            "it was answered; nothing more runs for it"
+        )
 
 
 def request_timeout(header: str | None, default_s: float) -> float:
@@ -169,8 +188,10 @@ def request_timeout(header: str | None, default_s: float) -> float:
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise InvalidParameter(f"{TIMEOUT_HEADER} must be a positive number of seconds; "
-                               f"received {header!r}", code="invalid_timeout")
+        raise InvalidParameter(
+            f"{TIMEOUT_HEADER} must be a positive number of seconds; received {header!r}",
+            code="invalid_timeout",
+        )
     return min(seconds, default_s)
 
 
@@ -189,14 +210,14 @@ class AdmitModelWork:
         self.app, self.admission, self.default_timeout_s = app, admission, default_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        queue = (queue_of(scope["method"], route_path(scope)) if scope["type"] == "http"
-                 else None)
+        queue = queue_of(scope["method"], route_path(scope)) if scope["type"] == "http" else None
         if queue is None:
             await self.app(scope, receive, send)
             return
         try:
-            timeout_s = request_timeout(Headers(scope=scope).get(TIMEOUT_HEADER),
-                                        self.default_timeout_s)
+            timeout_s = request_timeout(
+                Headers(scope=scope).get(TIMEOUT_HEADER), self.default_timeout_s
+            )
             ticket = self.admission.admit(queue, timeout_s, lambda: client_gone(receive))
         except ServiceError as error:
             # Refused before routing: name the route the request was for, for the request

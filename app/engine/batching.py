@@ -28,8 +28,14 @@ class MicroBatcher(Generic[Item, Result]):
     `max_wait_s` for more only while callers announced with `expecting()` are still
     preparing theirs, so a lone request never pays the wait."""
 
-    def __init__(self, run_batch: Callable[[list[Item]], list[Result]], executor: Executor,
-                 max_size: int, max_wait_s: float, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Item]], list[Result]],
+        executor: Executor,
+        max_size: int,
+        max_wait_s: float,
+        observer: BatchObserver | None = None,
+    ) -> None:
         self._run_batch, self._executor = run_batch, executor
         self._max_size, self._max_wait_s = max_size, max_wait_s
         self._observer = observer
@@ -92,8 +98,7 @@ class MicroBatcher(Generic[Item, Result]):
             if not live:
                 continue
             try:
-                ran, results = await loop.run_in_executor(self._executor, self._observed_run,
-                                                          live)
+                ran, results = await loop.run_in_executor(self._executor, self._observed_run, live)
                 if len(results) != len(ran):
                     raise RuntimeError(f"a batch of {len(ran)} gave {len(results)} results")
             except Exception as error:  # the batch's callers get the error, the worker lives
@@ -105,8 +110,9 @@ class MicroBatcher(Generic[Item, Result]):
                 if not future.done():
                     future.set_result(result)
 
-    def _observed_run(self, batch: list[tuple[Item, asyncio.Future[Result], float]]
-                      ) -> tuple[list[tuple[Item, asyncio.Future[Result], float]], list[Result]]:
+    def _observed_run(
+        self, batch: list[tuple[Item, asyncio.Future[Result], float]]
+    ) -> tuple[list[tuple[Item, asyncio.Future[Result], float]], list[Result]]:
         """Runs in the executor, so the queue wait ends when the pass really starts. Items
         whose callers stopped waiting meanwhile (deadline passed, client gone: their futures
         are cancelled) are dropped here, at the last moment, and never run."""

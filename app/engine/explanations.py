@@ -125,8 +125,9 @@ class ExplanationService:
         evidence = None
         if options.faithfulness:
             evidence = await self._faithfulness(done, found.heatmap)
-        overlay_bytes, heatmap_bytes, _ = await self._render_timed(done.image, done.cell_box, found,
-                                                                      options)
+        overlay_bytes, heatmap_bytes, _ = await self._render_timed(
+            done.image, done.cell_box, found, options
+        )
         response = ExplainResponse(
             model=self.service.model_ref,
             prediction=self.service.prediction(done.forward, done.cell_box),
@@ -141,8 +142,9 @@ class ExplanationService:
         )
         return Explanation(response, overlay_bytes, heatmap_bytes)
 
-    async def explain_methods(self, encoded_image: bytes,
-                              options: ExplainOptions) -> ExplainMethodsResponse:
+    async def explain_methods(
+        self, encoded_image: bytes, options: ExplainOptions
+    ) -> ExplainMethodsResponse:
         """Several methods (`options.method`: names separated by commas, or "all") of one
         upload: one decode, and one backward pass per distinct layer that all methods on
         that layer share; then each method's own map, PNGs and faithfulness."""
@@ -156,11 +158,16 @@ class ExplanationService:
             if options.faithfulness:
                 evidence = await self._faithfulness(done, found.heatmap)
             overlay_bytes, heatmap_bytes, seconds = await self._render_timed(
-                done.image, done.cell_box, found, options)
+                done.image, done.cell_box, found, options
+            )
             return MethodExplanation(
-                method=found.method.name, layer=found.layer, overlay_png=_b64(overlay_bytes),
-                heatmap_png=_b64(heatmap_bytes), faithfulness=evidence,
-                latency_ms=1000.0 * (found.seconds + seconds))
+                method=found.method.name,
+                layer=found.layer,
+                overlay_png=_b64(overlay_bytes),
+                heatmap_png=_b64(heatmap_bytes),
+                faithfulness=evidence,
+                latency_ms=1000.0 * (found.seconds + seconds),
+            )
 
         explanations = await asyncio.gather(*(one(found) for found in done.maps))
         return ExplainMethodsResponse(
@@ -169,31 +176,39 @@ class ExplanationService:
             target=self._target(done.forward, done.target),
             image_size=(done.image.shape[1], done.image.shape[0]),
             cell_box=None if done.cell_box is None else list(done.cell_box),
-            passes_ms=1000.0 * passes_seconds, explanations=explanations)
+            passes_ms=1000.0 * passes_seconds,
+            explanations=explanations,
+        )
 
     def methods_of(self, spec: str) -> list[CamMethod]:
-        """"all", or method names separated by commas (aliases allowed, repeats dropped),
+        """ "all", or method names separated by commas (aliases allowed, repeats dropped),
         in the order given."""
         if spec.strip().lower() == "all":
             return [METHODS[name] for name in sorted(METHODS)]
         names = [part for part in spec.split(",") if part.strip()]
         if not names:
-            raise InvalidParameter(f"method={spec!r} names no method; expected names of "
-                                   f"{sorted(METHODS)} separated by commas, or 'all'",
-                                   code="unknown_method")
+            raise InvalidParameter(
+                f"method={spec!r} names no method; expected names of "
+                f"{sorted(METHODS)} separated by commas, or 'all'",
+                code="unknown_method",
+            )
         methods = [self._method(name) for name in names]
         return list({method.name: method for method in methods}.values())
 
-    async def _maps(self, encoded_image: bytes, methods: list[CamMethod],
-                    options: ExplainOptions) -> _ImageMaps:
+    async def _maps(
+        self, encoded_image: bytes, methods: list[CamMethod], options: ExplainOptions
+    ) -> _ImageMaps:
         """Decode once, run one backward pass per distinct layer of `methods` (through that
         layer's micro-batcher), and turn it into each method's map, in the order given."""
         # With several methods, `layer` goes to those that can explain any layer; a method
         # bound to one layer (CAM) keeps its own.
         several = len(methods) > 1
-        layers = {method.name: method.layer_for(
-                      None if several and method.fixed_layer else options.layer, self.runtime)
-                  for method in methods}
+        layers = {
+            method.name: method.layer_for(
+                None if several and method.fixed_layer else options.layer, self.runtime
+            )
+            for method in methods
+        }
         target = self._resolve_target(options.target)
         by_layer: dict[str, list[CamMethod]] = {}
         for method in methods:
@@ -203,16 +218,27 @@ class ExplanationService:
             for batcher in batchers:
                 expecting.enter_context(batcher.expecting(1))
             image, model_input, cell_box = await self._decode(encoded_image)
-            results = await asyncio.gather(*(
-                batcher.submit(_ExplainItem(model_input, target, layer_methods))
-                for batcher, layer_methods in zip(batchers, by_layer.values(), strict=True)))
-        result_of = {method.name: result for result, layer_methods in
-                     zip(results, by_layer.values(), strict=True) for method in layer_methods}
-        maps = [_MethodMap(method, layers[method.name],
-                           result_of[method.name].heatmaps[method.name],
-                           result_of[method.name].seconds[method.name]) for method in methods]
-        return _ImageMaps(image, model_input, cell_box, results[0].forward, results[0].target,
-                          maps)
+            results = await asyncio.gather(
+                *(
+                    batcher.submit(_ExplainItem(model_input, target, layer_methods))
+                    for batcher, layer_methods in zip(batchers, by_layer.values(), strict=True)
+                )
+            )
+        result_of = {
+            method.name: result
+            for result, layer_methods in zip(results, by_layer.values(), strict=True)
+            for method in layer_methods
+        }
+        maps = [
+            _MethodMap(
+                method,
+                layers[method.name],
+                result_of[method.name].heatmaps[method.name],
+                result_of[method.name].seconds[method.name],
+            )
+            for method in methods
+        ]
+        return _ImageMaps(image, model_input, cell_box, results[0].forward, results[0].target, maps)
 
     def _explain_batcher(self, layer: str) -> MicroBatcher[_ExplainItem, _MapResult]:
         batcher = self._batchers.get(layer)
@@ -222,8 +248,9 @@ class ExplanationService:
             )
         return batcher
 
-    async def _render_timed(self, image: np.ndarray, cell_box: Box | None, found: _MethodMap,
-                            options: ExplainOptions) -> tuple[bytes | None, bytes | None, float]:
+    async def _render_timed(
+        self, image: np.ndarray, cell_box: Box | None, found: _MethodMap, options: ExplainOptions
+    ) -> tuple[bytes | None, bytes | None, float]:
         async with self._render_slots:
             with self.metrics.stage("encode"):
                 started = perf_counter()
@@ -233,8 +260,11 @@ class ExplanationService:
                 return overlay_bytes, heatmap_bytes, perf_counter() - started
 
     def _target(self, forward: Forward, target: int) -> Target:
-        return Target(label=self.runtime.manifest.class_names[target], class_index=target,
-                      probability=float(forward.probabilities[target]))
+        return Target(
+            label=self.runtime.manifest.class_names[target],
+            class_index=target,
+            probability=float(forward.probabilities[target]),
+        )
 
     async def _decode(self, encoded: bytes) -> tuple[np.ndarray, np.ndarray, Box | None]:
         def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None]:
@@ -251,8 +281,10 @@ class ExplanationService:
         kept, removed = keep_and_remove(done.model_input, heat, KEEP_FRACTION)
         target = done.target
         with self.service.forward_batcher.expecting(2):
-            passes = await asyncio.gather(self.service.forward_batcher.submit(kept),
-                                          self.service.forward_batcher.submit(removed))
+            passes = await asyncio.gather(
+                self.service.forward_batcher.submit(kept),
+                self.service.forward_batcher.submit(removed),
+            )
         return Faithfulness(
             fraction=KEEP_FRACTION,
             target_probability=float(done.forward.probabilities[target]),
@@ -263,7 +295,8 @@ class ExplanationService:
     def _explain_batch(self, items: list[_ExplainItem], layer: str) -> list[_MapResult]:
         gradients = self.runtime.gradients(
             np.stack([item.inputs for item in items]),
-            np.array([item.target for item in items], np.int32), layer,
+            np.array([item.target for item in items], np.int32),
+            layer,
         )
         results = []
         for index, item in enumerate(items):
@@ -277,8 +310,9 @@ class ExplanationService:
             results.append(_MapResult(heatmaps, seconds, forward, int(own.targets[0])))
         return results
 
-    def _render(self, image: np.ndarray, cell_box: Box | None, heatmap: np.ndarray,
-                options: ExplainOptions) -> tuple[bytes | None, bytes | None]:
+    def _render(
+        self, image: np.ndarray, cell_box: Box | None, heatmap: np.ndarray, options: ExplainOptions
+    ) -> tuple[bytes | None, bytes | None]:
         localisation = self.runtime.manifest.preprocessing.localisation
         if cell_box is None or localisation is None:
             full = upsample(heatmap, image.shape[1], image.shape[0])
@@ -302,8 +336,10 @@ class ExplanationService:
             method = METHODS.get(METHOD_ALIASES.get(candidate, candidate))
             if method is not None:
                 return method
-        raise InvalidParameter(f"unknown method {name.strip()!r}; expected one of "
-                               f"{sorted(METHODS)}", code="unknown_method")
+        raise InvalidParameter(
+            f"unknown method {name.strip()!r}; expected one of {sorted(METHODS)}",
+            code="unknown_method",
+        )
 
     def _resolve_target(self, target: str | None) -> int:
         """A label (any case) or a class index -> class index; None -> -1 (predicted)."""
@@ -320,9 +356,9 @@ class ExplanationService:
                 return upper.index(target.upper())
         raise InvalidParameter(
             f"unknown target {target!r}; expected a label of {names} or an index "
-            f"0..{len(names) - 1}", code="unknown_target",
+            f"0..{len(names) - 1}",
+            code="unknown_target",
         )
-
 
 
 def _b64(png: bytes | None) -> str | None:

@@ -10,14 +10,23 @@ from PIL import Image, ImageOps
 
 from app.core.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
-SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp",
-                     "TIFF": "image/tiff", "WEBP": "image/webp"}
+SUPPORTED_FORMATS = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "WEBP": "image/webp",
+}
 MIN_IMAGE_SIDE = 8
 EXIF_ORIENTATION = 0x0112
 # Magic numbers of the formats above, so text and garbage are told apart from images.
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
-_UNSUPPORTED_SIGNATURES = {b"GIF8": "GIF", b"%PDF": "PDF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
-                           b"\x00\x00\x01\x00": "ICO"}
+_UNSUPPORTED_SIGNATURES = {
+    b"GIF8": "GIF",
+    b"%PDF": "PDF",
+    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"\x00\x00\x01\x00": "ICO",
+}
 
 
 def decode_image(encoded: bytes, max_pixels: int) -> np.ndarray:
@@ -78,8 +87,7 @@ def check_dimensions(width: int, height: int, max_pixels: int, subject: str = "i
         )
     if min(width, height) < MIN_IMAGE_SIDE:
         raise InvalidImage(
-            f"{subject} {width}x{height} pixels; the minimum is "
-            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
+            f"{subject} {width}x{height} pixels; the minimum is {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
             code="image_too_small",
         )
 

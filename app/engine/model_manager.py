@@ -52,8 +52,10 @@ class ModelManager:
             return NOT_LOADED
         failure = self._served.service.runtime.failure
         if failure is not None:
-            return (f"the model cannot run: {failure}; POST /admin/reload or restart the "
-                    "service to recover")
+            return (
+                f"the model cannot run: {failure}; POST /admin/reload or restart the "
+                "service to recover"
+            )
         return None
 
     def ready_service(self) -> InferenceService:
@@ -82,8 +84,12 @@ class ModelManager:
         """Load the configured version; failing here stops the service from starting."""
         settings = self.settings
         runtime = await asyncio.to_thread(
-            ModelRuntime.load, settings.store_dir, settings.model_name, settings.model_version,
-            settings.forward_backend, onnx_spinning=settings.onnx_spinning,
+            ModelRuntime.load,
+            settings.store_dir,
+            settings.model_name,
+            settings.model_version,
+            settings.forward_backend,
+            onnx_spinning=settings.onnx_spinning,
         )
         await self._warm(runtime)
         self._install(runtime)
@@ -96,8 +102,11 @@ class ModelManager:
             assert current is not None, "reload before start"
             previous = current.model_ref
             try:
-                directory = entry_dir(self.settings.store_dir, self.settings.model_name,
-                                      version or self.settings.model_version)
+                directory = entry_dir(
+                    self.settings.store_dir,
+                    self.settings.model_name,
+                    version or self.settings.model_version,
+                )
                 if int(directory.name) == previous.version and self.readiness() is None:
                     self.metrics.reloads.labels("unchanged").inc()
                     log_event("reload_unchanged", serving=previous.model_dump())
@@ -105,14 +114,19 @@ class ModelManager:
                 # A corrupt or foreign model.onnx refuses the version, as a tampered
                 # model.keras does; at start it only falls back to TensorFlow.
                 runtime = await asyncio.to_thread(
-                    ModelRuntime.load, self.settings.store_dir, self.settings.model_name,
-                    int(directory.name), self.settings.forward_backend, True,
+                    ModelRuntime.load,
+                    self.settings.store_dir,
+                    self.settings.model_name,
+                    int(directory.name),
+                    self.settings.forward_backend,
+                    True,
                     onnx_spinning=self.settings.onnx_spinning,
                 )
             except Exception as error:  # a bad entry must never take the service down
                 self.metrics.reloads.labels("failed").inc()
-                log_event("reload_failed", logging.ERROR, error=str(error),
-                          serving=previous.model_dump())
+                log_event(
+                    "reload_failed", logging.ERROR, error=str(error), serving=previous.model_dump()
+                )
                 raise ReloadFailed(
                     f"{error}; still serving {previous.name} version {previous.version}"
                 ) from error
@@ -160,19 +174,32 @@ class ModelManager:
             await warm.close()
 
     def _install(self, runtime: ModelRuntime) -> None:
-        old, self._served = self._served, _Served(
-            InferenceService(runtime, self.settings, self.metrics)
+        old, self._served = (
+            self._served,
+            _Served(InferenceService(runtime, self.settings, self.metrics)),
         )
         manifest = runtime.manifest
-        self.metrics.model_loaded(manifest.name, manifest.version, runtime.device,
-                                  runtime.backend, runtime.load_seconds)
+        self.metrics.model_loaded(
+            manifest.name, manifest.version, runtime.device, runtime.backend, runtime.load_seconds
+        )
         if runtime.backend_note is not None:
-            log_event("forward_backend_fallback", logging.WARNING, model=manifest.name,
-                      version=manifest.version, wanted=self.settings.forward_backend,
-                      reason=runtime.backend_note)
-        log_event("model_loaded", model=manifest.name, version=manifest.version,
-                  device=runtime.device, backend=runtime.backend,
-                  load_seconds=round(runtime.load_seconds, 3), directory=str(runtime.directory))
+            log_event(
+                "forward_backend_fallback",
+                logging.WARNING,
+                model=manifest.name,
+                version=manifest.version,
+                wanted=self.settings.forward_backend,
+                reason=runtime.backend_note,
+            )
+        log_event(
+            "model_loaded",
+            model=manifest.name,
+            version=manifest.version,
+            device=runtime.device,
+            backend=runtime.backend,
+            load_seconds=round(runtime.load_seconds, 3),
+            directory=str(runtime.directory),
+        )
         if old is not None:
             task = asyncio.create_task(self._retire(old))
             self._background.add(task)

@@ -33,8 +33,9 @@ class InferenceService:
     """Serves one loaded model: every model pass goes through a micro-batcher into a
     single TensorFlow worker thread, so the event loop never runs TensorFlow."""
 
-    def __init__(self, runtime: ModelRuntime, settings: Settings,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self.runtime, self.settings = runtime, settings
         self.metrics = metrics or Metrics()
         runtime.on_device_failure = self._log_device_failure
@@ -59,7 +60,8 @@ class InferenceService:
         await self.predict([png.tobytes()])
         await self.explanations.explain(png.tobytes(), ExplainOptions.model_validate({}))
         await self.explanations.explain_methods(
-            png.tobytes(), ExplainOptions.model_validate({"method": "all"}))
+            png.tobytes(), ExplainOptions.model_validate({"method": "all"})
+        )
 
     @property
     def model_ref(self) -> ModelRef:
@@ -67,8 +69,9 @@ class InferenceService:
 
     async def predict(self, encoded_images: list[bytes]) -> PredictResponse:
         passes = await self._forward(encoded_images)
-        return PredictResponse(model=self.model_ref,
-                               predictions=[self.prediction(f, box) for f, box in passes])
+        return PredictResponse(
+            model=self.model_ref, predictions=[self.prediction(f, box) for f, box in passes]
+        )
 
     async def classify(self, encoded_images: list[bytes]) -> list[tuple[np.ndarray, Box | None]]:
         """Class probabilities and cell box of each encoded image, in order."""
@@ -76,20 +79,24 @@ class InferenceService:
 
     async def _forward(self, encoded_images: list[bytes]) -> list[tuple[Forward, Box | None]]:
         return await self._forward_each(
-            encoded_images, lambda encoded: decode_image(encoded, self.settings.max_image_pixels))
+            encoded_images, lambda encoded: decode_image(encoded, self.settings.max_image_pixels)
+        )
 
-    async def classify_pixels(self, images: list[np.ndarray]
-                              ) -> list[tuple[np.ndarray, Box | None]]:
+    async def classify_pixels(
+        self, images: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, Box | None]]:
         """Class probabilities and cell box of RGB pixel arrays [H, W, 3] (uint8, or float
         0..255) of any size, through the same preprocessing and micro-batcher as encoded
         images."""
         passes = await self._forward_each(images, lambda image: image)
         return [(one.probabilities, box) for one, box in passes]
 
-    async def _forward_each(self, sources: list,
-                            to_rgb: Callable) -> list[tuple[Forward, Box | None]]:
+    async def _forward_each(
+        self, sources: list, to_rgb: Callable
+    ) -> list[tuple[Forward, Box | None]]:
         """Turn each source into RGB, find its cell and cut the model input off the loop,
         then batch the passes; each pass comes back with its cell box."""
+
         def prepare(source) -> tuple[np.ndarray, Box | None]:
             with self.metrics.stage("decode"):
                 return self.runtime.prepare(to_rgb(source))
@@ -97,7 +104,8 @@ class InferenceService:
         with self.forward_batcher.expecting(len(sources)):
             prepared = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
             passes = await asyncio.gather(
-                *(self.forward_batcher.submit(inputs) for inputs, _ in prepared))
+                *(self.forward_batcher.submit(inputs) for inputs, _ in prepared)
+            )
         return [(forward, box) for forward, (_, box) in zip(passes, prepared, strict=True)]
 
     async def close(self) -> None:
@@ -107,35 +115,56 @@ class InferenceService:
 
     def _log_device_failure(self, failure: str) -> None:
         manifest = self.runtime.manifest
-        log_event("device_failure", logging.ERROR, model=manifest.name,
-                  version=manifest.version, device=self.runtime.device, error=failure)
+        log_event(
+            "device_failure",
+            logging.ERROR,
+            model=manifest.name,
+            version=manifest.version,
+            device=self.runtime.device,
+            error=failure,
+        )
 
     def batcher(self, run_batch, stage: str) -> MicroBatcher:
         settings = self.settings
         # Forward passes are sized for their backend: ONNX Runtime is cheapest per image
         # in small batches (settings.onnx_max_pass_images).
-        lane, max_size = FORWARD, (settings.onnx_max_pass_images
-                                   if self.runtime.backend == ONNXRUNTIME
-                                   else settings.max_pass_images)
+        lane, max_size = (
+            FORWARD,
+            (
+                settings.onnx_max_pass_images
+                if self.runtime.backend == ONNXRUNTIME
+                else settings.max_pass_images
+            ),
+        )
         if stage == "explanation":  # short passes: a forward pass never waits long behind one
-            lane, max_size = EXPLAIN, min(settings.max_pass_images,
-                                          settings.max_explain_pass_images)
-        return MicroBatcher(run_batch, self._executor.lane(lane), max_size,
-                            self.settings.batch_max_wait_ms / 1000.0,
-                            self.metrics.batch_observer(stage))
+            lane, max_size = (
+                EXPLAIN,
+                min(settings.max_pass_images, settings.max_explain_pass_images),
+            )
+        return MicroBatcher(
+            run_batch,
+            self._executor.lane(lane),
+            max_size,
+            self.settings.batch_max_wait_ms / 1000.0,
+            self.metrics.batch_observer(stage),
+        )
 
     def prediction(self, forward: Forward, cell_box: Box | None) -> Prediction:
         names = self.runtime.manifest.class_names
         probabilities = forward.probabilities
         index = int(np.argmax(probabilities))
         features = forward.features if forward.features.size else None
-        quality = self.qualifier.qualify(forward.logits, features,
-                                         cell_missing=self.runtime.localises and cell_box is None)
+        quality = self.qualifier.qualify(
+            forward.logits, features, cell_missing=self.runtime.localises and cell_box is None
+        )
         return Prediction(
-            label=names[index], class_index=index, confidence=float(probabilities[index]),
+            label=names[index],
+            class_index=index,
+            confidence=float(probabilities[index]),
             probabilities={name: float(p) for name, p in zip(names, probabilities, strict=True)},
             calibrated_confidence=quality.calibrated_confidence,
-            in_distribution=quality.in_distribution, ood_distance=quality.ood_distance,
+            in_distribution=quality.in_distribution,
+            ood_distance=quality.ood_distance,
             ood_reason=quality.ood_reason,
             cell_box=None if cell_box is None else list(cell_box),
             region="whole_frame" if cell_box is None else "cell",

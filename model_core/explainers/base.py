@@ -23,13 +23,15 @@ class CamMethod:
         """The layer this method explains: the requested one, or the manifest's default."""
         return runtime.check_layer(requested or runtime.manifest.layers.explanation)
 
-    def combine(self, gradients: Gradients, targets: np.ndarray,
-                runtime: ModelRuntime) -> np.ndarray:
+    def combine(
+        self, gradients: Gradients, targets: np.ndarray, runtime: ModelRuntime
+    ) -> np.ndarray:
         """Raw class-activation maps [N, h, w] (before ReLU and normalisation)."""
         raise NotImplementedError
 
-    def heatmaps(self, gradients: Gradients, targets: np.ndarray,
-                 runtime: ModelRuntime) -> np.ndarray:
+    def heatmaps(
+        self, gradients: Gradients, targets: np.ndarray, runtime: ModelRuntime
+    ) -> np.ndarray:
         """Maps in [0, 1], [N, h, w]: ReLU keeps the evidence for the class, then each map is
         min-max scaled."""
         maps = np.maximum(self.combine(gradients, targets, runtime), 0.0)

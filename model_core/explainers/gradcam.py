@@ -10,8 +10,9 @@ from model_core.runtime import Gradients, ModelRuntime
 class GradCam(CamMethod):
     name = "gradcam"
 
-    def combine(self, gradients: Gradients, targets: np.ndarray,
-                runtime: ModelRuntime) -> np.ndarray:
+    def combine(
+        self, gradients: Gradients, targets: np.ndarray, runtime: ModelRuntime
+    ) -> np.ndarray:
         # Eq. (1): alpha_k^c = 1/Z sum_ij dy^c / dA_ij^k
         alpha = gradients.gradients.mean(axis=(1, 2))
         # Eq. (2): ReLU(sum_k alpha_k^c A^k); the ReLU is applied by the base class.

@@ -10,8 +10,9 @@ from model_core.runtime import Gradients, ModelRuntime
 class GradCamPlusPlus(CamMethod):
     name = "gradcam++"
 
-    def combine(self, gradients: Gradients, targets: np.ndarray,
-                runtime: ModelRuntime) -> np.ndarray:
+    def combine(
+        self, gradients: Gradients, targets: np.ndarray, runtime: ModelRuntime
+    ) -> np.ndarray:
         grads, activations = gradients.gradients, gradients.activations
         grads_2, grads_3 = grads**2, grads**3
         # Eq. (19) with Y = exp(S): alpha_ij^kc = g^2 / (2 g^2 + sum_ab A_ab^k g^3)

@@ -10,7 +10,8 @@ from model_core.runtime import Gradients, ModelRuntime
 class LayerCam(CamMethod):
     name = "layercam"
 
-    def combine(self, gradients: Gradients, targets: np.ndarray,
-                runtime: ModelRuntime) -> np.ndarray:
+    def combine(
+        self, gradients: Gradients, targets: np.ndarray, runtime: ModelRuntime
+    ) -> np.ndarray:
         # Eq. (5)-(6): M^c = ReLU(sum_k ReLU(dy^c / dA_ij^k) * A_ij^k), a weight per location.
         return (np.maximum(gradients.gradients, 0) * gradients.activations).sum(axis=3)

@@ -89,7 +89,8 @@ def cut_window(
     src_x1, src_y1 = min(width, x0 + side), min(height, y0 + side)
     if src_x1 > src_x0 and src_y1 > src_y0:
         window[src_y0 - y0 : src_y1 - y0, src_x0 - x0 : src_x1 - x0] = rgb[
-            src_y0:src_y1, src_x0:src_x1]
+            src_y0:src_y1, src_x0:src_x1
+        ]
     interpolation = cv2.INTER_AREA if side >= max(output_size) else cv2.INTER_LINEAR
     return cv2.resize(window, output_size[::-1], interpolation=interpolation)
 
@@ -101,12 +102,14 @@ def place_in_frame(
     put back where the window was cut from: float32 [H, W] of the frame, zero outside it."""
     height, width = frame_shape[:2]
     x0, y0, side = window_rect(box, width, spec)
-    resized = cv2.resize(np.asarray(window_map, np.float32), (side, side),
-                         interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        np.asarray(window_map, np.float32), (side, side), interpolation=cv2.INTER_LINEAR
+    )
     frame_map = np.zeros((height, width), np.float32)
     dst_x0, dst_y0 = max(0, x0), max(0, y0)
     dst_x1, dst_y1 = min(width, x0 + side), min(height, y0 + side)
     if dst_x1 > dst_x0 and dst_y1 > dst_y0:
         frame_map[dst_y0:dst_y1, dst_x0:dst_x1] = resized[
-            dst_y0 - y0 : dst_y1 - y0, dst_x0 - x0 : dst_x1 - x0]
+            dst_y0 - y0 : dst_y1 - y0, dst_x0 - x0 : dst_x1 - x0
+        ]
     return frame_map

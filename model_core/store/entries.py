@@ -45,9 +45,7 @@ def entry_dir(root: Path, name: str, version: int | None = None) -> Path:
     if version is None:
         version = versions[-1]
     if version not in versions:
-        raise EntryNotFound(
-            f"model {name!r} has no version {version} in {root}; it has {versions}"
-        )
+        raise EntryNotFound(f"model {name!r} has no version {version} in {root}; it has {versions}")
     return Path(root) / name / str(version)
 
 
@@ -92,8 +90,9 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
     return path
 
 
-def verify_artefacts(directory: Path, manifest: Manifest,
-                     skip: tuple[str, ...] = (ONNX_FILE,)) -> None:
+def verify_artefacts(
+    directory: Path, manifest: Manifest, skip: tuple[str, ...] = (ONNX_FILE,)
+) -> None:
     """Raise ChecksumMismatch unless every artefact but those in `skip` matches its recorded
     SHA-256. `model.onnx` is skipped by default: whoever loads it verifies it (a bad one
     must not stop the Keras model from loading)."""
@@ -127,9 +126,7 @@ def load_entry(directory: Path) -> tuple[Manifest, keras.Model]:
     manifest = read_manifest(directory)
     verify_artefacts(directory, manifest)
     try:
-        model = keras.saving.load_model(
-            Path(directory) / MODEL_FILE, compile=False, safe_mode=True
-        )
+        model = keras.saving.load_model(Path(directory) / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file
         raise StoreError(f"cannot load {Path(directory) / MODEL_FILE}: {error}") from error
     return manifest, model

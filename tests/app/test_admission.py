@@ -110,8 +110,7 @@ def test_a_client_that_goes_away_frees_its_place_and_cancels_its_work():
 
     asyncio.run(scenario())
     assert cancelled.is_set() and admission.held(EXPLAIN) == 0
-    assert _sample(metrics, "wbc_requests_shed_total", queue=EXPLAIN,
-                   reason="disconnected") == 1
+    assert _sample(metrics, "wbc_requests_shed_total", queue=EXPLAIN, reason="disconnected") == 1
 
 
 def test_finished_work_returns_its_result_and_its_errors():
@@ -134,9 +133,15 @@ def test_finished_work_returns_its_result_and_its_errors():
     assert admission.held(FORWARD) == 0
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    (None, 30.0), ("2.5", 2.5), ("1", 1.0), ("600", 30.0),  # never later than the default
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, 30.0),
+        ("2.5", 2.5),
+        ("1", 1.0),
+        ("600", 30.0),  # never later than the default
+    ],
+)
 def test_request_timeout_header(header, expected):
     assert request_timeout(header, 30.0) == expected
 
@@ -159,10 +164,17 @@ def test_every_route_that_runs_model_work_has_a_queue_and_no_other_route_has():
     import app.api.routes
     from app.api.dependencies import get_ticket
 
-    modules = [importlib.import_module(f"app.api.routes.{info.name}")
-               for info in pkgutil.iter_modules(app.api.routes.__path__)]
-    routes = [route for module in modules for router in vars(module).values()
-              if isinstance(router, APIRouter) for route in router.routes]
+    modules = [
+        importlib.import_module(f"app.api.routes.{info.name}")
+        for info in pkgutil.iter_modules(app.api.routes.__path__)
+    ]
+    routes = [
+        route
+        for module in modules
+        for router in vars(module).values()
+        if isinstance(router, APIRouter)
+        for route in router.routes
+    ]
     checked = 0
     for route in routes:
         takes_ticket = any(dep.call is get_ticket for dep in route.dependant.dependencies)

@@ -14,8 +14,9 @@ from tests.utils.images import encode, smear_like_rgb
 KEY = "test-key-0123456789abcdef"
 FILE_KEY = "file-key-0123456789abcdef"
 PNG = encode(Image.fromarray(smear_like_rgb()))
-V2_INFER_BODY = {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 8, 8, 3],
-                             "data": [0] * 192}]}
+V2_INFER_BODY = {
+    "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 8, 8, 3], "data": [0] * 192}]
+}
 
 PROTECTED = [
     ("GET", "/models", {}),
@@ -27,16 +28,24 @@ PROTECTED = [
     ("POST", "/v2/models/tiny/infer", {"json": V2_INFER_BODY}),
     ("POST", "/admin/reload", {}),
 ]
-OPEN = ["/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics",
-        "/docs", "/openapi.json"]
+OPEN = [
+    "/health/live",
+    "/health/ready",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+]
 
 
 @pytest.fixture(scope="module")
 def keyed(tiny_store, tmp_path_factory):
     keys_file = tmp_path_factory.mktemp("keys") / "keys"
     keys_file.write_text(f"# rotated in on Monday\n\n  {FILE_KEY}  \n")
-    settings = Settings(store_dir=tiny_store, model_name="tiny", api_key=KEY,
-                        api_keys_file=keys_file)
+    settings = Settings(
+        store_dir=tiny_store, model_name="tiny", api_key=KEY, api_keys_file=keys_file
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -47,8 +56,12 @@ def _call(client, method, path, kwargs, headers=None):
 
 @pytest.mark.parametrize("method, path, kwargs", PROTECTED, ids=[p for _, p, _ in PROTECTED])
 def test_protected_routes_need_a_valid_key(keyed, method, path, kwargs):
-    for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"},
-                    {"X-API-Key": KEY[:-1]}, {"Authorization": f"Basic {KEY}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-key-0123456789"},
+        {"X-API-Key": KEY[:-1]},
+        {"Authorization": f"Basic {KEY}"},
+    ):
         response = _call(keyed, method, path, kwargs, headers)
         assert response.status_code == 401, (headers, response.text)
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -57,8 +70,12 @@ def test_protected_routes_need_a_valid_key(keyed, method, path, kwargs):
             assert isinstance(error, str) and "API key" in error  # the protocol's shape
         else:
             assert error["code"] == "unauthorized" and "API key" in error["message"]
-    for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY},
-                    {"X-API-Key": FILE_KEY}, {"authorization": f"bearer {FILE_KEY}"}):
+    for headers in (
+        {"Authorization": f"Bearer {KEY}"},
+        {"X-API-Key": KEY},
+        {"X-API-Key": FILE_KEY},
+        {"authorization": f"bearer {FILE_KEY}"},
+    ):
         response = _call(keyed, method, path, kwargs, headers)
         assert response.status_code == 200, (headers, response.text)
 
@@ -76,11 +93,14 @@ def test_admin_routes_are_off_without_any_key(client):
     assert client.get("/models").status_code == 200  # and the rest is open
 
 
-@pytest.mark.parametrize("configure, complaint", [
-    (lambda tmp: {"api_key": "short"}, "shorter than 16"),
-    (lambda tmp: {"api_keys_file": tmp / "missing"}, "cannot read"),
-    (lambda tmp: {"api_keys_file": _write(tmp / "empty", "# nothing\n\n")}, "holds no key"),
-])
+@pytest.mark.parametrize(
+    "configure, complaint",
+    [
+        (lambda tmp: {"api_key": "short"}, "shorter than 16"),
+        (lambda tmp: {"api_keys_file": tmp / "missing"}, "cannot read"),
+        (lambda tmp: {"api_keys_file": _write(tmp / "empty", "# nothing\n\n")}, "holds no key"),
+    ],
+)
 def test_a_bad_key_configuration_stops_start_up(tmp_path, configure, complaint):
     with pytest.raises(ValueError, match=complaint):
         create_app(Settings(**configure(tmp_path)))
@@ -95,8 +115,9 @@ def test_cors_is_closed_by_default_and_opens_for_listed_origins(client, tiny_sto
     preflight = {"Origin": "https://lab.example", "Access-Control-Request-Method": "POST"}
     closed = client.options("/predict", headers=preflight)
     assert "access-control-allow-origin" not in closed.headers
-    settings = Settings(store_dir=tiny_store, model_name="tiny", api_key=KEY,
-                        cors_origins=["https://lab.example"])
+    settings = Settings(
+        store_dir=tiny_store, model_name="tiny", api_key=KEY, cors_origins=["https://lab.example"]
+    )
     with TestClient(create_app(settings)) as opened:
         # Preflights carry no credentials: CORS answers them before the key check.
         allowed = opened.options("/predict", headers=preflight)

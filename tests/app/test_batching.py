@@ -17,10 +17,11 @@ def _batch_sizes(metrics: Metrics) -> tuple[float, float, dict[float, float]]:
     wbc_batch_size histogram, as /metrics reports it."""
     sample = metrics.registry.get_sample_value
     labels = {"pass_kind": "test"}
-    buckets = {bound: sample("wbc_batch_size_bucket", labels | {"le": f"{bound:.1f}"})
-               for bound in (1, 2, 4, 8)}
-    return (sample("wbc_batch_size_count", labels), sample("wbc_batch_size_sum", labels),
-            buckets)
+    buckets = {
+        bound: sample("wbc_batch_size_bucket", labels | {"le": f"{bound:.1f}"})
+        for bound in (1, 2, 4, 8)
+    }
+    return (sample("wbc_batch_size_count", labels), sample("wbc_batch_size_sum", labels), buckets)
 
 
 def test_concurrent_items_share_a_batch_and_keep_their_order():
@@ -34,8 +35,13 @@ def test_concurrent_items_share_a_batch_and_keep_their_order():
         # The wait for more items ends when every announced item is queued (an event), not
         # on a clock: the 60 s ceiling is never reached by a passing run, so the five share
         # one pass however slowly the machine runs.
-        batcher = MicroBatcher(double, ThreadPoolExecutor(1), max_size=8, max_wait_s=60.0,
-                               observer=metrics.batch_observer("test"))
+        batcher = MicroBatcher(
+            double,
+            ThreadPoolExecutor(1),
+            max_size=8,
+            max_wait_s=60.0,
+            observer=metrics.batch_observer("test"),
+        )
         with batcher.expecting(5):
             results = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
         await batcher.close()
@@ -81,8 +87,13 @@ def test_items_queued_during_a_pass_join_the_next_one():
 
 def test_batches_never_exceed_the_limit():
     async def scenario():
-        batcher = MicroBatcher(lambda items: items, ThreadPoolExecutor(1), 3, 0.01,
-                               observer=metrics.batch_observer("test"))
+        batcher = MicroBatcher(
+            lambda items: items,
+            ThreadPoolExecutor(1),
+            3,
+            0.01,
+            observer=metrics.batch_observer("test"),
+        )
         with batcher.expecting(10):
             results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
         await batcher.close()
@@ -132,8 +143,9 @@ def test_an_item_whose_caller_stopped_waiting_never_runs():
         return items
 
     async def scenario():
-        batcher = MicroBatcher(record, worker.lane("forward"), 8, 0.0,
-                               observer=metrics.batch_observer("test"))
+        batcher = MicroBatcher(
+            record, worker.lane("forward"), 8, 0.0, observer=metrics.batch_observer("test")
+        )
         callers = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
         while batcher._queue is None or not batcher._queue.empty():
             await asyncio.sleep(0.01)  # until the batch of three waits at the blocked worker

@@ -64,17 +64,22 @@ def test_predict_answers_the_cell_box_inside_the_annotated_cell(localising_clien
 def test_a_full_resolution_upload_gets_its_box_in_its_own_pixels(localising_client):
     smear = Image.open(EXAMPLES / "neutrophil-1.jpeg")
     small = _post(localising_client, "/predict", encode(smear, "PNG")).json()
-    large = _post(localising_client, "/predict",
-                  encode(smear.resize((640, 480), Image.BICUBIC), "PNG")).json()
+    large = _post(
+        localising_client, "/predict", encode(smear.resize((640, 480), Image.BICUBIC), "PNG")
+    ).json()
     small_box = np.array(small["predictions"][0]["cell_box"])
     large_box = np.array(large["predictions"][0]["cell_box"])
     assert np.abs(large_box - 2 * small_box).max() <= 6
 
 
-@pytest.mark.parametrize("pixels", [
-    np.full((240, 320, 3), 215, np.uint8),  # blank
-    np.dstack([np.linspace(0, 255, 320, dtype=np.uint8)[None].repeat(240, 0)] * 3),  # grey
-], ids=["blank", "grey-ramp"])
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.full((240, 320, 3), 215, np.uint8),  # blank
+        np.dstack([np.linspace(0, 255, 320, dtype=np.uint8)[None].repeat(240, 0)] * 3),  # grey
+    ],
+    ids=["blank", "grey-ramp"],
+)
 def test_no_cell_classifies_the_whole_frame_and_says_so(localising_client, pixels):
     response = _post(localising_client, "/predict", encode(Image.fromarray(pixels), "PNG"))
     assert response.status_code == 200
@@ -96,7 +101,7 @@ def test_explanation_covers_only_the_window_around_the_cell(localising_client):
     assert heat.shape == (240, 320)
     x0, y0, side = window_rect(tuple(body["cell_box"]), 320, Localisation())
     inside = np.zeros_like(heat, bool)
-    inside[max(0, y0):y0 + side, max(0, x0):x0 + side] = True
+    inside[max(0, y0) : y0 + side, max(0, x0) : x0 + side] = True
     assert heat[~inside].max() == 0  # nothing outside the window the model saw
     assert heat[inside].max() == 255
 
@@ -104,13 +109,15 @@ def test_explanation_covers_only_the_window_around_the_cell(localising_client):
 def test_outline_draws_the_box_on_the_overlay(localising_client):
     payload = (EXAMPLES / "lymphocyte-1.jpeg").read_bytes()
     plain = _post(localising_client, "/explain", payload, output="overlay", alpha=0.0)
-    outlined = _post(localising_client, "/explain", payload, output="overlay", alpha=0.0,
-                     outline="true")
+    outlined = _post(
+        localising_client, "/explain", payload, output="overlay", alpha=0.0, outline="true"
+    )
     x0, y0, x1, y1 = outlined.json()["cell_box"]
 
     def pixels(response):
-        return np.asarray(Image.open(io.BytesIO(base64.b64decode(
-            response.json()["overlay_png"]))).convert("RGB"))
+        return np.asarray(
+            Image.open(io.BytesIO(base64.b64decode(response.json()["overlay_png"]))).convert("RGB")
+        )
 
     drawn = pixels(outlined)
     changed = np.any(drawn != pixels(plain), axis=2)
@@ -123,8 +130,16 @@ def test_open_inference_protocol_answers_the_box_as_a_second_output(localising_c
     assert {"name": "cell_box", "datatype": "INT32", "shape": [-1, 4]} in metadata["outputs"]
     blank = encode(Image.fromarray(np.full((240, 320, 3), 215, np.uint8)), "PNG")
     images = [(EXAMPLES / "eosinophil-2.jpeg").read_bytes(), blank]
-    body = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [2],
-                        "data": [base64.b64encode(image).decode() for image in images]}]}
+    body = {
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": [base64.b64encode(image).decode() for image in images],
+            }
+        ]
+    }
     response = localising_client.post("/v2/models/wbc-squeezenet/infer", json=body)
     assert response.status_code == 200
     outputs = {output["name"]: output for output in response.json()["outputs"]}

@@ -21,8 +21,13 @@ def app_client(tmp_path):
     publish_tiny_model(tmp_path, model=exhausts_memory_model())
     # A long batching wait, so the two images of one request share one pass; TensorFlow's
     # own error is the one under test.
-    settings = Settings(store_dir=tmp_path, model_name="tiny", api_key=KEY,
-                        batch_max_wait_ms=2000, forward_backend="tensorflow")
+    settings = Settings(
+        store_dir=tmp_path,
+        model_name="tiny",
+        api_key=KEY,
+        batch_max_wait_ms=2000,
+        forward_backend="tensorflow",
+    )
     with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as client:
         yield client
 

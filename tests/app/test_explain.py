@@ -14,8 +14,12 @@ METHOD_NAMES = sorted(METHODS)
 
 
 def _explain(client, payload: bytes, headers=None, **params):
-    return client.post("/explain", params=params, headers=headers or {},
-                       files={"file": ("cell.jpeg", payload, "image/jpeg")})
+    return client.post(
+        "/explain",
+        params=params,
+        headers=headers or {},
+        files={"file": ("cell.jpeg", payload, "image/jpeg")},
+    )
 
 
 def _png(b64: str) -> Image.Image:
@@ -81,8 +85,11 @@ def test_output_selects_what_is_returned(client, smear_files):
 
 # The published ends of each colour map (matplotlib's tables, which OpenCV's follow): the
 # RGB colour of no heat and of the peak.
-COLORMAP_ENDS = {"jet": ((0, 0, 128), (128, 0, 0)), "viridis": ((68, 1, 84), (253, 231, 37)),
-                 "inferno": ((0, 0, 4), (252, 255, 164))}
+COLORMAP_ENDS = {
+    "jet": ((0, 0, 128), (128, 0, 0)),
+    "viridis": ((68, 1, 84), (253, 231, 37)),
+    "inferno": ((0, 0, 4), (252, 255, 164)),
+}
 
 
 def test_colormaps_paint_the_same_map_in_their_own_colours(client, smear_files):
@@ -105,7 +112,7 @@ def test_colormaps_paint_the_same_map_in_their_own_colours(client, smear_files):
     names = list(COLORMAP_ENDS)
     for index, first in enumerate(names):
         np.testing.assert_array_equal(heatmaps[first], heatmaps[names[0]])
-        for second in names[index + 1:]:
+        for second in names[index + 1 :]:
             differing = np.any(overlays[first] != overlays[second], axis=-1).mean()
             assert differing > 0.9, f"{first} and {second} overlays differ on {differing:.0%}"
 
@@ -131,8 +138,11 @@ def test_other_layer_gives_a_finer_map(client, smear_files):
         return tuple(keras_model.get_layer(layer).output.shape[1:3])
 
     default = model["explanation_layer"]
-    finer = [layer for layer in model["explainable_layers"]
-             if all(f >= 2 * d for f, d in zip(grid(layer), grid(default), strict=True))]
+    finer = [
+        layer
+        for layer in model["explainable_layers"]
+        if all(f >= 2 * d for f, d in zip(grid(layer), grid(default), strict=True))
+    ]
     assert finer, f"no explainable layer has twice {default}'s grid {grid(default)}"
     layer = finer[-1]  # the deepest of them
     compared = []
@@ -149,7 +159,7 @@ def test_other_layer_gives_a_finer_map(client, smear_files):
             # The square window ran over the frame's edge, so what is left of the default
             # layer's grid no longer lines up with a grid over the visible part.
             continue
-        window = np.s_[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+        window = np.s_[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
         lost = {name: _detail_lost_on(heat[window], grid(default)) for name, heat in maps.items()}
         # Every finer map loses more than the default one; typically far more (one smear's
         # fire4 map on v6 is smooth: 1.38x).
@@ -163,8 +173,9 @@ def test_cam_and_gradcam_agree_for_a_gap_dense_model(client, smear_files):
     """For GAP -> Dense, dy^c/dA^k_ij = w_k^c / Z, so Grad-CAM's weights are CAM's over Z."""
     service = client.app.state.models.service
     runtime = service.runtime
-    inputs = np.stack([runtime.preprocess(np.asarray(Image.open(p).convert("RGB")))
-                       for p in smear_files[:6]])
+    inputs = np.stack(
+        [runtime.preprocess(np.asarray(Image.open(p).convert("RGB"))) for p in smear_files[:6]]
+    )
     targets = np.full(len(inputs), -1, np.int32)
     gradients = runtime.gradients(inputs, targets, runtime.manifest.layers.features)
     cam = METHODS["cam"].heatmaps(gradients, gradients.targets, runtime)
@@ -175,8 +186,9 @@ def test_cam_and_gradcam_agree_for_a_gap_dense_model(client, smear_files):
 
 def test_one_backward_pass_for_a_batch_matches_single_passes(client, smear_files):
     runtime = client.app.state.models.service.runtime
-    inputs = np.stack([runtime.preprocess(np.asarray(Image.open(p).convert("RGB")))
-                       for p in smear_files[:4]])
+    inputs = np.stack(
+        [runtime.preprocess(np.asarray(Image.open(p).convert("RGB"))) for p in smear_files[:4]]
+    )
     targets = np.array([0, 1, 2, 3], np.int32)
     for method in METHODS.values():
         layer = method.layer_for(None, runtime)
@@ -186,5 +198,6 @@ def test_one_backward_pass_for_a_batch_matches_single_passes(client, smear_files
             np.testing.assert_allclose(together.gradients[index], alone.gradients[0], atol=1e-5)
             np.testing.assert_allclose(
                 method.heatmaps(together, together.targets, runtime)[index],
-                method.heatmaps(alone, alone.targets, runtime)[0], atol=1e-4,
+                method.heatmaps(alone, alone.targets, runtime)[0],
+                atol=1e-4,
             )

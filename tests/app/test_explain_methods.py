@@ -15,13 +15,26 @@ from model_core.explainers import METHODS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SMEAR = (EXAMPLES / "neutrophil-2.jpeg").read_bytes()
-SINGLE_KEYS = {"model", "prediction", "method", "layer", "target", "image_size", "overlay_png",
-               "heatmap_png", "faithfulness"}
+SINGLE_KEYS = {
+    "model",
+    "prediction",
+    "method",
+    "layer",
+    "target",
+    "image_size",
+    "overlay_png",
+    "heatmap_png",
+    "faithfulness",
+}
 
 
 def _explain(client, headers=None, payload=SMEAR, **params):
-    return client.post("/explain", params=params, headers=headers or {},
-                       files={"file": ("smear.jpeg", payload, "image/jpeg")})
+    return client.post(
+        "/explain",
+        params=params,
+        headers=headers or {},
+        files={"file": ("smear.jpeg", payload, "image/jpeg")},
+    )
 
 
 def _pixels(b64: str) -> np.ndarray:
@@ -41,8 +54,9 @@ def test_all_methods_give_the_same_maps_as_one_request_each(client):
     assert body["target"]["label"] == "EOSINOPHIL"
     assert body["passes_ms"] > 0
     for entry in body["explanations"]:
-        single = _explain(client, method=entry["method"], target="EOSINOPHIL",
-                          colormap="viridis").json()
+        single = _explain(
+            client, method=entry["method"], target="EOSINOPHIL", colormap="viridis"
+        ).json()
         assert set(single) >= SINGLE_KEYS and "explanations" not in single
         assert entry["layer"] == single["layer"]
         assert single["prediction"] == body["prediction"]
@@ -53,8 +67,8 @@ def test_all_methods_give_the_same_maps_as_one_request_each(client):
 
 
 def test_the_methods_share_one_decode_and_one_pass_per_layer(client):
-    passes = 'wbc_batch_size_count', 'pass_kind="explanation"'
-    decodes = 'wbc_stage_duration_seconds_count', 'stage="decode"'
+    passes = "wbc_batch_size_count", 'pass_kind="explanation"'
+    decodes = "wbc_stage_duration_seconds_count", 'stage="decode"'
     before = _counter(client, *passes), _counter(client, *decodes)
     body = _explain(client, method="all").json()
     after = _counter(client, *passes), _counter(client, *decodes)
@@ -64,15 +78,18 @@ def test_the_methods_share_one_decode_and_one_pass_per_layer(client):
     assert after[1] - before[1] == 1
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("gradcam,layercam", ["gradcam", "layercam"]),
-    ("layercam,gradcampp", ["layercam", "gradcam++"]),
-    ("gradcam,GRADCAM,gradcam", ["gradcam"]),
-    ("cam,", ["cam"]),
-    ("gradcam, layercam", ["gradcam", "layercam"]),  # a space after the comma
-    ("gradcam++ ,cam", ["gradcam++", "cam"]),  # "gradcam++" unencoded: "gradcam  "
-    ("ALL", sorted(METHODS)),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("gradcam,layercam", ["gradcam", "layercam"]),
+        ("layercam,gradcampp", ["layercam", "gradcam++"]),
+        ("gradcam,GRADCAM,gradcam", ["gradcam"]),
+        ("cam,", ["cam"]),
+        ("gradcam, layercam", ["gradcam", "layercam"]),  # a space after the comma
+        ("gradcam++ ,cam", ["gradcam++", "cam"]),  # "gradcam++" unencoded: "gradcam  "
+        ("ALL", sorted(METHODS)),
+    ],
+)
 def test_a_list_of_methods_answers_each_once_in_the_order_asked(client, spec, expected):
     response = _explain(client, method=spec, output="overlay")
     assert response.status_code == 200, response.text
@@ -89,13 +106,16 @@ def test_faithfulness_is_scored_for_each_method(client):
         assert 0.0 <= evidence["top_removed_probability"] <= 1.0
 
 
-@pytest.mark.parametrize("params, headers, code", [
-    ({"method": "gradcam,nope"}, {}, "unknown_method"),
-    ({"method": ","}, {}, "unknown_method"),
-    ({"method": "all", "target": "BASOPHIL"}, {}, "unknown_target"),
-    ({"method": "all", "layer": "nope"}, {}, "unknown_layer"),
-    ({"method": "cam", "layer": "fire4"}, {}, "unknown_layer"),  # cam explains fire6 only
-])
+@pytest.mark.parametrize(
+    "params, headers, code",
+    [
+        ({"method": "gradcam,nope"}, {}, "unknown_method"),
+        ({"method": ","}, {}, "unknown_method"),
+        ({"method": "all", "target": "BASOPHIL"}, {}, "unknown_target"),
+        ({"method": "all", "layer": "nope"}, {}, "unknown_layer"),
+        ({"method": "cam", "layer": "fire4"}, {}, "unknown_layer"),  # cam explains fire6 only
+    ],
+)
 def test_bad_lists_answer_422(client, params, headers, code):
     response = _explain(client, headers=headers, **params)
     assert response.status_code == 422, response.text
@@ -109,8 +129,11 @@ def test_a_list_asked_as_a_picture_answers_406(client):
 
 
 def test_repeated_method_parameters_are_one_list(client):
-    response = client.post("/explain", params=[("method", "layercam"), ("method", "cam")],
-                           files={"file": ("smear.jpeg", SMEAR, "image/jpeg")})
+    response = client.post(
+        "/explain",
+        params=[("method", "layercam"), ("method", "cam")],
+        files={"file": ("smear.jpeg", SMEAR, "image/jpeg")},
+    )
     assert response.status_code == 200, response.text
     assert [e["method"] for e in response.json()["explanations"]] == ["layercam", "cam"]
 

@@ -27,10 +27,14 @@ V2 = f"/v2/models/{BUNDLED_MODEL}/infer"
 @pytest.fixture(scope="module")
 def clients():
     """The bundled model served twice in one process, once per backend."""
-    with (TestClient(create_app(Settings(store_dir=BUNDLED_STORE,
-                                         forward_backend="tensorflow"))) as tensorflow,
-          TestClient(create_app(Settings(store_dir=BUNDLED_STORE,
-                                         forward_backend="onnxruntime"))) as onnx):
+    with (
+        TestClient(
+            create_app(Settings(store_dir=BUNDLED_STORE, forward_backend="tensorflow"))
+        ) as tensorflow,
+        TestClient(
+            create_app(Settings(store_dir=BUNDLED_STORE, forward_backend="onnxruntime"))
+        ) as onnx,
+    ):
         yield {"tensorflow": tensorflow, "onnxruntime": onnx}
 
 
@@ -45,19 +49,38 @@ def _probabilities(response) -> np.ndarray:
 
 def _pixels_tensor(datatype: str) -> dict:
     stack = np.stack(PIXELS).astype(np.uint8 if datatype == "UINT8" else np.float32)
-    return {"inputs": [{"name": "pixels", "datatype": datatype, "shape": list(stack.shape),
-                        "data": stack.ravel().tolist()}]}
+    return {
+        "inputs": [
+            {
+                "name": "pixels",
+                "datatype": datatype,
+                "shape": list(stack.shape),
+                "data": stack.ravel().tolist(),
+            }
+        ]
+    }
 
 
 FORMS = {
     "multipart": lambda http: http.post(
-        "/predict", files=[("file", (f"{i}.jpeg", s, "image/jpeg"))
-                           for i, s in enumerate(SMEARS)]),
+        "/predict", files=[("file", (f"{i}.jpeg", s, "image/jpeg")) for i, s in enumerate(SMEARS)]
+    ),
     "json base64": lambda http: http.post(
-        "/predict", json={"images": [base64.b64encode(s).decode() for s in SMEARS]}),
-    "v2 BYTES": lambda http: http.post(V2, json={"inputs": [{
-        "name": "images", "datatype": "BYTES", "shape": [len(SMEARS)],
-        "data": [base64.b64encode(s).decode() for s in SMEARS]}]}),
+        "/predict", json={"images": [base64.b64encode(s).decode() for s in SMEARS]}
+    ),
+    "v2 BYTES": lambda http: http.post(
+        V2,
+        json={
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "BYTES",
+                    "shape": [len(SMEARS)],
+                    "data": [base64.b64encode(s).decode() for s in SMEARS],
+                }
+            ]
+        },
+    ),
     "v2 UINT8 pixels": lambda http: http.post(V2, json=_pixels_tensor("UINT8")),
     "v2 FP32 pixels": lambda http: http.post(V2, json=_pixels_tensor("FP32")),
 }
@@ -77,7 +100,8 @@ def test_the_out_of_distribution_flag_agrees_too(clients):
         assert onnx["in_distribution"] == tensorflow["in_distribution"]
         assert onnx["ood_distance"] == pytest.approx(tensorflow["ood_distance"], rel=1e-4)
         assert onnx["calibrated_confidence"] == pytest.approx(
-            tensorflow["calibrated_confidence"], abs=1e-5)
+            tensorflow["calibrated_confidence"], abs=1e-5
+        )
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "onnxruntime"])
@@ -85,16 +109,24 @@ def test_the_backend_in_use_is_named_everywhere(clients, backend):
     http = clients[backend]
     assert http.get("/models").json()["models"][0]["backend"] == backend
     assert http.get(f"/v2/models/{BUNDLED_MODEL}").json()["parameters"]["backend"] == backend
-    info = [line for line in http.get("/metrics").text.splitlines()
-            if line.startswith("wbc_model_info{")]
+    info = [
+        line
+        for line in http.get("/metrics").text.splitlines()
+        if line.startswith("wbc_model_info{")
+    ]
     assert len(info) == 1 and f'backend="{backend}"' in info[0]
 
 
 def test_auto_serves_through_onnx_runtime_on_a_cpu(tiny_store, event_log):
     with TestClient(create_app(Settings(store_dir=tiny_store, model_name="tiny"))) as http:
         assert http.get("/models").json()["models"][0]["backend"] == "onnxruntime"
-        assert http.post("/predict", files={"file": ("a.png", encode(
-            Image.fromarray(PIXELS[0])), "image/png")}).status_code == 200
+        assert (
+            http.post(
+                "/predict",
+                files={"file": ("a.png", encode(Image.fromarray(PIXELS[0])), "image/png")},
+            ).status_code
+            == 200
+        )
     (loaded,) = event_log.events("model_loaded")
     assert loaded["backend"] == "onnxruntime" and loaded["device"] == "CPU:0"
     assert not event_log.events("forward_backend_fallback")
@@ -110,8 +142,9 @@ def _corrupt_onnx(directory) -> None:
 def test_a_corrupt_model_onnx_falls_back_at_start_and_refuses_a_reload(tmp_path, event_log):
     first, _, _ = publish_tiny_model(tmp_path)
     _corrupt_onnx(first)
-    settings = Settings(store_dir=tmp_path, model_name="tiny", api_key=KEY,
-                        forward_backend="onnxruntime")
+    settings = Settings(
+        store_dir=tmp_path, model_name="tiny", api_key=KEY, forward_backend="onnxruntime"
+    )
     with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as http:
         assert http.get("/models").json()["models"][0]["backend"] == "tensorflow"
         (fallback,) = event_log.events("forward_backend_fallback")
@@ -132,8 +165,13 @@ def test_a_failed_onnx_runtime_pass_turns_readiness_false(tmp_path):
     # The layer that asks for 2^58 bytes per batch item beyond the first, exported with the
     # model: ONNX Runtime's own allocator refuses it, as TensorFlow's does.
     publish_tiny_model(tmp_path, model=exhausts_memory_model())
-    settings = Settings(store_dir=tmp_path, model_name="tiny", forward_backend="onnxruntime",
-                        onnx_max_pass_images=2, batch_max_wait_ms=2000)
+    settings = Settings(
+        store_dir=tmp_path,
+        model_name="tiny",
+        forward_backend="onnxruntime",
+        onnx_max_pass_images=2,
+        batch_max_wait_ms=2000,
+    )
     png = encode(Image.fromarray(PIXELS[0]))
     with TestClient(create_app(settings)) as http:
         assert http.get("/models").json()["models"][0]["backend"] == "onnxruntime"

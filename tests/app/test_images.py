@@ -67,12 +67,15 @@ def test_decompression_bomb_is_refused_from_its_header():
     assert peak < 64 * 1024 * 1024  # decoding would need 1.6 GB
 
 
-@pytest.mark.parametrize("payload, error, code", [
-    (b"", InvalidImage, "empty_image"),
-    (b"just some text, not an image", InvalidImage, "invalid_image"),
-    (b"GIF89a\x01\x00\x01\x00", UnsupportedMediaType, "unsupported_media_type"),
-    (encode(Image.fromarray(np.zeros((1, 1, 3), np.uint8))), InvalidImage, "image_too_small"),
-])
+@pytest.mark.parametrize(
+    "payload, error, code",
+    [
+        (b"", InvalidImage, "empty_image"),
+        (b"just some text, not an image", InvalidImage, "invalid_image"),
+        (b"GIF89a\x01\x00\x01\x00", UnsupportedMediaType, "unsupported_media_type"),
+        (encode(Image.fromarray(np.zeros((1, 1, 3), np.uint8))), InvalidImage, "image_too_small"),
+    ],
+)
 def test_refusals_carry_their_codes(payload, error, code):
     with pytest.raises(error) as raised:
         decode_image(payload, LIMIT)

@@ -9,21 +9,40 @@ import pytest
 
 from tests.conftest import BUNDLED_VERSION
 
-FIELDS = {"time", "level", "event", "request_id", "method", "route", "path", "status",
-          "latency_ms", "model", "model_version", "client"}
+FIELDS = {
+    "time",
+    "level",
+    "event",
+    "request_id",
+    "method",
+    "route",
+    "path",
+    "status",
+    "latency_ms",
+    "model",
+    "model_version",
+    "client",
+}
 
 
 def test_one_json_line_per_request_without_the_image(client, smear_files, event_log):
     payload = smear_files[0].read_bytes()
-    response = client.post("/predict", headers={"X-Request-ID": "trace-42.a:b"},
-                           files={"file": ("cell.jpeg", payload, "image/jpeg")})
+    response = client.post(
+        "/predict",
+        headers={"X-Request-ID": "trace-42.a:b"},
+        files={"file": ("cell.jpeg", payload, "image/jpeg")},
+    )
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "trace-42.a:b"
     (line,) = event_log.events("request")
     assert set(line) == FIELDS
     assert line["request_id"] == "trace-42.a:b" and line["level"] == "info"
     assert (line["method"], line["route"], line["path"], line["status"]) == (
-        "POST", "/predict", "/predict", 200)
+        "POST",
+        "/predict",
+        "/predict",
+        200,
+    )
     assert (line["model"], line["model_version"]) == ("wbc-squeezenet", BUNDLED_VERSION)
     assert 0 < line["latency_ms"] < 60_000
     everything = "\n".join(event_log.raw)
@@ -36,11 +55,12 @@ def test_errors_are_logged_under_their_route_template(client, event_log):
     client.post("/predict", content=b"not an image", headers={"content-type": "text/plain"})
     lines = event_log.events("request")
     assert [(line["route"], line["status"]) for line in lines] == [
-        ("/v2/models/{model_name}", 404), ("/predict", 415)]
+        ("/v2/models/{model_name}", 404),
+        ("/predict", 415),
+    ]
 
 
-@pytest.mark.parametrize("offered", [None, "", "x" * 129, "two words", "semi;colon",
-                                     "ünïcode"])
+@pytest.mark.parametrize("offered", [None, "", "x" * 129, "two words", "semi;colon", "ünïcode"])
 def test_unusable_request_ids_are_replaced_by_fresh_ones(client, event_log, offered):
     headers = {} if offered is None else {"X-Request-ID": offered.encode("utf-8")}
     first = client.get("/health/live", headers=headers).headers["x-request-id"]

@@ -51,17 +51,23 @@ class Server:
         text = httpx.get(self.base_url + "/metrics", timeout=30).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     return sample.value
         return 0.0
 
 
 @pytest.fixture(scope="module")
 def server(tiny_store) -> Iterator[Server]:
-    settings = Settings(store_dir=tiny_store, model_name="tiny", max_request_images=4,
-                        forward_queue_limit=FORWARD_LIMIT, explain_queue_limit=EXPLAIN_LIMIT,
-                        retry_after_s=3)
+    settings = Settings(
+        store_dir=tiny_store,
+        model_name="tiny",
+        max_request_images=4,
+        forward_queue_limit=FORWARD_LIMIT,
+        explain_queue_limit=EXPLAIN_LIMIT,
+        retry_after_s=3,
+    )
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
@@ -84,15 +90,24 @@ def server(tiny_store) -> Iterator[Server]:
 
 
 def v2_body(timeout_us: int | None = None) -> dict:
-    body = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
-                        "data": [base64.b64encode(IMAGE).decode()]}]}
+    body = {
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [base64.b64encode(IMAGE).decode()],
+            }
+        ]
+    }
     if timeout_us is not None:
         body["parameters"] = {"timeout": timeout_us}
     return {"json": body}
 
 
-async def flood(server: Server, path: str, request: dict, count: int, refusals: int,
-                gate: threading.Event) -> list[httpx.Response]:
+async def flood(
+    server: Server, path: str, request: dict, count: int, refusals: int, gate: threading.Event
+) -> list[httpx.Response]:
     """Send `count` requests at once; once `refusals` have come back (the worker is held,
     so only refusals can), check the queue and readiness, let the worker go, collect all."""
     async with httpx.AsyncClient(base_url=server.base_url, timeout=CLIENT_TIMEOUT_S) as client:
@@ -115,9 +130,13 @@ def _forward_images(server: Server) -> float:
     return server.metric("wbc_batch_size_sum", pass_kind="inference")
 
 
-@pytest.mark.parametrize(("path", "queue", "limit"), [
-    ("/predict", FORWARD, FORWARD_LIMIT), ("/explain?method=gradcam", EXPLAIN, EXPLAIN_LIMIT),
-])
+@pytest.mark.parametrize(
+    ("path", "queue", "limit"),
+    [
+        ("/predict", FORWARD, FORWARD_LIMIT),
+        ("/explain?method=gradcam", EXPLAIN, EXPLAIN_LIMIT),
+    ],
+)
 def test_past_capacity_the_rest_is_refused_at_once_with_retry_after(server, path, queue, limit):
     sent = limit + 5
     decoded_before = _decodes(server)
@@ -135,35 +154,47 @@ def test_past_capacity_the_rest_is_refused_at_once_with_retry_after(server, path
             assert response.json()["error"]["code"] == "overloaded"
     # Nothing was decoded for a refused request: one decode per admitted image.
     assert _decodes(server) - decoded_before == limit
-    assert server.metric("wbc_requests_shed_total", queue=queue, reason="full") \
-        - refused_before == sent - limit
+    assert (
+        server.metric("wbc_requests_shed_total", queue=queue, reason="full") - refused_before
+        == sent - limit
+    )
     assert server.metric("wbc_queue_depth", queue=queue) == 0
-    assert httpx.post(server.base_url + path, **UPLOAD, timeout=CLIENT_TIMEOUT_S) \
-        .status_code == 200  # and afterwards it answers normally
+    assert (
+        httpx.post(server.base_url + path, **UPLOAD, timeout=CLIENT_TIMEOUT_S).status_code == 200
+    )  # and afterwards it answers normally
 
 
 def test_v2_refusals_take_the_protocols_shape(server):
     gate = server.hold_worker()
     try:
-        responses = asyncio.run(flood(server, "/v2/models/tiny/infer", v2_body(),
-                                      FORWARD_LIMIT + 2, 2, gate))
+        responses = asyncio.run(
+            flood(server, "/v2/models/tiny/infer", v2_body(), FORWARD_LIMIT + 2, 2, gate)
+        )
     finally:
         gate.set()
     statuses = Counter(response.status_code for response in responses)
     assert statuses == {200: FORWARD_LIMIT, 503: 2}
     refused = [r for r in responses if r.status_code == 503]
-    assert all(set(r.json()) == {"error"} and isinstance(r.json()["error"], str)
-               and r.headers["Retry-After"] == "3" for r in refused)
+    assert all(
+        set(r.json()) == {"error"}
+        and isinstance(r.json()["error"], str)
+        and r.headers["Retry-After"] == "3"
+        for r in refused
+    )
 
 
 def test_a_request_whose_body_needs_more_room_than_is_left_is_refused(server):
     gate = server.hold_worker()
     try:
+
         async def scenario():
-            async with httpx.AsyncClient(base_url=server.base_url,
-                                         timeout=CLIENT_TIMEOUT_S) as client:
-                holders = [asyncio.create_task(client.post("/predict", **UPLOAD))
-                           for _ in range(FORWARD_LIMIT - 1)]
+            async with httpx.AsyncClient(
+                base_url=server.base_url, timeout=CLIENT_TIMEOUT_S
+            ) as client:
+                holders = [
+                    asyncio.create_task(client.post("/predict", **UPLOAD))
+                    for _ in range(FORWARD_LIMIT - 1)
+                ]
                 while server.app.state.admission.held(FORWARD) < FORWARD_LIMIT - 1:
                     await asyncio.sleep(0.02)
                 files = [("file", ("cell.png", IMAGE, "image/png"))] * 2
@@ -195,24 +226,30 @@ def test_a_request_still_queued_at_its_deadline_is_answered_504_and_never_run(se
     body = expired.json()
     code = body["error"] if kind == "v2 parameter" else body["error"]["code"]
     assert "deadline" in code
-    assert server.metric("wbc_requests_shed_total", queue=FORWARD, reason="deadline") \
-        - expired_before == 1
+    assert (
+        server.metric("wbc_requests_shed_total", queue=FORWARD, reason="deadline") - expired_before
+        == 1
+    )
     # One more request runs once the worker is free: the pass counts its image only.
-    assert httpx.post(server.base_url + "/predict", **UPLOAD,
-                      timeout=CLIENT_TIMEOUT_S).status_code == 200
+    assert (
+        httpx.post(server.base_url + "/predict", **UPLOAD, timeout=CLIENT_TIMEOUT_S).status_code
+        == 200
+    )
     assert _forward_images(server) - ran_before == 1
     assert server.metric("wbc_queue_depth", queue=FORWARD) == 0
 
 
 def test_a_client_that_disconnects_while_queued_frees_its_place(server):
-    gone_before = server.metric("wbc_requests_shed_total", queue=FORWARD,
-                                reason="disconnected")
+    gone_before = server.metric("wbc_requests_shed_total", queue=FORWARD, reason="disconnected")
     ran_before = _forward_images(server)
     gate = server.hold_worker()
     try:
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes
-            httpx.post(server.base_url + "/predict", **UPLOAD, timeout=httpx.Timeout(
-                CLIENT_TIMEOUT_S, read=1.0))
+            httpx.post(
+                server.base_url + "/predict",
+                **UPLOAD,
+                timeout=httpx.Timeout(CLIENT_TIMEOUT_S, read=1.0),
+            )
         for _ in range(600):  # the server notices the closed connection
             if server.metric("wbc_queue_depth", queue=FORWARD) == 0:
                 break
@@ -221,24 +258,35 @@ def test_a_client_that_disconnects_while_queued_frees_its_place(server):
         assert server.app.state.admission.held(FORWARD) == 0
     finally:
         gate.set()
-    assert server.metric("wbc_requests_shed_total", queue=FORWARD,
-                         reason="disconnected") - gone_before == 1
-    assert httpx.post(server.base_url + "/predict", **UPLOAD,
-                      timeout=CLIENT_TIMEOUT_S).status_code == 200
+    assert (
+        server.metric("wbc_requests_shed_total", queue=FORWARD, reason="disconnected") - gone_before
+        == 1
+    )
+    assert (
+        httpx.post(server.base_url + "/predict", **UPLOAD, timeout=CLIENT_TIMEOUT_S).status_code
+        == 200
+    )
     assert _forward_images(server) - ran_before == 1  # the abandoned image never ran
 
 
 @pytest.mark.parametrize(("header", "status"), [("soon", 422), ("0", 422), ("5", 200)])
 def test_the_timeout_header_is_checked(server, header, status):
-    response = httpx.post(server.base_url + "/predict", **UPLOAD,
-                          headers={"X-Request-Timeout": header}, timeout=CLIENT_TIMEOUT_S)
+    response = httpx.post(
+        server.base_url + "/predict",
+        **UPLOAD,
+        headers={"X-Request-Timeout": header},
+        timeout=CLIENT_TIMEOUT_S,
+    )
     assert response.status_code == status
     if status == 422:
         assert response.json()["error"]["code"] == "invalid_timeout"
 
 
 def test_a_bad_v2_timeout_parameter_is_400(server):
-    response = httpx.post(server.base_url + "/v2/models/tiny/infer", **v2_body(timeout_us=-5),
-                          timeout=CLIENT_TIMEOUT_S)
+    response = httpx.post(
+        server.base_url + "/v2/models/tiny/infer",
+        **v2_body(timeout_us=-5),
+        timeout=CLIENT_TIMEOUT_S,
+    )
     assert response.status_code == 400 and "timeout" in response.json()["error"]
     assert server.metric("wbc_queue_depth", queue=FORWARD) == 0

@@ -20,8 +20,9 @@ EXAMPLES = json.loads((EXAMPLES_DIR / "examples.json").read_text())["images"]
 
 @pytest.fixture(scope="module")
 def keyed(tiny_store):
-    settings = Settings(store_dir=tiny_store, model_name="tiny", api_key=KEY,
-                        max_upload_bytes=1234567)
+    settings = Settings(
+        store_dir=tiny_store, model_name="tiny", api_key=KEY, max_upload_bytes=1234567
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -50,8 +51,9 @@ def test_the_page_files_are_small_and_local():
         assert "url(http" not in path.read_text() and "import(" not in path.read_text()
 
 
-@pytest.mark.parametrize("name, media_type", [("page.js", "text/javascript"),
-                                              ("page.css", "text/css")])
+@pytest.mark.parametrize(
+    "name, media_type", [("page.js", "text/javascript"), ("page.css", "text/css")]
+)
 def test_static_files_are_served_by_name(client, name, media_type):
     response = client.get(f"/static/{name}")
     assert response.status_code == 200
@@ -59,9 +61,18 @@ def test_static_files_are_served_by_name(client, name, media_type):
     assert response.content == (STATIC_DIR / name).read_bytes()
 
 
-@pytest.mark.parametrize("path", ["/static/index.html", "/static/nope.js", "/static/..%2Fpage.py",
-                                  "/static/%2e%2e", "/examples/..%2Fapp%2Fmain.py",
-                                  "/examples/README.md", "/examples/nope.jpeg"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/index.html",
+        "/static/nope.js",
+        "/static/..%2Fpage.py",
+        "/static/%2e%2e",
+        "/examples/..%2Fapp%2Fmain.py",
+        "/examples/README.md",
+        "/examples/nope.jpeg",
+    ],
+)
 def test_nothing_else_is_served(client, path):
     response = client.get(path)
     assert response.status_code == 404

@@ -22,8 +22,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 METHODS = {"cam", "gradcam", "gradcam++", "layercam"}
 KEY = "browser-key-0123456789abcdef"
 TIMEOUT_MS = 180_000  # the machine may be busy: a slow answer is not a failure here
-RESULTS_DONE = ("document.body.dataset.state === 'done' && "
-                "document.querySelectorAll('#methods img').length === 4")
+RESULTS_DONE = (
+    "document.body.dataset.state === 'done' && "
+    "document.querySelectorAll('#methods img').length === 4"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,10 @@ def browser():
         unavailable("the browser tests need Playwright (the dev extra: `pip install playwright`)")
     path = chromium_path()
     if path is None:
-        unavailable("the browser tests need Chromium: run `./scripts/setup.sh --browser` as root "
-                    "or `apt-get install chromium` (Playwright's own download is not used)")
+        unavailable(
+            "the browser tests need Chromium: run `./scripts/setup.sh --browser` as root "
+            "or `apt-get install chromium` (Playwright's own download is not used)"
+        )
     with sync_playwright() as playwright:
         try:
             launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
@@ -49,20 +53,24 @@ class Tab:
     """One page in a fresh browser context, with every console error and page error kept."""
 
     def __init__(self, browser) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                           accept_downloads=True)
+        self.context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.console_errors: list[str] = []
         self.page_errors: list[str] = []
-        self.page.on("console", lambda message: message.type == "error"
-                     and self.console_errors.append(message.text))
+        self.page.on(
+            "console",
+            lambda message: message.type == "error" and self.console_errors.append(message.text),
+        )
         self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
 
     def open(self, base_url: str) -> None:
         self.page.goto(base_url + "/")
-        self.page.wait_for_function("!document.getElementById('model').textContent"
-                                    ".includes('loading')")
+        self.page.wait_for_function(
+            "!document.getElementById('model').textContent.includes('loading')"
+        )
 
     def choose_file(self, path: Path) -> None:
         self.page.set_input_files("input[type=file]", str(path))
@@ -74,9 +82,12 @@ class Tab:
         """The error message once it says `expected`; by then no spinner may still turn."""
         self.page.wait_for_function(
             "expected => { const box = document.getElementById('error');"
-            " return !box.hidden && box.textContent.includes(expected); }", arg=expected)
-        assert not self.page.eval_on_selector("#status", "status => status.classList"
-                                              ".contains('busy')")
+            " return !box.hidden && box.textContent.includes(expected); }",
+            arg=expected,
+        )
+        assert not self.page.eval_on_selector(
+            "#status", "status => status.classList.contains('busy')"
+        )
         assert self.page.evaluate("document.body.dataset.state") in (None, "error")
         return self.page.inner_text("#error")
 
@@ -85,7 +96,8 @@ class Tab:
         self.page.wait_for_function(
             "old => document.body.dataset.state === 'done' && [...document.querySelectorAll("
             "'#methods img')].some(image => image.src !== old[image.dataset.method])",
-            arg=before)
+            arg=before,
+        )
 
     def label(self) -> str:
         return self.page.inner_text("#label")
@@ -93,8 +105,9 @@ class Tab:
     def pictures(self) -> dict[str, str]:
         """method -> the picture's src, for each explanation shown."""
         return self.page.eval_on_selector_all(
-            "#methods img", "images => Object.fromEntries(images.map("
-            "image => [image.dataset.method, image.src]))")
+            "#methods img",
+            "images => Object.fromEntries(images.map(image => [image.dataset.method, image.src]))",
+        )
 
     def assert_clean(self) -> None:
         assert self.page_errors == []
@@ -119,8 +132,12 @@ def keyed_server_url():
 
 
 def predicted_label(base_url: str, path: Path, headers: dict | None = None) -> str:
-    response = httpx.post(f"{base_url}/predict", headers=headers or {}, timeout=120,
-                          files={"file": (path.name, path.read_bytes(), "image/jpeg")})
+    response = httpx.post(
+        f"{base_url}/predict",
+        headers=headers or {},
+        timeout=120,
+        files={"file": (path.name, path.read_bytes(), "image/jpeg")},
+    )
     response.raise_for_status()
     return response.json()["predictions"][0]["label"]
 
@@ -179,15 +196,21 @@ def test_a_smear_in_the_file_input_shows_the_predict_label(server_url, tab):
     smear = EXAMPLES / "lymphocyte-2.jpeg"
     tab.open(server_url)
     calls = []
-    tab.page.on("request", lambda request: request.url.startswith(server_url)
-                and calls.append(request.url.split("/")[-1]))
+    tab.page.on(
+        "request",
+        lambda request: (
+            request.url.startswith(server_url) and calls.append(request.url.split("/")[-1])
+        ),
+    )
     tab.choose_file(smear)
     tab.wait_for_results()
     assert tab.label() == predicted_label(server_url, smear)
     assert set(tab.pictures()) == METHODS
     # One /predict and one /explain for all four methods, nothing else.
-    assert sorted(calls) == ["explain?method=all&output=both&alpha=0.4&threshold=0.2&colormap=jet",
-                             "predict"]
+    assert sorted(calls) == [
+        "explain?method=all&output=both&alpha=0.4&threshold=0.2&colormap=jet",
+        "predict",
+    ]
     assert tab.page.is_visible("#preview")
     tab.assert_clean()
 
@@ -221,8 +244,11 @@ def test_an_unusual_image_is_flagged_and_the_cell_box_drawn(server_url, tab, tmp
     or not the served model gives one (Playwright cannot resend an intercepted upload)."""
     synthetic = tmp_path / "synthetic.png"
     synthetic.write_bytes(encode(Image.fromarray(smear_like_rgb(320, 240))))
-    answer = httpx.post(f"{server_url}/predict", timeout=120, files={
-        "file": (synthetic.name, synthetic.read_bytes(), "image/png")}).json()
+    answer = httpx.post(
+        f"{server_url}/predict",
+        timeout=120,
+        files={"file": (synthetic.name, synthetic.read_bytes(), "image/png")},
+    ).json()
     answer["predictions"][0]["cell_box"] = [80, 60, 240, 180]
     tab.open(server_url)
     tab.page.route("**/predict", lambda route: route.fulfill(json=answer))
@@ -231,8 +257,10 @@ def test_an_unusual_image_is_flagged_and_the_cell_box_drawn(server_url, tab, tmp
     warning = tab.page.inner_text("#ood")
     assert tab.page.is_visible("#ood") and "out of distribution" in warning
     assert "Mahalanobis distance" in warning  # the service's own reason
-    box = tab.page.eval_on_selector("#cell-box", "box => [box.hidden, box.style.left, "
-                                    "box.style.top, box.style.width, box.style.height]")
+    box = tab.page.eval_on_selector(
+        "#cell-box",
+        "box => [box.hidden, box.style.left, box.style.top, box.style.width, box.style.height]",
+    )
     assert box == [False, "25%", "25%", "50%", "50%"]
     assert "cell box" in tab.page.get_attribute("#preview", "alt")
     screenshot(tab.page, "out-of-distribution-with-cell-box")
@@ -256,8 +284,12 @@ def test_the_target_and_controls_change_the_pictures(server_url, tab):
     after = tab.pictures()
     assert set(after) == METHODS
     assert all(after[method] != before[method] for method in METHODS)
-    assert all(other in alt for alt in tab.page.eval_on_selector_all(
-        "#methods img", "images => images.map(image => image.alt)"))
+    assert all(
+        other in alt
+        for alt in tab.page.eval_on_selector_all(
+            "#methods img", "images => images.map(image => image.alt)"
+        )
+    )
     screenshot(tab.page, "target-switched")
 
     tab.page.check("input[name=view][value=heatmap]")
@@ -297,8 +329,9 @@ def test_bad_files_show_a_readable_message(server_url, tab, tmp_path):
 
 def test_the_page_asks_for_an_api_key_and_keeps_it_in_memory(keyed_server_url, tab):
     sent = []
-    tab.page.on("request", lambda request: sent.append(
-        (request.url, request.headers.get("authorization"))))
+    tab.page.on(
+        "request", lambda request: sent.append((request.url, request.headers.get("authorization")))
+    )
     tab.page.goto(keyed_server_url + "/")
     tab.page.wait_for_selector("#key-form:not([hidden])")
     assert "needs an API key" in tab.page.inner_text("#key-form")
@@ -307,8 +340,9 @@ def test_the_page_asks_for_an_api_key_and_keeps_it_in_memory(keyed_server_url, t
 
     tab.page.fill("#key-input", "wrong-key-0123456789abcdef")
     tab.page.press("#key-input", "Enter")
-    tab.page.wait_for_function("document.getElementById('key-message').textContent"
-                               ".includes('not accepted')")
+    tab.page.wait_for_function(
+        "document.getElementById('key-message').textContent.includes('not accepted')"
+    )
     assert "not accepted" in tab.page.inner_text("#error")
 
     sent.clear()
@@ -319,10 +353,14 @@ def test_the_page_asks_for_an_api_key_and_keeps_it_in_memory(keyed_server_url, t
     smear = EXAMPLES / "monocyte-2.jpeg"
     tab.choose_file(smear)
     tab.wait_for_results()
-    assert tab.label() == predicted_label(keyed_server_url, smear,
-                                          {"Authorization": f"Bearer {KEY}"})
-    api_calls = {re.sub(r"\?.*", "", url.removeprefix(keyed_server_url)): auth
-                 for url, auth in sent if re.search(r"/(models|predict|explain)\b", url)}
+    assert tab.label() == predicted_label(
+        keyed_server_url, smear, {"Authorization": f"Bearer {KEY}"}
+    )
+    api_calls = {
+        re.sub(r"\?.*", "", url.removeprefix(keyed_server_url)): auth
+        for url, auth in sent
+        if re.search(r"/(models|predict|explain)\b", url)
+    }
     assert api_calls == dict.fromkeys(["/models", "/predict", "/explain"], f"Bearer {KEY}")
     stored = tab.page.evaluate("[localStorage.length, sessionStorage.length, document.cookie]")
     assert stored == [0, 0, ""] and tab.context.cookies() == []
@@ -357,6 +395,7 @@ def test_keyboard_only_use(server_url, tab):
     screenshot(page, "enlarged")
     page.keyboard.press("Escape")
     page.wait_for_selector("#zoom:not([open])", state="attached")
-    assert page.evaluate("document.activeElement.matches('#methods li[data-method=layercam] "
-                         "button.enlarge')")
+    assert page.evaluate(
+        "document.activeElement.matches('#methods li[data-method=layercam] button.enlarge')"
+    )
     tab.assert_clean()

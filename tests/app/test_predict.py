@@ -16,8 +16,9 @@ def test_predicts_each_image_in_request_order(client, smear_files, bundled_manif
     assert batch.status_code == 200
     body = batch.json()
     assert body["model"] == {"name": bundled_manifest.name, "version": bundled_manifest.version}
-    singles = [client.post("/predict", files=_multipart(p)).json()["predictions"][0]
-               for p in payloads]
+    singles = [
+        client.post("/predict", files=_multipart(p)).json()["predictions"][0] for p in payloads
+    ]
     assert len(body["predictions"]) == 4
     for together, alone in zip(body["predictions"], singles, strict=True):
         assert together["label"] == alone["label"]
@@ -27,11 +28,16 @@ def test_predicts_each_image_in_request_order(client, smear_files, bundled_manif
 
 def test_prediction_fields_are_consistent(client, smear_files, bundled_manifest):
     prediction = client.post("/predict", files=_multipart(smear_files[0].read_bytes())).json()[
-        "predictions"][0]
+        "predictions"
+    ][0]
     probabilities = prediction["probabilities"]
     assert list(probabilities) == bundled_manifest.class_names
     assert set(bundled_manifest.class_names) == {
-        "EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"}
+        "EOSINOPHIL",
+        "LYMPHOCYTE",
+        "MONOCYTE",
+        "NEUTROPHIL",
+    }
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert prediction["label"] == max(probabilities, key=probabilities.get)
     assert prediction["class_index"] == list(probabilities).index(prediction["label"])
@@ -41,12 +47,16 @@ def test_prediction_fields_are_consistent(client, smear_files, bundled_manifest)
 def test_json_base64_and_data_uri_match_multipart(client, smear_files):
     payload = smear_files[1].read_bytes()
     encoded = base64.b64encode(payload).decode()
-    by_json = client.post("/predict", json={"images": [
-        encoded, f"data:image/jpeg;base64,{encoded}"]}).json()["predictions"]
+    by_json = client.post(
+        "/predict", json={"images": [encoded, f"data:image/jpeg;base64,{encoded}"]}
+    ).json()["predictions"]
     by_form = client.post("/predict", files=_multipart(payload)).json()["predictions"][0]
     for prediction in by_json:
-        np.testing.assert_allclose(list(prediction["probabilities"].values()),
-                                   list(by_form["probabilities"].values()), atol=1e-6)
+        np.testing.assert_allclose(
+            list(prediction["probabilities"].values()),
+            list(by_form["probabilities"].values()),
+            atol=1e-6,
+        )
 
 
 def test_bundled_model_is_right_on_most_real_smears(client, smears):
@@ -62,14 +72,16 @@ def test_bundled_model_is_right_on_most_real_smears(client, smears):
 
 
 def test_bundled_model_keeps_its_recorded_accuracy_on_test_simple(
-        client, test_simple_files, bundled_manifest):
+    client, test_simple_files, bundled_manifest
+):
     """Full-split evaluation through the served /predict: the accuracy the manifest records
     for TEST_SIMPLE (needs the full data set)."""
     predictions = []
     for start in range(0, len(test_simple_files), 32):
-        chunk = test_simple_files[start:start + 32]
-        predictions += client.post("/predict", files=_multipart(
-            *(p.read_bytes() for p in chunk))).json()["predictions"]
+        chunk = test_simple_files[start : start + 32]
+        predictions += client.post(
+            "/predict", files=_multipart(*(p.read_bytes() for p in chunk))
+        ).json()["predictions"]
     truth = [path.parent.name for path in test_simple_files]
     accuracy = np.mean([p["label"] == t for p, t in zip(predictions, truth, strict=True)])
     recorded = bundled_manifest.metrics["test_simple"]

@@ -23,8 +23,16 @@ KEY = "reload-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PNG = encode(Image.fromarray(smear_like_rgb(width=48, height=40)))
 PIXELS = smear_like_rgb(width=40, height=32)
-V2_BODY = {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 32, 40, 3],
-                       "data": PIXELS.ravel().tolist()}]}
+V2_BODY = {
+    "inputs": [
+        {
+            "name": "pixels",
+            "datatype": "UINT8",
+            "shape": [1, 32, 40, 3],
+            "data": PIXELS.ravel().tolist(),
+        }
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +75,14 @@ async def steady_load(base_url: str, action, workers: int = 4, around: int = 20)
     answered = asyncio.Condition()
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=60) as http:
+
         async def client(index: int) -> None:
             while not stop.is_set():
                 try:
                     if index % 2:
-                        response = await http.post("/predict", files={
-                            "file": ("a.png", PNG, "image/png")})
+                        response = await http.post(
+                            "/predict", files={"file": ("a.png", PNG, "image/png")}
+                        )
                     else:
                         response = await http.post("/v2/models/tiny/infer", json=V2_BODY)
                     answer = (response.status_code, answered_version(response))
@@ -106,8 +116,10 @@ def test_reload_under_steady_load_fails_no_request(server, store):
     reloaded, answers = asyncio.run(steady_load(str(http.base_url), reload))
     assert reloaded.status_code == 200, reloaded.text
     assert reloaded.json() == {
-        "status": "reloaded", "model": {"name": "tiny", "version": manifest.version},
-        "previous": {"name": "tiny", "version": before}}
+        "status": "reloaded",
+        "model": {"name": "tiny", "version": manifest.version},
+        "previous": {"name": "tiny", "version": before},
+    }
     failures = [answer for answer in answers if answer[0] != 200]
     assert not failures, f"{len(failures)} of {len(answers)} requests failed: {failures[:5]}"
     versions = [version for _, version in answers]
@@ -156,8 +168,10 @@ def test_sighup_reloads_the_newest_version(server, store):
     process, http, log_file = server
     _, manifest, _ = publish_tiny_model(store)
     os.kill(process.pid, signal.SIGHUP)
-    loaded = wait_for_line(log_file, lambda line: line["event"] == "model_loaded"
-                           and line["version"] == manifest.version)
+    loaded = wait_for_line(
+        log_file,
+        lambda line: line["event"] == "model_loaded" and line["version"] == manifest.version,
+    )
     assert loaded["model"] == "tiny"
     assert served_version(http) == manifest.version
     assert http.get("/v2/models/tiny").json()["versions"] == [str(manifest.version)]
@@ -172,8 +186,9 @@ def test_the_server_log_records_loads_failures_and_requests(server):
     loads = [line for line in lines if line["event"] == "model_loaded"]
     assert len(loads) >= 4 and all(line["device"] in ("CPU:0", "GPU:0") for line in loads)
     assert all(line["load_seconds"] > 0 for line in loads)
-    (failed,) = [line for line in lines if line["event"] == "reload_failed"
-                 and "SHA-256" in line["error"]]
+    (failed,) = [
+        line for line in lines if line["event"] == "reload_failed" and "SHA-256" in line["error"]
+    ]
     assert failed["level"] == "error" and failed["serving"]["name"] == "tiny"
     requests = [line for line in lines if line["event"] == "request"]
     assert {line["model_version"] for line in requests} >= {1, 2}

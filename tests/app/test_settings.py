@@ -16,15 +16,19 @@ def test_new_names_and_defaults(monkeypatch):
     assert Settings(max_pass_images=3).max_pass_images == 3
 
 
-@pytest.mark.parametrize(("old", "field"), [("WBC_MAX_BATCH_IMAGES", "max_request_images"),
-                                            ("WBC_BATCH_MAX_SIZE", "max_pass_images")])
+@pytest.mark.parametrize(
+    ("old", "field"),
+    [("WBC_MAX_BATCH_IMAGES", "max_request_images"), ("WBC_BATCH_MAX_SIZE", "max_pass_images")],
+)
 def test_deprecated_names_still_work_with_a_warning(monkeypatch, caplog, old, field):
     monkeypatch.setenv(old, "4")
     with caplog.at_level(logging.WARNING, logger="app.core.settings"):
         settings = Settings()
     assert getattr(settings, field) == 4
-    assert any(old in record.getMessage() and "deprecated" in record.getMessage()
-               for record in caplog.records)
+    assert any(
+        old in record.getMessage() and "deprecated" in record.getMessage()
+        for record in caplog.records
+    )
 
 
 def test_only_prefixed_variables_configure_the_service(monkeypatch):

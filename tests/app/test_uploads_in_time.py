@@ -19,8 +19,9 @@ SMEAR = (ROOT / "examples" / "monocyte-1.jpeg").read_bytes()
 
 @pytest.fixture(scope="module")
 def server(tiny_store):
-    process, base_url = start_server(env={"WBC_STORE_DIR": str(tiny_store),
-                                          "WBC_MODEL_NAME": "tiny"})
+    process, base_url = start_server(
+        env={"WBC_STORE_DIR": str(tiny_store), "WBC_MODEL_NAME": "tiny"}
+    )
     try:
         yield base_url
     finally:
@@ -36,13 +37,20 @@ def _metric(base_url: str, name: str, **labels: str) -> float:
     return total
 
 
-def _start_upload(base_url: str, path: str, headers: dict[str, str], declared: int,
-                  sent: bytes) -> socket.socket:
+def _start_upload(
+    base_url: str, path: str, headers: dict[str, str], declared: int, sent: bytes
+) -> socket.socket:
     """Open a connection and send the head and the first bytes of a body of `declared`."""
     host, port = base_url.removeprefix("http://").split(":")
     connection = socket.create_connection((host, int(port)), timeout=30)
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {declared}",
-            *(f"{key}: {value}" for key, value in headers.items()), "", ""]
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        f"Content-Length: {declared}",
+        *(f"{key}: {value}" for key, value in headers.items()),
+        "",
+        "",
+    ]
     connection.sendall("\r\n".join(head).encode() + sent)
     return connection
 
@@ -56,9 +64,13 @@ def _wait_for(condition, timeout: float = 30.0) -> None:
 
 def test_a_stalled_upload_is_answered_by_its_deadline_and_frees_its_place(server):
     body = b'{"images": ["' + b"A" * 64
-    connection = _start_upload(server, "/predict", {"Content-Type": "application/json",
-                                                    "X-Request-Timeout": "1"},
-                               declared=100_000, sent=body)
+    connection = _start_upload(
+        server,
+        "/predict",
+        {"Content-Type": "application/json", "X-Request-Timeout": "1"},
+        declared=100_000,
+        sent=body,
+    )
     try:
         _wait_for(lambda: _metric(server, "wbc_queue_depth", queue="forward") == 1)
         answer = connection.recv(4096).decode("latin-1")  # blocks until the server answers
@@ -74,11 +86,17 @@ def test_a_stalled_upload_is_answered_by_its_deadline_and_frees_its_place(server
 
 def test_a_client_gone_mid_upload_is_no_server_error(server):
     errors_before = _metric(server, "wbc_http_requests_total", status="500")
-    head = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpeg\"\r\n"
-            b"Content-Type: image/jpeg\r\n\r\n")
-    connection = _start_upload(server, "/predict",
-                               {"Content-Type": "multipart/form-data; boundary=b"},
-                               declared=len(head) + len(SMEAR) + 8, sent=head + SMEAR[:500])
+    head = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpeg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n"
+    )
+    connection = _start_upload(
+        server,
+        "/predict",
+        {"Content-Type": "multipart/form-data; boundary=b"},
+        declared=len(head) + len(SMEAR) + 8,
+        sent=head + SMEAR[:500],
+    )
     _wait_for(lambda: _metric(server, "wbc_queue_depth", queue="forward") == 1)
     connection.close()
     _wait_for(lambda: _metric(server, "wbc_queue_depth", queue="forward") == 0)
@@ -88,25 +106,28 @@ def test_a_client_gone_mid_upload_is_no_server_error(server):
 
 
 def test_refusals_are_counted_under_the_route_they_were_for(server):
-    response = httpx.post(server + "/predict", files={"file": ("smear.jpeg", SMEAR)},
-                          headers={"X-Request-Timeout": "-1"}, timeout=60)
+    response = httpx.post(
+        server + "/predict",
+        files={"file": ("smear.jpeg", SMEAR)},
+        headers={"X-Request-Timeout": "-1"},
+        timeout=60,
+    )
     assert response.status_code == 422
     assert _metric(server, "wbc_http_requests_total", route="/predict", status="422") >= 1
 
 
 def test_behind_a_path_prefix_every_route_still_works(tiny_store):
-    process, base_url = start_server(env={"WBC_STORE_DIR": str(tiny_store),
-                                          "WBC_MODEL_NAME": "tiny"},
-                                     extra_args=("--root-path", "/wbc"))
+    process, base_url = start_server(
+        env={"WBC_STORE_DIR": str(tiny_store), "WBC_MODEL_NAME": "tiny"},
+        extra_args=("--root-path", "/wbc"),
+    )
     try:
         # The proxy strips its prefix before forwarding; uvicorn puts it back into the
         # ASGI path (and root_path), as it does behind a real proxy.
         prefixed = base_url
-        predicted = httpx.post(prefixed + "/predict", files={"file": ("s.jpeg", SMEAR)},
-                               timeout=60)
+        predicted = httpx.post(prefixed + "/predict", files={"file": ("s.jpeg", SMEAR)}, timeout=60)
         assert predicted.status_code == 200
-        explained = httpx.post(prefixed + "/explain", files={"file": ("s.jpeg", SMEAR)},
-                               timeout=60)
+        explained = httpx.post(prefixed + "/explain", files={"file": ("s.jpeg", SMEAR)}, timeout=60)
         assert explained.status_code == 200
         refused = httpx.post(prefixed + "/v2/models/tiny/infer", content=b"{bad", timeout=60)
         assert refused.status_code == 400

@@ -37,9 +37,17 @@ def test_the_v2_request_is_one_base64_jpeg_as_bytes():
 
 
 def _result(concurrency: int, p50_ms: float, per_second: float) -> LoadResult:
-    return LoadResult(requests=10, concurrency=concurrency, p50_ms=p50_ms, p95_ms=p50_ms,
-                      p99_ms=p50_ms, mean_ms=p50_ms, requests_per_second=per_second, errors=0,
-                      status_counts={"200": 10})
+    return LoadResult(
+        requests=10,
+        concurrency=concurrency,
+        p50_ms=p50_ms,
+        p95_ms=p50_ms,
+        p99_ms=p50_ms,
+        mean_ms=p50_ms,
+        requests_per_second=per_second,
+        errors=0,
+        status_counts={"200": 10},
+    )
 
 
 def test_targets_are_ratios_of_the_same_run_and_skip_servers_not_run():
@@ -52,9 +60,12 @@ def test_targets_are_ratios_of_the_same_run_and_skip_servers_not_run():
         Measurement(MLSERVER, V2_INFER, _result(16, 300.0, 60.0)),
     ]
     forward = ForwardReport(
-        mflop_per_image=160.0, matmul_peak_gflops={"tensorflow": 100.0, "numpy": 80.0},
-        tensorflow_load_seconds=5.0, onnx_added_seconds=0.3,
-        curve=[CurvePoint("onnxruntime", 1, 2.5, 64.0), CurvePoint("onnxruntime", 32, 5.0, 32.0)])
+        mflop_per_image=160.0,
+        matmul_peak_gflops={"tensorflow": 100.0, "numpy": 80.0},
+        tensorflow_load_seconds=5.0,
+        onnx_added_seconds=0.3,
+        curve=[CurvePoint("onnxruntime", 1, 2.5, 64.0), CurvePoint("onnxruntime", 32, 5.0, 32.0)],
+    )
     floor = Floor(decode_and_forward_ms=10.0, forward_ms=2.5, samples=10, backend="onnxruntime")
     checks = {check.name: check for check in check_targets(measurements, floor, forward, 1)}
     assert checks["/predict p50 at c=1 / floor (decode + preprocess + forward)"].value == 1.3
@@ -67,14 +78,18 @@ def test_targets_are_ratios_of_the_same_run_and_skip_servers_not_run():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (VENV / "bin" / "mlserver").is_file(),
-                    reason="needs bench/.mlserver-venv (scripts/setup-mlserver.sh)")
+@pytest.mark.skipif(
+    not (VENV / "bin" / "mlserver").is_file(),
+    reason="needs bench/.mlserver-venv (scripts/setup-mlserver.sh)",
+)
 def test_mlserver_answers_the_same_request_with_the_same_probabilities(tmp_path):
     smears = [smear.path.read_bytes() for smear in example_smears()[:2]]
     entry = entry_dir(BUNDLED_STORE, BUNDLED_MODEL)
     with mlserver_serving(entry, BUNDLED_MODEL, BUNDLED_VERSION, tmp_path) as base_url:
-        answers = [httpx.post(f"{base_url}/v2/models/{BUNDLED_MODEL}/infer", **body,
-                              timeout=60).json() for body in v2_bodies(smears)]
+        answers = [
+            httpx.post(f"{base_url}/v2/models/{BUNDLED_MODEL}/infer", **body, timeout=60).json()
+            for body in v2_bodies(smears)
+        ]
     runtime = ModelRuntime(*load_entry(entry), entry, "CPU:0")
     for answer, smear in zip(answers, smears, strict=True):
         (output,) = answer["outputs"]

@@ -15,16 +15,28 @@ from tests.utils.images import example_smears
 
 def test_the_service_answers_every_request_the_load_sends(server_url):
     smears = [smear.path.read_bytes() for smear in example_smears()[:3]]
-    predict = asyncio.run(run_load(server_url, "/predict", multipart_bodies(smears),
-                                   concurrency=2, requests=9, warmup=1))
+    predict = asyncio.run(
+        run_load(
+            server_url, "/predict", multipart_bodies(smears), concurrency=2, requests=9, warmup=1
+        )
+    )
     assert (predict.requests, predict.errors, predict.status_counts) == (9, 0, {"200": 9})
     assert 0 < predict.p50_ms <= predict.p99_ms
-    infer = asyncio.run(run_load(server_url, f"/v2/models/{BUNDLED_MODEL}/infer", v2_bodies(smears),
-                                 concurrency=3, requests=6, warmup=0))
+    infer = asyncio.run(
+        run_load(
+            server_url,
+            f"/v2/models/{BUNDLED_MODEL}/infer",
+            v2_bodies(smears),
+            concurrency=3,
+            requests=6,
+            warmup=0,
+        )
+    )
     assert infer.status_counts == {"200": 6}
     # A v2 body where /predict wants {"images": [...]}: every answer counts as an error.
-    refused = asyncio.run(run_load(server_url, "/predict", v2_bodies(smears[:1]),
-                                   concurrency=1, requests=3, warmup=0))
+    refused = asyncio.run(
+        run_load(server_url, "/predict", v2_bodies(smears[:1]), concurrency=1, requests=3, warmup=0)
+    )
     assert (refused.errors, refused.status_counts) == (3, {"422": 3})
 
 
@@ -53,8 +65,9 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 def _serve(chunked: bool, requests: int, bodies: list[dict], concurrency: int):
-    handler = type("Handler", (_Recorder,),
-                   {"protocol_version": "HTTP/1.1" if chunked else "HTTP/1.0"})
+    handler = type(
+        "Handler", (_Recorder,), {"protocol_version": "HTTP/1.1" if chunked else "HTTP/1.0"}
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads, server.chunked = True, chunked
     server.seen, server.connections = [], set()
@@ -62,8 +75,9 @@ def _serve(chunked: bool, requests: int, bodies: list[dict], concurrency: int):
     thread.start()
     try:
         host, port = server.server_address[:2]
-        result = asyncio.run(run_load(f"http://{host}:{port}", "/up?x=1", bodies,
-                                      concurrency, requests, warmup=0))
+        result = asyncio.run(
+            run_load(f"http://{host}:{port}", "/up?x=1", bodies, concurrency, requests, warmup=0)
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -95,6 +109,14 @@ def test_chunked_answers_are_read_whole_and_the_connection_kept():
 def test_a_server_that_is_not_there_counts_as_errors_not_a_crash():
     with ThreadingHTTPServer(("127.0.0.1", 0), _Recorder) as server:
         port = server.server_address[1]  # bound, then closed: nothing listens there
-    result = asyncio.run(run_load(f"http://127.0.0.1:{port}", "/up", v2_bodies([b"x"]),
-                                  concurrency=2, requests=4, warmup=0))
+    result = asyncio.run(
+        run_load(
+            f"http://127.0.0.1:{port}",
+            "/up",
+            v2_bodies([b"x"]),
+            concurrency=2,
+            requests=4,
+            warmup=0,
+        )
+    )
     assert result.errors == 4 and result.status_counts == {"ConnectionRefusedError": 4}

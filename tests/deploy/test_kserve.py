@@ -44,14 +44,23 @@ def test_inference_service_matches_the_v1beta1_schema(isvc) -> None:
     inference_service_validator().validate(isvc)
 
 
-@pytest.mark.parametrize("break_it", [
-    lambda isvc: isvc["spec"]["predictor"].update(replicas=2),  # not a predictor field
-    lambda isvc: isvc["spec"]["predictor"].update(scaleMetric="gpu"),
-    lambda isvc: isvc["spec"]["predictor"]["containers"][0].update(port=8000),
-    lambda isvc: isvc["spec"]["predictor"].pop("containers"),  # no implementation at all
-    lambda isvc: isvc["metadata"].update(name="WBC_model"),
-], ids=["unknown-field", "bad-scale-metric", "unknown-container-field", "no-predictor",
-        "bad-name"])
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        lambda isvc: isvc["spec"]["predictor"].update(replicas=2),  # not a predictor field
+        lambda isvc: isvc["spec"]["predictor"].update(scaleMetric="gpu"),
+        lambda isvc: isvc["spec"]["predictor"]["containers"][0].update(port=8000),
+        lambda isvc: isvc["spec"]["predictor"].pop("containers"),  # no implementation at all
+        lambda isvc: isvc["metadata"].update(name="WBC_model"),
+    ],
+    ids=[
+        "unknown-field",
+        "bad-scale-metric",
+        "unknown-container-field",
+        "no-predictor",
+        "bad-name",
+    ],
+)
 def test_the_schema_rejects_what_kserve_rejects(isvc, break_it) -> None:
     broken = copy.deepcopy(isvc)
     break_it(broken)
@@ -100,8 +109,9 @@ def test_gpu_raw_deployment_scaled_by_hpa_on_cpu(isvc, predictor_container) -> N
     assert 0 < predictor["minReplicas"] <= predictor["maxReplicas"]
 
 
-def test_same_settings_secret_and_security_as_the_deployment(manifests, isvc,
-                                                             predictor_container) -> None:
+def test_same_settings_secret_and_security_as_the_deployment(
+    manifests, isvc, predictor_container
+) -> None:
     gpu = render(OVERLAYS["gpu"])
     deployment = one(gpu, "Deployment")
     (api,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -76,8 +76,13 @@ def container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
 def test_every_object_validates_strictly(overlay) -> None:
     name, manifests = overlay
     kinds = sorted(manifest["kind"] for manifest in manifests)
-    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                     "PodDisruptionBudget", "Service"], name
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Service",
+    ], name
     for manifest in manifests:
         validate_strictly(manifest)
 
@@ -92,10 +97,14 @@ def test_strict_validation_rejects_an_unknown_field(gpu) -> None:
         validate_strictly(deployment)
 
 
-@pytest.mark.parametrize(("name", "components"), [
-    ("gpu", ("store-pvc",)), ("cpu", ("queue-depth-hpa",)),
-    ("cpu", ("store-pvc", "queue-depth-hpa")),  # the gpu overlay has queue-depth-hpa already
-])
+@pytest.mark.parametrize(
+    ("name", "components"),
+    [
+        ("gpu", ("store-pvc",)),
+        ("cpu", ("queue-depth-hpa",)),
+        ("cpu", ("store-pvc", "queue-depth-hpa")),  # the gpu overlay has queue-depth-hpa already
+    ],
+)
 def test_optional_components_render_and_validate(tmp_path: Path, name, components) -> None:
     manifests = render(overlay_with_components(tmp_path, name, *components))
     for manifest in manifests:
@@ -151,8 +160,11 @@ def test_probes_use_readiness_for_startup_and_ready_and_liveness_for_live(overla
     _, manifests = overlay
     api = container(manifests)
     paths = {kind: http_get["path"] for _, http_get, kind in http_probes(manifests)}
-    assert paths == {"startupProbe": "/health/ready", "readinessProbe": "/health/ready",
-                     "livenessProbe": "/health/live"}
+    assert paths == {
+        "startupProbe": "/health/ready",
+        "readinessProbe": "/health/ready",
+        "livenessProbe": "/health/live",
+    }
     assert api["livenessProbe"].get("initialDelaySeconds", 0) == 0  # startupProbe covers it
 
 
@@ -167,20 +179,26 @@ def test_service_hpa_and_pdb_select_the_deployment(overlay) -> None:
     assert budget["selector"]["matchLabels"].items() <= labels.items()
     hpa = one(manifests, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                            "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert budget["minAvailable"] < hpa["spec"]["minReplicas"], "a drain could never proceed"
     # CPU first, which works on any cluster with metrics-server. On a GPU pod CPU barely
     # moves while images wait, so the gpu overlay also follows queue depth (issue 14).
     cpu, *others = hpa["spec"]["metrics"]
     assert cpu["type"] == "Resource" and cpu["resource"]["name"] == "cpu"
     assert [(m["type"], m["pods"]["metric"]["name"]) for m in others] == (
-        [("Pods", "wbc_queue_depth")] if name == "gpu" else [])
+        [("Pods", "wbc_queue_depth")] if name == "gpu" else []
+    )
 
 
 def test_queue_depth_component_adds_a_pods_metric_beside_cpu(tmp_path: Path) -> None:
-    hpa = one(render(overlay_with_components(tmp_path, "cpu", "queue-depth-hpa")),
-              "HorizontalPodAutoscaler")
+    hpa = one(
+        render(overlay_with_components(tmp_path, "cpu", "queue-depth-hpa")),
+        "HorizontalPodAutoscaler",
+    )
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
     assert hpa["spec"]["metrics"][1]["pods"]["metric"]["name"] == "wbc_queue_depth"
 
@@ -214,8 +232,9 @@ def test_readme_overlays_take_the_image_the_readme_pushes(tmp_path: Path, readme
         target = tmp_path / path
         target.parent.mkdir(parents=True)
         target.write_text(content)
-        workloads = [m for m in render(target.parent)
-                     if m["kind"] in ("Deployment", "InferenceService")]
+        workloads = [
+            m for m in render(target.parent) if m["kind"] in ("Deployment", "InferenceService")
+        ]
         assert workloads, path
         for workload in workloads:
             (api,) = pod_spec(workload)["containers"]
@@ -223,10 +242,10 @@ def test_readme_overlays_take_the_image_the_readme_pushes(tmp_path: Path, readme
 
 
 def configmap_env(manifests: list[dict[str, Any]]) -> dict[str, str]:
-    deployment_refs = [source["configMapRef"]["name"]
-                       for source in container(manifests)["envFrom"]]
-    (configmap,) = [m for m in of_kind(manifests, "ConfigMap")
-                    if m["metadata"]["name"] in deployment_refs]
+    deployment_refs = [source["configMapRef"]["name"] for source in container(manifests)["envFrom"]]
+    (configmap,) = [
+        m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"] in deployment_refs
+    ]
     return configmap["data"]
 
 
@@ -253,8 +272,9 @@ def test_configmap_values_are_the_service_defaults_but_the_paths(
     paths = ("store_dir", "api_keys_file")
     assert str(configured["store_dir"]) == dockerfile_env()["WBC_STORE_DIR"]
     assert configured["api_keys_file"] is not None, "the API must not run open"
-    assert ({k: v for k, v in configured.items() if k not in paths}
-            == {k: v for k, v in defaults.items() if k not in paths})
+    assert {k: v for k, v in configured.items() if k not in paths} == {
+        k: v for k, v in defaults.items() if k not in paths
+    }
 
 
 def test_api_keys_file_is_the_mounted_secret(overlay) -> None:
@@ -263,7 +283,8 @@ def test_api_keys_file_is_the_mounted_secret(overlay) -> None:
     pod = pod_spec(one(manifests, "Deployment"))
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     matches = [
-        (mount, volumes[mount["name"]]["secret"]) for mount in container(manifests)["volumeMounts"]
+        (mount, volumes[mount["name"]]["secret"])
+        for mount in container(manifests)["volumeMounts"]
         if "secret" in volumes[mount["name"]]
         and keys_file.parent == PurePosixPath(mount["mountPath"])
     ]
@@ -282,8 +303,9 @@ def test_store_is_the_images_and_the_pvc_variant_mounts_read_only_over_it(
     assert configmap_env(manifests)["WBC_STORE_DIR"] == store_dir
     (mount,) = [m for m in container(manifests)["volumeMounts"] if m["mountPath"] == store_dir]
     assert mount["readOnly"] is True
-    volumes = {volume["name"]: volume for volume in pod_spec(one(manifests, "Deployment"))
-               ["volumes"]}
+    volumes = {
+        volume["name"]: volume for volume in pod_spec(one(manifests, "Deployment"))["volumes"]
+    }
     claim = volumes[mount["name"]]["persistentVolumeClaim"]
     assert claim["readOnly"] is True
     assert claim["claimName"] == one(manifests, "PersistentVolumeClaim")["metadata"]["name"]

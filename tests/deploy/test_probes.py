@@ -39,17 +39,23 @@ def manifests() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def read_only_server(manifests, tmp_path_factory) -> str:
-    if shutil.which("unshare") is None or subprocess.run(
-            [*SANDBOX, READ_ONLY], capture_output=True, timeout=30).returncode != 0:
-        pytest.skip("cannot make a read-only root here (needs unshare with user and mount "
-                    "namespaces, from util-linux)")
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run([*SANDBOX, READ_ONLY], capture_output=True, timeout=30).returncode != 0
+    ):
+        pytest.skip(
+            "cannot make a read-only root here (needs unshare with user and mount "
+            "namespaces, from util-linux)"
+        )
     deployment = next(m for m in manifests if m["kind"] == "Deployment")
     (api,) = pod_spec(deployment)["containers"]
     container_env = {variable["name"]: variable["value"] for variable in api["env"]}
     keys_file = tmp_path_factory.mktemp("secret") / "api-keys"
     keys_file.write_text(f"# as mounted from the Secret wbc-api-keys\n{API_KEY}\n")
-    process, base_url = start_server(wrapper=READ_ONLY_ROOT, env={
-        **container_env, "WBC_API_KEYS_FILE": str(keys_file), "PYTHONDONTWRITEBYTECODE": "1"})
+    process, base_url = start_server(
+        wrapper=READ_ONLY_ROOT,
+        env={**container_env, "WBC_API_KEYS_FILE": str(keys_file), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     try:
         yield base_url
     finally:
@@ -71,7 +77,10 @@ def test_every_probe_path_answers_200_without_a_key(read_only_server: str, manif
 @pytest.mark.parametrize("route", ["/predict", "/explain?method=gradcam"])
 def test_predicts_and_explains_on_a_read_only_root(read_only_server: str, route: str) -> None:
     image = (ROOT / "examples" / "eosinophil-1.jpeg").read_bytes()
-    response = httpx.post(read_only_server + route, timeout=120,
-                          headers={"Authorization": f"Bearer {API_KEY}"},
-                          files={"file": ("smear.jpeg", image, "image/jpeg")})
+    response = httpx.post(
+        read_only_server + route,
+        timeout=120,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        files={"file": ("smear.jpeg", image, "image/jpeg")},
+    )
     assert response.status_code == 200, response.text

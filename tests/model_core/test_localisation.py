@@ -21,8 +21,14 @@ CROP = Preprocessing(antialias=True, localisation=SPEC)
 
 def _examples() -> list[tuple[str, np.ndarray, list[list[int]]]]:
     table = json.loads((EXAMPLES / "examples.json").read_text())["images"]
-    return [(name, cv2.cvtColor(cv2.imread(str(EXAMPLES / name)), cv2.COLOR_BGR2RGB),
-             entry["wbc_boxes_xyxy"]) for name, entry in sorted(table.items())]
+    return [
+        (
+            name,
+            cv2.cvtColor(cv2.imread(str(EXAMPLES / name)), cv2.COLOR_BGR2RGB),
+            entry["wbc_boxes_xyxy"],
+        )
+        for name, entry in sorted(table.items())
+    ]
 
 
 def _centre_inside(box, truth) -> bool:
@@ -30,8 +36,9 @@ def _centre_inside(box, truth) -> bool:
     return truth[0] <= x <= truth[2] and truth[1] <= y <= truth[3]
 
 
-@pytest.mark.parametrize("name, rgb, truths", _examples(), ids=lambda v: v if isinstance(
-    v, str) else "")
+@pytest.mark.parametrize(
+    "name, rgb, truths", _examples(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_the_cell_is_found_inside_its_annotated_box(name, rgb, truths):
     box = find_cell(rgb, SPEC)
     assert box is not None
@@ -98,7 +105,8 @@ def test_prepare_image_crops_the_cell_or_falls_back_to_the_whole_frame():
     assert 0.0 <= inputs.min() and inputs.max() <= 1.0
     assert box is not None and _centre_inside(box, truths[0])
     np.testing.assert_allclose(
-        inputs, cut_window(rgb, box, SPEC, (96, 96)).astype(np.float32) / 255, atol=1e-6)
+        inputs, cut_window(rgb, box, SPEC, (96, 96)).astype(np.float32) / 255, atol=1e-6
+    )
 
     blank = foreign_images()["flat-white"]
     inputs, box = prepare_image(blank, (96, 96), CROP)
@@ -108,7 +116,8 @@ def test_prepare_image_crops_the_cell_or_falls_back_to_the_whole_frame():
     whole, box = prepare_image(rgb, (64, 64), Preprocessing(antialias=True))
     assert box is None
     np.testing.assert_allclose(
-        whole, to_model_input(rgb, (64, 64), Preprocessing(antialias=True)).numpy(), atol=1e-6)
+        whole, to_model_input(rgb, (64, 64), Preprocessing(antialias=True)).numpy(), atol=1e-6
+    )
 
 
 def test_manifest_round_trips_with_and_without_localisation(tmp_path):

@@ -42,8 +42,10 @@ def test_publishing_writes_model_onnx_with_its_checksum(store):
     assert manifest.artefacts[ONNX_FILE] == sha256_file(store / "tiny" / "1" / ONNX_FILE)
 
 
-@pytest.mark.parametrize(("backend", "expected"), [
-    ("auto", "onnxruntime"), ("onnxruntime", "onnxruntime"), ("tensorflow", "tensorflow")])
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [("auto", "onnxruntime"), ("onnxruntime", "onnxruntime"), ("tensorflow", "tensorflow")],
+)
 def test_the_backend_follows_the_setting_on_a_cpu(store, backend, expected):
     runtime = load(store, 1, backend)
     assert (runtime.backend, runtime.backend_note) == (expected, None)
@@ -60,12 +62,15 @@ def test_onnx_runtime_answers_as_tensorflow_does(store):
 
 
 def test_spinning_threads_follow_the_setting_and_change_no_answer(store):
-    spinning, sleeping = load(store, 1, "onnxruntime"), load(store, 1, "onnxruntime",
-                                                             onnx_spinning=False)
+    spinning, sleeping = (
+        load(store, 1, "onnxruntime"),
+        load(store, 1, "onnxruntime", onnx_spinning=False),
+    )
     assert (spinning._onnx.spinning, sleeping._onnx.spinning) == (True, False)
     batch = inputs()
-    np.testing.assert_array_equal(spinning.forward(batch).probabilities,
-                                  sleeping.forward(batch).probabilities)
+    np.testing.assert_array_equal(
+        spinning.forward(batch).probabilities, sleeping.forward(batch).probabilities
+    )
 
 
 def test_an_entry_without_model_onnx_serves_through_tensorflow(store):
@@ -76,8 +81,10 @@ def test_an_entry_without_model_onnx_serves_through_tensorflow(store):
     write_manifest(directory, manifest.model_copy(update={"onnx": None, "artefacts": artefacts}))
     runtime = load(store, 10, "onnxruntime", refuse_bad_onnx=True)
     assert runtime.backend == "tensorflow"
-    assert runtime.backend_note == f"the entry in {directory} has no {ONNX_FILE}; serving " \
+    assert (
+        runtime.backend_note == f"the entry in {directory} has no {ONNX_FILE}; serving "
         "through TensorFlow"
+    )
 
     written = export_entry(directory)  # what `python -m training export-onnx` does
     assert written.onnx is not None and written.onnx.feature_layers == []
@@ -93,8 +100,10 @@ def test_a_corrupt_model_onnx_falls_back_or_is_refused(store):
     model.write_bytes(bytes(data))
     runtime = load(store, 11)
     assert runtime.backend == "tensorflow"
-    assert "has SHA-256" in runtime.backend_note and "serving through TensorFlow" in \
-        runtime.backend_note
+    assert (
+        "has SHA-256" in runtime.backend_note
+        and "serving through TensorFlow" in runtime.backend_note
+    )
     with pytest.raises(OnnxUnusable, match="has SHA-256"):
         load(store, 11, refuse_bad_onnx=True)
 
@@ -103,8 +112,14 @@ def test_another_models_onnx_with_a_matching_checksum_is_caught_by_the_probe(sto
     directory = copy_entry(store / "tiny" / "1", store, 12)
     shutil.copyfile(store / "tiny" / "2" / ONNX_FILE, directory / ONNX_FILE)
     manifest = read_manifest(directory)
-    write_manifest(directory, manifest.model_copy(update={"artefacts": {
-        **manifest.artefacts, ONNX_FILE: sha256_file(directory / ONNX_FILE)}}))
+    write_manifest(
+        directory,
+        manifest.model_copy(
+            update={
+                "artefacts": {**manifest.artefacts, ONNX_FILE: sha256_file(directory / ONNX_FILE)}
+            }
+        ),
+    )
     with pytest.raises(OnnxUnusable, match="is not this model: probabilities differs"):
         load(store, 12, refuse_bad_onnx=True)
     assert load(store, 12).backend == "tensorflow"
@@ -114,8 +129,13 @@ def test_an_onnx_pooling_other_layers_than_the_distribution_is_refused(store):
     directory = copy_entry(store / "tiny" / "1", store, 13)
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["feature_distribution"] = {
-        "layers": ["fire6"], "mean": [0.0] * 8, "precision": np.eye(8).tolist(),
-        "threshold": 1.0, "threshold_quantile": 0.99, "fitted_on": "nothing"}
+        "layers": ["fire6"],
+        "mean": [0.0] * 8,
+        "precision": np.eye(8).tolist(),
+        "threshold": 1.0,
+        "threshold_quantile": 0.99,
+        "fitted_on": "nothing",
+    }
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(OnnxUnusable, match=r"pools the features of \['fire5', 'fire6'\]"):
         load(store, 13, refuse_bad_onnx=True)

@@ -25,8 +25,11 @@ def _assert_qualified(prediction: dict) -> None:
 def test_real_smears_are_in_distribution_and_calibrated(client, smear_files):
     """The eight real smears of examples/: at most one flagged (v3 flags none)."""
     predictions = _predict(client, [p.read_bytes() for p in smear_files])
-    flagged = [path.name for path, p in zip(smear_files, predictions, strict=True)
-               if not p["in_distribution"]]
+    flagged = [
+        path.name
+        for path, p in zip(smear_files, predictions, strict=True)
+        if not p["in_distribution"]
+    ]
     assert len(predictions) == len(smear_files) == 8
     assert len(flagged) <= 1, flagged
     for prediction in predictions:
@@ -37,8 +40,9 @@ def test_the_flag_fires_on_at_most_5_percent_of_test_simple(client, test_simple_
     """The rate over the whole split (needs the full data set)."""
     predictions = []
     for start in range(0, len(test_simple_files), 32):
-        predictions += _predict(client, [p.read_bytes()
-                                         for p in test_simple_files[start:start + 32]])
+        predictions += _predict(
+            client, [p.read_bytes() for p in test_simple_files[start : start + 32]]
+        )
     flagged = [p for p in predictions if not p["in_distribution"]]
     assert len(predictions) == 71
     assert len(flagged) / len(predictions) <= 0.05
@@ -53,13 +57,18 @@ def test_foreign_images_are_flagged(client):
         assert prediction["in_distribution"] is False, name
         # Either no white cell is found (the model then sees a whole frame it never
         # trained on) or the cell's window lies far from the training features.
-        assert ("no single white cell" in prediction["ood_reason"]
-                or "does not look like a stained blood smear" in prediction["ood_reason"])
+        assert (
+            "no single white cell" in prediction["ood_reason"]
+            or "does not look like a stained blood smear" in prediction["ood_reason"]
+        )
 
 
 def test_explain_carries_the_flag_and_its_evidence(client, smear_files):
-    response = client.post("/explain", params={"faithfulness": "true"},
-                           files={"file": ("s.jpeg", smear_files[0].read_bytes(), "image/jpeg")})
+    response = client.post(
+        "/explain",
+        params={"faithfulness": "true"},
+        files={"file": ("s.jpeg", smear_files[0].read_bytes(), "image/jpeg")},
+    )
     body = response.json()
     assert body["prediction"]["in_distribution"] is True
     evidence = body["faithfulness"]
@@ -67,8 +76,9 @@ def test_explain_carries_the_flag_and_its_evidence(client, smear_files):
     assert evidence["target_probability"] == pytest.approx(body["target"]["probability"])
     for key in ("top_kept_probability", "top_removed_probability"):
         assert 0.0 <= evidence[key] <= 1.0
-    without = client.post("/explain", files={"file": ("s.jpeg", smear_files[0].read_bytes(),
-                                                      "image/jpeg")}).json()
+    without = client.post(
+        "/explain", files={"file": ("s.jpeg", smear_files[0].read_bytes(), "image/jpeg")}
+    ).json()
     assert without["faithfulness"] is None
 
 
@@ -76,7 +86,8 @@ def test_the_heat_carries_the_prediction_on_average(client, smear_files):
     whole, removed = [], []
     for path in smear_files:
         evidence = client.post(
-            "/explain", params={"faithfulness": "true", "method": "gradcam"},
+            "/explain",
+            params={"faithfulness": "true", "method": "gradcam"},
             files={"file": ("s.jpeg", path.read_bytes(), "image/jpeg")},
         ).json()["faithfulness"]
         whole.append(evidence["target_probability"])

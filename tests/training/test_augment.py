@@ -35,8 +35,14 @@ def test_shear_changes_the_geometry_and_zero_shear_draws_as_before():
     sheared = dataclasses.replace(plain, shear=0.2)
     seed = tf.constant([1, 2])
     assert not np.allclose(augment_batch(frames, seed, plain), augment_batch(frames, seed, sheared))
-    identity = AugmentConfig(rotation_degrees=0, shift_fraction=0, zoom_fraction=0, flips=False,
-                             shear=0.0, color_jitter=0.0)
+    identity = AugmentConfig(
+        rotation_degrees=0,
+        shift_fraction=0,
+        zoom_fraction=0,
+        flips=False,
+        shear=0.0,
+        color_jitter=0.0,
+    )
     np.testing.assert_allclose(augment_batch(frames, seed, identity), frames, atol=1e-3)
 
 
@@ -44,8 +50,11 @@ def test_dihedral_batch_gives_flips_and_quarter_turns_of_each_image():
     image = np.arange(4 * 4 * 1, dtype=np.float32).reshape(1, 4, 4, 1)
     batch = np.repeat(image, 64, axis=0)
     out = dihedral_batch(tf.constant(batch), tf.constant([0, 1])).numpy()
-    variants = {np.rot90(m, k).tobytes() for m in (image[0, :, :, 0], image[0, ::-1, :, 0])
-                for k in range(4)}
+    variants = {
+        np.rot90(m, k).tobytes()
+        for m in (image[0, :, :, 0], image[0, ::-1, :, 0])
+        for k in range(4)
+    }
     seen = {o[:, :, 0].tobytes() for o in out}
     assert seen <= variants and len(seen) >= 6
 

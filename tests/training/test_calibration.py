@@ -15,8 +15,17 @@ from training.pipeline.data import DataError
 # v5 was trained with 10% of the train originals held out and its temperature fitted on them.
 HELD_OUT_ENTRY = Path(__file__).resolve().parents[2] / "model_store" / "wbc-squeezenet" / "5"
 # Its recipe where it differs from today's defaults.
-HELD_OUT_RECIPE = ["--epochs", "9", "--label-smoothing", "0.1", "--dropout", "0.2",
-                   "--color-jitter", "0.1", "--no-flip-average"]
+HELD_OUT_RECIPE = [
+    "--epochs",
+    "9",
+    "--label-smoothing",
+    "0.1",
+    "--dropout",
+    "0.2",
+    "--color-jitter",
+    "0.1",
+    "--no-flip-average",
+]
 
 
 def test_temperature_undoes_known_overconfidence():
@@ -31,8 +40,9 @@ def test_temperature_undoes_known_overconfidence():
 def test_feature_distribution_threshold_and_distances():
     rng = np.random.default_rng(1)
     features = rng.normal(0, 1, (5000, 3)) * [1.0, 2.0, 0.5] + [10, 0, -5]
-    distribution = fit_feature_distribution(features, ["fire5", "fire6"], "synthetic",
-                                            quantile=0.99)
+    distribution = fit_feature_distribution(
+        features, ["fire5", "fire6"], "synthetic", quantile=0.99
+    )
     assert distribution.layers == ["fire5", "fire6"]
     np.testing.assert_allclose(distribution.mean, [10, 0, -5], atol=0.1)
     # For 3 standard normal dimensions the 99% quantile of the distance is about 3.37.
@@ -46,8 +56,14 @@ def test_feature_distribution_threshold_and_distances():
 def refit_record(donor: Path = HELD_OUT_ENTRY, **changes) -> dict:
     """The training record of a refit of `donor`'s recipe and seed on every train original."""
     record = dict(read_manifest(donor).training)
-    record.update(validation_fraction=0.0, backup_dir="/elsewhere", train_images=9957,
-                  validation_images=0, seconds_per_epoch=321.0, store_dir="/other-store")
+    record.update(
+        validation_fraction=0.0,
+        backup_dir="/elsewhere",
+        train_images=9957,
+        validation_images=0,
+        seconds_per_epoch=321.0,
+        store_dir="/other-store",
+    )
     record.pop("promoted_from", None)
     return record | changes
 
@@ -61,11 +77,14 @@ def test_refit_carries_the_temperature_of_its_held_out_run():
     assert donor.calibration.fitted_on in calibration.fitted_on
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"seed": 99}, "seed"),
-    ({"epochs": 6, "label_smoothing": 0.0}, "epochs, label_smoothing"),
-    ({"input_size": [128, 128]}, "input_size"),
-])
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"seed": 99}, "seed"),
+        ({"epochs": 6, "label_smoothing": 0.0}, "epochs, label_smoothing"),
+        ({"input_size": [128, 128]}, "input_size"),
+    ],
+)
 def test_temperature_of_another_recipe_is_refused(changes, named):
     with pytest.raises(DataError, match=f"differs in {named}\\)"):
         carried_temperature(HELD_OUT_ENTRY, refit_record(**changes))
@@ -76,8 +95,10 @@ def test_temperature_must_come_from_a_run_with_held_out_originals(tmp_path):
     donor.mkdir()
     shutil.copy(HELD_OUT_ENTRY / "manifest.json", donor / "manifest.json")
     manifest = read_manifest(donor)
-    write_manifest(donor, manifest.model_copy(update={
-        "training": manifest.training | {"validation_fraction": 0.0}}))
+    write_manifest(
+        donor,
+        manifest.model_copy(update={"training": manifest.training | {"validation_fraction": 0.0}}),
+    )
     with pytest.raises(DataError, match="held out no train originals"):
         carried_temperature(donor, refit_record(donor))
     write_manifest(donor, manifest.model_copy(update={"calibration": None}))
@@ -85,14 +106,28 @@ def test_temperature_must_come_from_a_run_with_held_out_originals(tmp_path):
         carried_temperature(donor, refit_record(donor))
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--temperature-from", str(HELD_OUT_ENTRY)], "is for a refit on every original"),
-    ([*HELD_OUT_RECIPE, "--validation-fraction", "0", "--seed", "4",
-      "--temperature-from", str(HELD_OUT_ENTRY)], "differs in seed)"),
-    (["--validation-fraction", "0", "--temperature-from", "nowhere/7"], "no manifest.json"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--temperature-from", str(HELD_OUT_ENTRY)], "is for a refit on every original"),
+        (
+            [
+                *HELD_OUT_RECIPE,
+                "--validation-fraction",
+                "0",
+                "--seed",
+                "4",
+                "--temperature-from",
+                str(HELD_OUT_ENTRY),
+            ],
+            "differs in seed)",
+        ),
+        (["--validation-fraction", "0", "--temperature-from", "nowhere/7"], "no manifest.json"),
+    ],
+)
 def test_train_refuses_a_temperature_that_would_not_carry_before_training(
-        tmp_path, capsys, arguments, message):
+    tmp_path, capsys, arguments, message
+):
     from training.cli import main
 
     store = tmp_path / "store"

@@ -54,6 +54,16 @@ def test_decoded_images_reach_the_data_set_frame(tmp_path):
 
 
 def test_cli_reports_a_bad_data_root(tmp_path, capsys):
-    assert main(["train", "--data-dir", str(tmp_path / "nowhere"), "--store-dir",
-                 str(tmp_path / "store")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(tmp_path / "nowhere"),
+                "--store-dir",
+                str(tmp_path / "store"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err

@@ -21,8 +21,9 @@ from training.pipeline.cluster import (
 )
 from training.pipeline.distributed import weights_digest
 
-DIGEST = re.compile(r"^(worker-\d) of (\d+) replicas: final weights sha256 ([0-9a-f]{64})$",
-                    re.MULTILINE)
+DIGEST = re.compile(
+    r"^(worker-\d) of (\d+) replicas: final weights sha256 ([0-9a-f]{64})$", re.MULTILINE
+)
 
 
 def example_data_set(root: Path) -> Path:
@@ -34,11 +35,32 @@ def example_data_set(root: Path) -> Path:
 
 
 def worker_command(data_dir: Path, tmp_path: Path) -> list[str]:
-    return [sys.executable, "-m", "training", "train", "--strategy", "multi-worker",
-            "--source", "train-folder", "--no-evaluate",
-            "--data-dir", str(data_dir), "--store-dir", str(tmp_path / "store"),
-            "--model-name", "tiny", "--backup-dir", str(tmp_path / "backup"),
-            "--input-size", "32", "--epochs", "1", "--batch-size", "4", "--no-augment"]
+    return [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        "--strategy",
+        "multi-worker",
+        "--source",
+        "train-folder",
+        "--no-evaluate",
+        "--data-dir",
+        str(data_dir),
+        "--store-dir",
+        str(tmp_path / "store"),
+        "--model-name",
+        "tiny",
+        "--backup-dir",
+        str(tmp_path / "backup"),
+        "--input-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--no-augment",
+    ]
 
 
 @pytest.mark.slow
@@ -54,9 +76,18 @@ def test_two_workers_agree_and_only_the_chief_publishes(tmp_path: Path) -> None:
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         log = open(tmp_path / f"worker-{index}.log", "w+")  # noqa: SIM115 (closed below)
-        workers.append((subprocess.Popen(
-            worker_command(data_dir, tmp_path), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"}), log))
+        workers.append(
+            (
+                subprocess.Popen(
+                    worker_command(data_dir, tmp_path),
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                ),
+                log,
+            )
+        )
     outputs = []
     try:
         for process, log in workers:
@@ -92,10 +123,14 @@ def test_two_workers_agree_and_only_the_chief_publishes(tmp_path: Path) -> None:
 
 
 def test_tf_config_of_each_pod_of_an_indexed_job() -> None:
-    configs = [indexed_job_tf_config("wbc-train", "wbc-train", 3, 2222, index)
-               for index in range(3)]
-    hosts = ["wbc-train-0.wbc-train:2222", "wbc-train-1.wbc-train:2222",
-             "wbc-train-2.wbc-train:2222"]
+    configs = [
+        indexed_job_tf_config("wbc-train", "wbc-train", 3, 2222, index) for index in range(3)
+    ]
+    hosts = [
+        "wbc-train-0.wbc-train:2222",
+        "wbc-train-1.wbc-train:2222",
+        "wbc-train-2.wbc-train:2222",
+    ]
     assert all(config["cluster"] == {"worker": hosts} for config in configs)
     tasks = [current_task({"TF_CONFIG": json.dumps(config)}) for config in configs]
     assert [task.index for task in tasks] == [0, 1, 2]
@@ -106,23 +141,45 @@ def test_tf_config_of_each_pod_of_an_indexed_job() -> None:
 
 def test_tf_config_command_reads_the_completion_index() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "training.pipeline.cluster", "tf-config", "--job", "j",
-         "--service", "s", "--workers", "2", "--port", "2222"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env={**os.environ, "JOB_COMPLETION_INDEX": "1"})
+        [
+            sys.executable,
+            "-m",
+            "training.pipeline.cluster",
+            "tf-config",
+            "--job",
+            "j",
+            "--service",
+            "s",
+            "--workers",
+            "2",
+            "--port",
+            "2222",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "JOB_COMPLETION_INDEX": "1"},
+    )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == {
         "cluster": {"worker": ["j-0.s:2222", "j-1.s:2222"]},
-        "task": {"type": "worker", "index": 1}}
+        "task": {"type": "worker", "index": 1},
+    }
 
 
-@pytest.mark.parametrize("tf_config, message", [
-    (None, "needs TF_CONFIG"),
-    ("not json", "not a cluster and task"),
-    ('{"cluster": {"worker": ["a:1"]}}', "not a cluster and task"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
-     "has 1 worker address"),
-])
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "needs TF_CONFIG"),
+        ("not json", "not a cluster and task"),
+        ('{"cluster": {"worker": ["a:1"]}}', "not a cluster and task"),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+            "has 1 worker address",
+        ),
+    ],
+)
 def test_bad_tf_config_is_a_clear_error(tf_config, message) -> None:
     environ = {} if tf_config is None else {"TF_CONFIG": tf_config}
     with pytest.raises(ClusterConfigError, match=message):

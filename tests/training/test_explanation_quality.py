@@ -23,8 +23,12 @@ def test_energy_share_counts_mass_inside_the_boxes():
 
 def test_baselines():
     centre = baseline_map("centre", (240, 320), np.random.default_rng(0))
-    assert np.unravel_index(np.argmax(centre), centre.shape) in {(119, 159), (120, 160),
-                                                                  (119, 160), (120, 159)}
+    assert np.unravel_index(np.argmax(centre), centre.shape) in {
+        (119, 159),
+        (120, 160),
+        (119, 160),
+        (120, 159),
+    }
     noise = baseline_map("random", (24, 32), np.random.default_rng(0))
     assert noise.shape == (24, 32) and 0 <= noise.min() and noise.max() <= 1
 
@@ -32,11 +36,16 @@ def test_baselines():
 def test_cell_box_baseline_fills_the_box_and_falls_back_to_the_centre():
     rng = np.random.default_rng(0)
     boxed = baseline_map("cell box", (240, 320), rng, (40, 100, 80, 160))
-    assert np.unravel_index(np.argmax(boxed), boxed.shape) in {(129, 59), (130, 60),
-                                                                (129, 60), (130, 59)}
+    assert np.unravel_index(np.argmax(boxed), boxed.shape) in {
+        (129, 59),
+        (130, 60),
+        (129, 60),
+        (130, 59),
+    }
     assert boxed[:100].max() == 0 and boxed[:, 80:].max() == 0 and boxed[100:160, 40:80].min() > 0
-    np.testing.assert_array_equal(baseline_map("cell box", (24, 32), rng),
-                                  baseline_map("centre", (24, 32), rng))
+    np.testing.assert_array_equal(
+        baseline_map("cell box", (24, 32), rng), baseline_map("centre", (24, 32), rng)
+    )
 
 
 def test_a_cell_windows_map_is_scored_where_the_window_was_cut(tmp_path):
@@ -47,8 +56,12 @@ def test_a_cell_windows_map_is_scored_where_the_window_was_cut(tmp_path):
     from training.studies.explanation_quality import frame_map, input_map
 
     directory, manifest, _ = publish_tiny_model(tmp_path)
-    write_manifest(directory, manifest.model_copy(update={"preprocessing": Preprocessing(
-        antialias=True, localisation=Localisation())}))
+    write_manifest(
+        directory,
+        manifest.model_copy(
+            update={"preprocessing": Preprocessing(antialias=True, localisation=Localisation())}
+        ),
+    )
     manifest, model = load_entry(directory)
     runtime = ModelRuntime(manifest, model, directory, configure_tensorflow())
     low_res = np.zeros((4, 4), np.float32)
@@ -61,5 +74,6 @@ def test_a_cell_windows_map_is_scored_where_the_window_was_cut(tmp_path):
     assert 54 <= y < 110 and 160 <= x < 216
     at_input = input_map(runtime, full, cell_box)
     assert at_input.shape == manifest.input_size
-    np.testing.assert_array_equal(frame_map(runtime, low_res, (240, 320, 3), None).shape,
-                                  (240, 320))
+    np.testing.assert_array_equal(
+        frame_map(runtime, low_res, (240, 320, 3), None).shape, (240, 320)
+    )

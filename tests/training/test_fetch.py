@@ -38,9 +38,12 @@ def _annotation(name: str, box: list[int]) -> bytes:
     objects = "".join(
         f"<object><name>{kind}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
         f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
-        for kind, (a, b, c, d) in (("WBC", (xmin, ymin, xmax, ymax)), ("RBC", (1, 2, 30, 40))))
-    return (f"<annotation><filename>{name}.jpg</filename><size><width>640</width>"
-            f"<height>480</height><depth>3</depth></size>{objects}</annotation>").encode()
+        for kind, (a, b, c, d) in (("WBC", (xmin, ymin, xmax, ymax)), ("RBC", (1, 2, 30, 40)))
+    )
+    return (
+        f"<annotation><filename>{name}.jpg</filename><size><width>640</width>"
+        f"<height>480</height><depth>3</depth></size>{objects}</annotation>"
+    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,10 @@ def published(tmp_path_factory):
             cells[f"{CELLS_PREFIX}{image_path}"] = frame
             cells[f"{CELLS_PREFIX}images/TEST/{smear.label}/_0_{index}.jpeg"] = frame
             expected_boxes[image_path] = {
-                "original": f"originals/{name}.jpg", "annotation": f"annotations/{name}.xml",
-                "wbc_boxes_xyxy": [smear.wbc_boxes[0]]}
+                "original": f"originals/{name}.jpg",
+                "annotation": f"annotations/{name}.xml",
+                "wbc_boxes_xyxy": [smear.wbc_boxes[0]],
+            }
         cells[f"{CELLS_PREFIX}images/TRAIN/{smear.label}/_1_{index}.jpeg"] = frame
         expected_splits.append([f"{name}.jpg", smear.label, "test" if index < 4 else "train"])
     with Image.open(smears[0].path) as image:
@@ -94,13 +99,27 @@ def _sources(tmp_path: Path, server: FileServer, root: Path, **changes) -> Path:
     `changes` (per source name) says otherwise."""
     entries = []
     for name, archive, extract in (
-        ("bccd", "bccd.zip", {f"{BCCD_PREFIX}JPEGImages/": "originals/",
-                              f"{BCCD_PREFIX}Annotations/": "annotations/"}),
-        ("blood-cells", "cells.tar.gz", {f"{CELLS_PREFIX}images/": "images/",
-                                         f"{CELLS_PREFIX}labels.csv": "labels.csv"}),
+        (
+            "bccd",
+            "bccd.zip",
+            {
+                f"{BCCD_PREFIX}JPEGImages/": "originals/",
+                f"{BCCD_PREFIX}Annotations/": "annotations/",
+            },
+        ),
+        (
+            "blood-cells",
+            "cells.tar.gz",
+            {f"{CELLS_PREFIX}images/": "images/", f"{CELLS_PREFIX}labels.csv": "labels.csv"},
+        ),
     ):
-        entry = {"name": name, "url": server.url(archive), "size": (root / archive).stat().st_size,
-                 "sha256": sha256_of(root / archive), "extract": extract}
+        entry = {
+            "name": name,
+            "url": server.url(archive),
+            "size": (root / archive).stat().st_size,
+            "sha256": sha256_of(root / archive),
+            "extract": extract,
+        }
         entries.append(entry | changes.get(name, {}))
     path = tmp_path / "sources.json"
     path.write_text(json.dumps({"sources": entries}))
@@ -118,7 +137,8 @@ def test_fetch_writes_the_layout_training_reads(published, tmp_path, capsys):
         assert _fetch(data_dir, _sources(tmp_path, server, root)) == 0
     out, err = capsys.readouterr()
     assert sorted(p.name for p in (data_dir / "originals").iterdir()) == [
-        f"BloodImage_{i:05d}.jpg" for i in range(9)]
+        f"BloodImage_{i:05d}.jpg" for i in range(9)
+    ]
     assert len(list((data_dir / "annotations").glob("*.xml"))) == 8
     for split, count in (("TRAIN", 8), ("TEST", 4), ("TEST_SIMPLE", 4)):
         folders = sorted(p.name for p in (data_dir / "images" / split).iterdir())
@@ -207,12 +227,37 @@ def test_an_unreachable_host_gives_a_clear_message_and_no_traceback(published, t
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     sources = tmp_path / "sources.json"
-    sources.write_text(json.dumps({"sources": [{
-        "name": "bccd", "url": f"http://127.0.0.1:{port}/bccd.zip", "size": 10,
-        "sha256": "0" * 64, "extract": {"x/": "originals/"}}]}))
+    sources.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        "name": "bccd",
+                        "url": f"http://127.0.0.1:{port}/bccd.zip",
+                        "size": 10,
+                        "sha256": "0" * 64,
+                        "extract": {"x/": "originals/"},
+                    }
+                ]
+            }
+        )
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "training", "fetch-data", "--data-dir", str(tmp_path / "data"),
-         "--sources", str(sources)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "fetch-data",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--sources",
+            str(sources),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert f"error: cannot reach 127.0.0.1:{port}" in result.stderr
     assert "needs internet access" in result.stderr
@@ -249,5 +294,7 @@ def test_derived_splits_match_the_real_data_set(data_dir, tmp_path):
     derived = derive(data_dir, tmp_path)
     assert derived.missing == []
     assert (tmp_path / "splits.csv").read_text() == (data_dir / "splits.csv").read_text()
-    assert (json.loads((tmp_path / "test_simple_wbc_boxes.json").read_text())["images"]
-            == json.loads((data_dir / "test_simple_wbc_boxes.json").read_text())["images"])
+    assert (
+        json.loads((tmp_path / "test_simple_wbc_boxes.json").read_text())["images"]
+        == json.loads((data_dir / "test_simple_wbc_boxes.json").read_text())["images"]
+    )

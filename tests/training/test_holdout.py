@@ -113,8 +113,9 @@ def test_an_unreadable_copy_is_named(example_data_dir, tmp_path):
 
 def test_folds_hold_out_every_original_exactly_once_stratified_by_class():
     labels, groups = copies_of_originals(np.random.default_rng(1), (21, 8, 4), max_copies=4)
-    held = [stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=k)[1]
-            for k in range(4)]
+    held = [
+        stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=k)[1] for k in range(4)
+    ]
 
     assert np.array_equal(np.sort(np.concatenate(held)), np.arange(len(labels)))
     for fold in held:  # each class's originals dealt round-robin: 21 -> 6/5/5/5, 8 -> 2 each
@@ -129,11 +130,14 @@ def test_folds_hold_out_every_original_exactly_once_stratified_by_class():
         stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=5, fold=0)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--folds", "1"], "--folds must be at least 2, not 1"),
-    (["--strategy", "multi-worker"], "--strategy multi-worker is for `train`"),
-    (["--temperature-from", "runs/cv"], "cross-validate fits its own temperature"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--folds", "1"], "--folds must be at least 2, not 1"),
+        (["--strategy", "multi-worker"], "--strategy multi-worker is for `train`"),
+        (["--temperature-from", "runs/cv"], "cross-validate fits its own temperature"),
+    ],
+)
 def test_cross_validate_refuses_what_it_cannot_run(tmp_path, capsys, argv, message):
     from training.cli import main
 

@@ -14,10 +14,17 @@ def test_confusion_and_per_class_scores():
     probabilities = np.eye(3)[[0, 0, 1, 1, 2, 2]]  # one 0->1 and one 1->2 mistake
     report = classification_report(labels, probabilities, ["A", "B", "C"])
     assert report["confusion_matrix"]["rows_true_cols_predicted"] == [
-        [2, 1, 0], [0, 1, 1], [0, 0, 1]]
+        [2, 1, 0],
+        [0, 1, 1],
+        [0, 0, 1],
+    ]
     assert report["accuracy"] == pytest.approx(4 / 6)
-    assert report["per_class"]["A"] == {"precision": 1.0, "recall": pytest.approx(2 / 3),
-                                        "f1": pytest.approx(0.8), "support": 3}
+    assert report["per_class"]["A"] == {
+        "precision": 1.0,
+        "recall": pytest.approx(2 / 3),
+        "f1": pytest.approx(0.8),
+        "support": 3,
+    }
     assert report["per_class"]["B"]["precision"] == pytest.approx(0.5)
     assert report["per_class"]["C"]["f1"] == pytest.approx(2 / 3)
     assert report["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
@@ -40,4 +47,10 @@ def test_confusion_matrix_counts_every_pair():
 def test_step_decay_halves_every_ten_epochs_like_the_tutorial():
     schedule = step_decay(0.004, 10)
     assert [schedule(e) for e in (0, 8, 9, 18, 19, 29)] == [
-        0.004, 0.004, 0.002, 0.002, 0.001, 0.0005]
+        0.004,
+        0.004,
+        0.002,
+        0.002,
+        0.001,
+        0.0005,
+    ]

@@ -15,10 +15,17 @@ from training.pipeline.publish import promote
 def test_promote_publishes_the_entry_as_the_next_version_with_its_calibration(tmp_path):
     source, manifest, _ = publish_tiny_model(tmp_path / "seed-store")
     cell_window = Preprocessing(antialias=True, localisation=Localisation())
-    write_manifest(source, manifest.model_copy(update={
-        "preprocessing": cell_window, "metrics": {"validation": {"accuracy": 0.5}},
-        "calibration": Calibration(temperature=1.5, fitted_on="validation"),
-        "training": manifest.training | {"seed": 3, "best_epoch": 2}}))
+    write_manifest(
+        source,
+        manifest.model_copy(
+            update={
+                "preprocessing": cell_window,
+                "metrics": {"validation": {"accuracy": 0.5}},
+                "calibration": Calibration(temperature=1.5, fitted_on="validation"),
+                "training": manifest.training | {"seed": 3, "best_epoch": 2},
+            }
+        ),
+    )
     publish_tiny_model(tmp_path / "store")  # version 1 is taken
 
     directory, promoted = promote(source, tmp_path / "store")

@@ -22,8 +22,14 @@ pytestmark = pytest.mark.slow
 
 def _quick_config(data_dir, tmp_path, **overrides) -> TrainConfig:
     return TrainConfig(
-        data_dir=data_dir, store_dir=tmp_path / "store", input_size=(64, 64), epochs=1,
-        batch_size=16, samples_per_epoch=32, limit_per_class=4, validation_copies=1,
+        data_dir=data_dir,
+        store_dir=tmp_path / "store",
+        input_size=(64, 64),
+        epochs=1,
+        batch_size=16,
+        samples_per_epoch=32,
+        limit_per_class=4,
+        validation_copies=1,
         **overrides,
     )
 
@@ -46,7 +52,8 @@ def test_train_publish_reload_and_evaluate(example_data_dir, tmp_path):
     assert len(simple) == 8
     np.testing.assert_allclose(
         predict_probabilities(reloaded, simple, manifest),
-        predict_probabilities(result.model, simple, manifest), atol=1e-6,
+        predict_probabilities(result.model, simple, manifest),
+        atol=1e-6,
     )
 
     metrics = evaluate_entry(directory, data_dir, ("test_simple",))
@@ -68,8 +75,15 @@ def test_cell_window_run_trains_on_a_crop_bank_and_records_the_localiser(
     # The window given on the command line reaches the manifest serving reads.
     args = build_parser().parse_args(["train", "--window", "144"])
     assert args.window == 144 and build_parser().parse_args(["train"]).window == 112
-    config = _quick_config(data_dir, tmp_path, source="originals", arch="tutorial",
-                           localise=True, bank_copies=2, window=config_from_args(args).window)
+    config = _quick_config(
+        data_dir,
+        tmp_path,
+        source="originals",
+        arch="tutorial",
+        localise=True,
+        bank_copies=2,
+        window=config_from_args(args).window,
+    )
     result = train(config)
     directory, manifest = publish(result, config)
 
@@ -88,7 +102,8 @@ def test_cell_window_run_trains_on_a_crop_bank_and_records_the_localiser(
     _, reloaded = load_entry(directory)
     np.testing.assert_allclose(
         predict_probabilities(reloaded, simple, manifest),
-        predict_probabilities(result.model, simple, manifest), atol=1e-6,
+        predict_probabilities(result.model, simple, manifest),
+        atol=1e-6,
     )
 
 
@@ -112,12 +127,38 @@ def test_interrupted_run_resumes_from_its_backup(example_data_dir, tmp_path):
 
 def test_mirrored_strategy_over_two_cpu_replicas(example_data_dir, tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "training", "train", "--data-dir", str(example_data_dir),
-         "--store-dir", str(tmp_path / "store"), "--backup-dir", str(tmp_path / "backup"),
-         "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "1",
-         "--samples-per-epoch", "32", "--batch-size", "16", "--limit-per-class", "4",
-         "--input-size", "64", "--validation-copies", "0", "--no-evaluate"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "train",
+            "--data-dir",
+            str(example_data_dir),
+            "--store-dir",
+            str(tmp_path / "store"),
+            "--backup-dir",
+            str(tmp_path / "backup"),
+            "--strategy",
+            "mirrored",
+            "--cpu-replicas",
+            "2",
+            "--epochs",
+            "1",
+            "--samples-per-epoch",
+            "32",
+            "--batch-size",
+            "16",
+            "--limit-per-class",
+            "4",
+            "--input-size",
+            "64",
+            "--validation-copies",
+            "0",
+            "--no-evaluate",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     manifest = read_manifest(tmp_path / "store" / "wbc-squeezenet" / "1")
@@ -132,16 +173,48 @@ def test_refit_on_every_original_carries_the_held_out_runs_temperature(
     from training.cli import main
 
     store = tmp_path / "store"
-    quick = ["--data-dir", str(example_data_dir), "--store-dir", str(store), "--source",
-             "originals", "--bank-copies", "1", "--input-size", "64", "--epochs", "1",
-             "--samples-per-epoch", "32", "--batch-size", "16", "--limit-per-class", "4",
-             "--validation-copies", "1", "--no-evaluate", "--seed", "5"]
+    quick = [
+        "--data-dir",
+        str(example_data_dir),
+        "--store-dir",
+        str(store),
+        "--source",
+        "originals",
+        "--bank-copies",
+        "1",
+        "--input-size",
+        "64",
+        "--epochs",
+        "1",
+        "--samples-per-epoch",
+        "32",
+        "--batch-size",
+        "16",
+        "--limit-per-class",
+        "4",
+        "--validation-copies",
+        "1",
+        "--no-evaluate",
+        "--seed",
+        "5",
+    ]
     assert main(["train", *quick, "--backup-dir", str(tmp_path / "held-out")]) == 0
     held_out = read_manifest(store / "wbc-squeezenet" / "1")
-    assert main(["train", *quick, "--backup-dir", str(tmp_path / "refit"),
-                 "--validation-fraction", "0",
-                 "--temperature-from", str(store / "wbc-squeezenet" / "1")]) == 0, \
-        capsys.readouterr().err[-2000:]
+    assert (
+        main(
+            [
+                "train",
+                *quick,
+                "--backup-dir",
+                str(tmp_path / "refit"),
+                "--validation-fraction",
+                "0",
+                "--temperature-from",
+                str(store / "wbc-squeezenet" / "1"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err[-2000:]
     refit = read_manifest(store / "wbc-squeezenet" / "2")
 
     # One original per class held out, then none: the refit trained on twice the frames.
@@ -156,8 +229,12 @@ def test_refit_on_every_original_carries_the_held_out_runs_temperature(
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "evaluate-localiser", "cross-validate"])
 def test_cli_help(command):
-    completed = subprocess.run([sys.executable, "-m", "training", command, "--help"],
-                               capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-m", "training", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0
     assert "--data-dir" in completed.stdout
 
@@ -169,12 +246,31 @@ def test_cross_validation_holds_out_each_original_once_and_its_temperature_carri
     from training.pipeline.calibration import carried_temperature, fit_temperature
 
     store, study = tmp_path / "store", tmp_path / "cv"
-    quick = ["--data-dir", str(example_data_dir), "--source", "originals", "--bank-copies", "1",
-             "--input-size", "64", "--epochs", "1", "--samples-per-epoch", "32",
-             "--batch-size", "16", "--limit-per-class", "4", "--validation-copies", "1",
-             "--seed", "5"]
-    assert main(["cross-validate", *quick, "--folds", "2", "--output-dir", str(study)]) == 0, \
+    quick = [
+        "--data-dir",
+        str(example_data_dir),
+        "--source",
+        "originals",
+        "--bank-copies",
+        "1",
+        "--input-size",
+        "64",
+        "--epochs",
+        "1",
+        "--samples-per-epoch",
+        "32",
+        "--batch-size",
+        "16",
+        "--limit-per-class",
+        "4",
+        "--validation-copies",
+        "1",
+        "--seed",
+        "5",
+    ]
+    assert main(["cross-validate", *quick, "--folds", "2", "--output-dir", str(study)]) == 0, (
         capsys.readouterr().err[-2000:]
+    )
     report = json.loads((study / "cv_report.json").read_text())
 
     # Two originals per class, two folds: each fold holds out one original of each class
@@ -184,7 +280,8 @@ def test_cross_validation_holds_out_each_original_once_and_its_temperature_carri
     assert [len(names) for names in held_out] == [4, 4]
     assert not set(held_out[0]) & set(held_out[1])
     assert sorted(held_out[0] + held_out[1]) == sorted(
-        path.name for path in (example_data_dir / "originals").iterdir())
+        path.name for path in (example_data_dir / "originals").iterdir()
+    )
     assert [fold["copies"] for fold in report["per_fold"]] == [8, 8]
     assert report["pooled"]["count"] == 16
     logits = np.concatenate([fold["logits"] for fold in folds])
@@ -201,24 +298,56 @@ def test_cross_validation_holds_out_each_original_once_and_its_temperature_carri
     assert not (study / "fold-0" / "wbc-squeezenet" / "2").exists()
 
     # A refit of the same recipe and seed on every original carries the pooled temperature.
-    assert main(["train", *quick, "--store-dir", str(store), "--no-evaluate",
-                 "--backup-dir", str(tmp_path / "refit"), "--validation-fraction", "0",
-                 "--temperature-from", str(study / "cv_report.json")]) == 0, \
-        capsys.readouterr().err[-2000:]
+    assert (
+        main(
+            [
+                "train",
+                *quick,
+                "--store-dir",
+                str(store),
+                "--no-evaluate",
+                "--backup-dir",
+                str(tmp_path / "refit"),
+                "--validation-fraction",
+                "0",
+                "--temperature-from",
+                str(study / "cv_report.json"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err[-2000:]
     refit = read_manifest(store / "wbc-squeezenet" / "1")
     assert refit.calibration.temperature == report["calibration"]["temperature"]
     assert refit.calibration.fitted_on.startswith(
         f"carried over from the 2-fold cross-validation in {study / 'cv_report.json'}, the "
         "same recipe and seed with each of 2 folds of the train originals held out in turn: "
         "16 out-of-fold images (each original with augmented copies of it (1 each); each "
-        "train original held out once)")
+        "train original held out once)"
+    )
     # A study folder names its report; a study of other settings does not resume.
     assert carried_temperature(study, refit.training) == refit.calibration
-    assert main(["cross-validate", *quick, "--seed", "6", "--folds", "2",
-                 "--output-dir", str(study)]) == 2
+    assert (
+        main(["cross-validate", *quick, "--seed", "6", "--folds", "2", "--output-dir", str(study)])
+        == 2
+    )
     assert "was trained by another study (differs in seed)" in capsys.readouterr().err
     # Another seed's refit may not carry it.
-    assert main(["train", *quick, "--seed", "6", "--store-dir", str(store), "--no-evaluate",
-                 "--validation-fraction", "0",
-                 "--temperature-from", str(study / "cv_report.json")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *quick,
+                "--seed",
+                "6",
+                "--store-dir",
+                str(store),
+                "--no-evaluate",
+                "--validation-fraction",
+                "0",
+                "--temperature-from",
+                str(study / "cv_report.json"),
+            ]
+        )
+        == 2
+    )
     assert "differs in seed" in capsys.readouterr().err

@@ -74,14 +74,22 @@ class FileServer:
                 start = int(match[1]) if match else len(body)
                 end = int(match[2]) if match and match[2] else len(body) - 1
                 if start >= len(body):
-                    self._answer(416, b"", asked,
-                                 {"Content-Range": f"bytes */{len(body)}"})
+                    self._answer(416, b"", asked, {"Content-Range": f"bytes */{len(body)}"})
                     return
-                self._answer(206, body[start:end + 1], asked,
-                             {"Content-Range": f"bytes {start}-{end}/{len(body)}"})
+                self._answer(
+                    206,
+                    body[start : end + 1],
+                    asked,
+                    {"Content-Range": f"bytes {start}-{end}/{len(body)}"},
+                )
 
-            def _answer(self, status: int, body: bytes, asked: str | None,
-                        headers: dict[str, str] | None = None) -> None:
+            def _answer(
+                self,
+                status: int,
+                body: bytes,
+                asked: str | None,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
@@ -90,7 +98,7 @@ class FileServer:
                 self.end_headers()
                 sent = body
                 if files.break_after is not None and status in (200, 206):
-                    sent, files.break_after = body[:files.break_after], None
+                    sent, files.break_after = body[: files.break_after], None
                     self.close_connection = True
                 self.wfile.write(sent)
                 self.wfile.flush()

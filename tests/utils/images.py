@@ -45,8 +45,10 @@ def example_smears() -> list[Smear]:
     """The eight real smears that live in the project (two per class, 320x240 JPEG), one of
     each class first (in class order), then the second of each."""
     index = json.loads((EXAMPLES_DIR / "examples.json").read_text())["images"]
-    smears = [Smear(EXAMPLES_DIR / name, entry["label"], entry["wbc_boxes_xyxy"])
-              for name, entry in sorted(index.items())]
+    smears = [
+        Smear(EXAMPLES_DIR / name, entry["label"], entry["wbc_boxes_xyxy"])
+        for name, entry in sorted(index.items())
+    ]
     firsts: dict[str, Smear] = {}
     for smear in smears:
         firsts.setdefault(smear.label, smear)
@@ -98,9 +100,14 @@ def exif_rotated_jpeg(rgb: np.ndarray, orientation: int = 6) -> bytes:
 def png_bomb(width: int = 40000, height: int = 40000) -> bytes:
     """A valid-header PNG claiming width x height greyscale pixels, all zero, a few MB on the
     wire: decoding it would allocate width * height bytes."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     rows_per_piece = 1000
@@ -113,10 +120,12 @@ def png_bomb(width: int = 40000, height: int = 40000) -> bytes:
     checksum = 1
     for _ in range(height // rows_per_piece):
         checksum = zlib.adler32(zero_rows, checksum)
-    body = (b"\x78\xda" + piece * (height // rows_per_piece) + final_block
-            + struct.pack(">I", checksum))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
-            + chunk(b"IEND", b""))
+    body = (
+        b"\x78\xda" + piece * (height // rows_per_piece) + final_block + struct.pack(">I", checksum)
+    )
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
 
 
 def write_example_data_set(root: Path) -> Path:
@@ -137,11 +146,20 @@ def write_example_data_set(root: Path) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / smear.path.name).write_bytes(smear.path.read_bytes())
         boxes[f"images/TEST_SIMPLE/{smear.label}/{smear.path.name}"] = {
-            "original": f"originals/{original}", "wbc_boxes_xyxy": smear.wbc_boxes}
+            "original": f"originals/{original}",
+            "wbc_boxes_xyxy": smear.wbc_boxes,
+        }
     (root / "labels.csv").write_text("\n".join(labels) + "\n")
     (root / "splits.csv").write_text("\n".join(splits) + "\n")
-    (root / "test_simple_wbc_boxes.json").write_text(json.dumps({
-        "image_size_wh": [320, 240],
-        "box_format": "xmin,ymin,xmax,ymax in pixels of the 320x240 image",
-        "images": boxes}, indent=1) + "\n")
+    (root / "test_simple_wbc_boxes.json").write_text(
+        json.dumps(
+            {
+                "image_size_wh": [320, 240],
+                "box_format": "xmin,ymin,xmax,ymax in pixels of the 320x240 image",
+                "images": boxes,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return root

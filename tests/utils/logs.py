@@ -27,12 +27,10 @@ class JsonLines(logging.Handler):
 
 def read_json_lines(log_file: Path) -> list[dict]:
     """The JSON lines of a server's log file (uvicorn's own plain lines left out)."""
-    return [json.loads(line) for line in log_file.read_text().splitlines()
-            if line.startswith("{")]
+    return [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
 
 
-def wait_for_line(log_file: Path, matches: Callable[[dict], bool],
-                  timeout: float = 60.0) -> dict:
+def wait_for_line(log_file: Path, matches: Callable[[dict], bool], timeout: float = 60.0) -> dict:
     """Wait until the server writes a JSON line that `matches`; return it. The server's log
     is the event: the wait ends when the line is there, and `timeout` only bounds a failing
     run (each line is flushed as it is logged)."""

@@ -31,15 +31,18 @@ ISVC_SCHEMA = ROOT / "tests" / "deploy" / "schemas" / "inferenceservice-v1beta1.
 def kubectl() -> str:
     found = shutil.which("kubectl")
     if found is None:
-        pytest.skip("kubectl is not on PATH: it renders the kustomizations (`kubectl kustomize`, "
-                    "no cluster needed); install kubectl to run these checks")
+        pytest.skip(
+            "kubectl is not on PATH: it renders the kustomizations (`kubectl kustomize`, "
+            "no cluster needed); install kubectl to run these checks"
+        )
     return found
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
     """The objects `kubectl kustomize <directory>` produces."""
-    result = subprocess.run([kubectl(), "kustomize", str(directory)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -53,11 +56,16 @@ def overlay_with_components(tmp_path: Path, overlay: str, *components: str) -> P
     directory = tmp_path / f"{overlay}-{'-'.join(components)}"
     directory.mkdir()
     relative = lambda path: os.path.relpath(path, directory)  # noqa: E731 (no absolute paths)
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [relative(OVERLAYS[overlay])],
-        "components": [relative(COMPONENTS / name) for name in components],
-    }))
+    (directory / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [relative(OVERLAYS[overlay])],
+                "components": [relative(COMPONENTS / name) for name in components],
+            }
+        )
+    )
     return directory
 
 
@@ -82,12 +90,15 @@ def inference_service_validator():
 
     schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     definitions = json.loads(
-        (schemas / f"v{KUBERNETES_VERSION}-local-strict" / "_definitions.json").read_text())
+        (schemas / f"v{KUBERNETES_VERSION}-local-strict" / "_definitions.json").read_text()
+    )
     schema = json.loads(ISVC_SCHEMA.read_text())
-    registry = Registry().with_resources([
-        (definitions["$id"], Resource.from_contents(definitions)),
-        (schema["$id"], Resource.from_contents(schema)),
-    ])
+    registry = Registry().with_resources(
+        [
+            (definitions["$id"], Resource.from_contents(definitions)),
+            (schema["$id"], Resource.from_contents(schema)),
+        ]
+    )
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 

@@ -26,9 +26,12 @@ def publish_tiny_model(
     as the next version."""
     config = TrainConfig(store_dir=store_dir, model_name="tiny", input_size=input_size, epochs=0)
     result = TrainResult(
-        model=model or build_model(len(TINY_CLASSES), input_size), class_names=TINY_CLASSES,
-        preprocessing=Preprocessing(antialias=True), history={"loss": [1.0]},
-        seconds_per_epoch=0.0, validation=None,
+        model=model or build_model(len(TINY_CLASSES), input_size),
+        class_names=TINY_CLASSES,
+        preprocessing=Preprocessing(antialias=True),
+        history={"loss": [1.0]},
+        seconds_per_epoch=0.0,
+        validation=None,
     )
     directory, manifest = publish(result, config)
     return directory, manifest, result.model

@@ -42,8 +42,9 @@ def _matches(matcher, query, train) -> int:
     if query is None or train is None or len(train) < 2:
         return 0
     pairs = matcher.knnMatch(query, train, k=2)
-    return sum(1 for pair in pairs
-               if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance)
+    return sum(
+        1 for pair in pairs if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance
+    )
 
 
 def _frame(path: Path) -> np.ndarray:
@@ -66,22 +67,27 @@ def match_copies(
         for name, path in sorted(named.items()):
             bgr = _frame(path)
             candidates.setdefault(class_name, {}).setdefault(name, []).extend(
-                [_descriptors(orb, bgr), _descriptors(orb, np.ascontiguousarray(bgr[:, ::-1]))])
+                [_descriptors(orb, bgr), _descriptors(orb, np.ascontiguousarray(bgr[:, ::-1]))]
+            )
 
     def match_one(item: tuple[str, Path]) -> tuple[Path, dict]:
         class_name, path = item
         local_orb, matcher = cv2.ORB_create(nfeatures=600), cv2.BFMatcher(cv2.NORM_HAMMING)
         query = _descriptors(local_orb, _frame(path))
-        scores = {original: max(_matches(matcher, query, d) for d in descriptors)
-                  for original, descriptors in candidates.get(class_name, {}).items()}
+        scores = {
+            original: max(_matches(matcher, query, d) for d in descriptors)
+            for original, descriptors in candidates.get(class_name, {}).items()
+        }
         if not scores:
             return path, {"original": None, "matches": 0, "runner_up": 0}
         ranked = sorted(scores.values(), reverse=True) + [0]
-        return path, {"original": max(scores, key=scores.get), "matches": ranked[0],
-                      "runner_up": ranked[1]}
+        return path, {
+            "original": max(scores, key=scores.get),
+            "matches": ranked[0],
+            "runner_up": ranked[1],
+        }
 
-    items = [(class_name, path) for class_name, paths in sorted(copies.items())
-             for path in paths]
+    items = [(class_name, path) for class_name, paths in sorted(copies.items()) for path in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return dict(pool.map(match_one, items))
 
@@ -95,11 +101,16 @@ def match_test_to_originals(data_dir: Path) -> dict[str, dict]:
     for name, entry in sorted(table.items()):
         # An original listed twice (two identical TEST_SIMPLE files) keeps its first file.
         originals.setdefault(Path(name).parent.name, {}).setdefault(
-            entry["original"], data_dir / name)
-    copies = {class_name: sorted((data_dir / "images" / "TEST" / class_name).glob("*.jpeg"))
-              for class_name in originals}
-    return {f"images/TEST/{path.parent.name}/{path.name}": match
-            for path, match in match_copies(copies, originals).items()}
+            entry["original"], data_dir / name
+        )
+    copies = {
+        class_name: sorted((data_dir / "images" / "TEST" / class_name).glob("*.jpeg"))
+        for class_name in originals
+    }
+    return {
+        f"images/TEST/{path.parent.name}/{path.name}": match
+        for path, match in match_copies(copies, originals).items()
+    }
 
 
 def train_originals(data_dir: Path, class_names: list[str]) -> dict[str, dict[str, Path]]:
@@ -119,7 +130,8 @@ def train_copy_groups(
     matches were doubtful (not `confident`; they keep their best guess). Remembered for the
     process: training and then calibration hold out the same copies and match once."""
     groups, doubtful = _train_copy_groups(
-        str(Path(data_dir).resolve()), tuple(class_names), tuple(map(str, paths)))
+        str(Path(data_dir).resolve()), tuple(class_names), tuple(map(str, paths))
+    )
     return groups.copy(), doubtful
 
 
@@ -133,8 +145,10 @@ def _train_copy_groups(
         by_class.setdefault(path.parent.name, []).append(path)
     matches = match_copies(by_class, train_originals(Path(data_dir), list(class_names)))
     keys: dict[str, int] = {}
-    groups = np.array([keys.setdefault(matches[path]["original"] or str(path), len(keys))
-                       for path in copies], dtype=np.int64)
+    groups = np.array(
+        [keys.setdefault(matches[path]["original"] or str(path), len(keys)) for path in copies],
+        dtype=np.int64,
+    )
     return groups, sum(not confident(matches[path]) for path in copies)
 
 

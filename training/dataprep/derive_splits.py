@@ -44,8 +44,9 @@ def _thumbnail(path: Path):
     from PIL import Image
 
     with Image.open(path) as image:
-        small = np.asarray(image.convert("L").resize((64, 48), Image.Resampling.BOX),
-                           np.float32).ravel()
+        small = np.asarray(
+            image.convert("L").resize((64, 48), Image.Resampling.BOX), np.float32
+        ).ravel()
     small -= small.mean()
     return small / (np.linalg.norm(small) + 1e-6)
 
@@ -76,8 +77,12 @@ def wbc_boxes(annotation: Path, scale: float) -> list[list[int]]:
         if (item.findtext("name") or "").strip() == "WBC":
             box = item.find("bndbox")
             assert box is not None
-            boxes.append([math.floor(float(box.findtext(k) or 0) * scale)
-                          for k in ("xmin", "ymin", "xmax", "ymax")])
+            boxes.append(
+                [
+                    math.floor(float(box.findtext(k) or 0) * scale)
+                    for k in ("xmin", "ymin", "xmax", "ymax")
+                ]
+            )
     return boxes
 
 
@@ -92,16 +97,20 @@ def derive(data_dir: Path, out_dir: Path | None = None) -> Derived:
     test_simple = data_dir / "images" / "TEST_SIMPLE"
     needs = [p for p in (labels_csv, originals_dir, test_simple) if not p.exists()]
     if needs:
-        result.missing.append("splits.csv and test_simple_wbc_boxes.json: no "
-                              + ", ".join(str(p.relative_to(data_dir)) for p in needs))
+        result.missing.append(
+            "splits.csv and test_simple_wbc_boxes.json: no "
+            + ", ".join(str(p.relative_to(data_dir)) for p in needs)
+        )
         return result
     labels = single_type_labels(labels_csv)
     originals = sorted(p for p in originals_dir.glob("BloodImage_*.jpg") if p.name in labels)
     matches = match_test_simple(data_dir, originals)
     unmatched = len(list(test_simple.glob("*/*.jpeg"))) - len(matches)
     if unmatched:
-        result.missing.append(f"{unmatched} TEST_SIMPLE images matched no original clearly; "
-                              "their originals count as train in splits.csv")
+        result.missing.append(
+            f"{unmatched} TEST_SIMPLE images matched no original clearly; "
+            "their originals count as train in splits.csv"
+        )
     test_originals = {original.name for original in matches.values()}
     with open(out_dir / "splits.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -109,8 +118,7 @@ def derive(data_dir: Path, out_dir: Path | None = None) -> Derived:
         for original in originals:
             split = "test" if original.name in test_originals else "train"
             writer.writerow([original.name, labels[original.name], split])
-    result.written.append(f"splits.csv ({len(originals)} originals, "
-                          f"{len(test_originals)} test)")
+    result.written.append(f"splits.csv ({len(originals)} originals, {len(test_originals)} test)")
     boxes = {}
     for image, original in matches.items():
         annotation = data_dir / "annotations" / f"{original.stem}.xml"
@@ -121,12 +129,20 @@ def derive(data_dir: Path, out_dir: Path | None = None) -> Derived:
                 "wbc_boxes_xyxy": wbc_boxes(annotation, 0.5),
             }
     if len(boxes) < len(matches):
-        result.missing.append(f"{len(matches) - len(boxes)} matched TEST_SIMPLE images have "
-                              "no annotation, so no WBC box")
-    (out_dir / "test_simple_wbc_boxes.json").write_text(json.dumps({
-        "image_size_wh": [320, 240],
-        "box_format": "xmin,ymin,xmax,ymax in pixels of the 320x240 image",
-        "images": dict(sorted(boxes.items())),
-    }, indent=1) + "\n")
+        result.missing.append(
+            f"{len(matches) - len(boxes)} matched TEST_SIMPLE images have "
+            "no annotation, so no WBC box"
+        )
+    (out_dir / "test_simple_wbc_boxes.json").write_text(
+        json.dumps(
+            {
+                "image_size_wh": [320, 240],
+                "box_format": "xmin,ymin,xmax,ymax in pixels of the 320x240 image",
+                "images": dict(sorted(boxes.items())),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     result.written.append(f"test_simple_wbc_boxes.json ({len(boxes)} images)")
     return result

@@ -73,15 +73,22 @@ def load_sources(path: Path = DEFAULT_SOURCES) -> list[Source]:
     sources = []
     for entry in document.get("sources", []):
         try:
-            sources.append(Source(
-                name=entry["name"], url=entry["url"], size=entry.get("size"),
-                sha256=(entry.get("sha256") or None) and entry["sha256"].lower(),
-                extract=dict(entry["extract"]), description=entry.get("description", ""),
-                homepage=entry.get("homepage", ""),
-            ))
+            sources.append(
+                Source(
+                    name=entry["name"],
+                    url=entry["url"],
+                    size=entry.get("size"),
+                    sha256=(entry.get("sha256") or None) and entry["sha256"].lower(),
+                    extract=dict(entry["extract"]),
+                    description=entry.get("description", ""),
+                    homepage=entry.get("homepage", ""),
+                )
+            )
         except (KeyError, TypeError, AttributeError) as error:
-            raise FetchError(f"{path}: a source lacks or mistypes {error}; each needs name, "
-                             "url, size, sha256 and extract") from None
+            raise FetchError(
+                f"{path}: a source lacks or mistypes {error}; each needs name, "
+                "url, size, sha256 and extract"
+            ) from None
     if not sources:
         raise FetchError(f"{path} lists no sources")
     return sources
@@ -115,9 +122,11 @@ class Progress:
         speed = done / max(now - self.started, 1e-6) / 1e6
         if self.total:
             filled = min(30, done * 30 // self.total)
-            line = (f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-                    f"{100 * done / self.total:5.1f}% {done / 1e6:.1f}/{self.total / 1e6:.1f} MB "
-                    f"{speed:.1f} MB/s")
+            line = (
+                f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
+                f"{100 * done / self.total:5.1f}% {done / 1e6:.1f}/{self.total / 1e6:.1f} MB "
+                f"{speed:.1f} MB/s"
+            )
         else:
             line = f"{self.label} {done / 1e6:.1f} MB {speed:.1f} MB/s"
         end = "\n" if final or not self.interactive else ""
@@ -189,13 +198,17 @@ def download(source: Source, cache_dir: Path, stream: TextIO | None = None) -> P
                     done += len(chunk)
                     progress.update(done)
         except (OSError, http.client.HTTPException) as error:
-            raise FetchError(f"{source.name}: the connection to {source.url} broke after "
-                             f"{done} bytes ({error!r}); run fetch-data again to resume "
-                             "it") from None
+            raise FetchError(
+                f"{source.name}: the connection to {source.url} broke after "
+                f"{done} bytes ({error!r}); run fetch-data again to resume "
+                "it"
+            ) from None
         progress.update(done, final=True)
         if expected is not None and done < expected:
-            raise FetchError(f"{source.name}: the download stopped at {done} of {expected} "
-                             "bytes; run fetch-data again to resume it")
+            raise FetchError(
+                f"{source.name}: the download stopped at {done} of {expected} "
+                "bytes; run fetch-data again to resume it"
+            )
     if source.pinned:
         _verify(part, source)
     part.replace(final)
@@ -218,10 +231,13 @@ def _matches(path: Path, source: Source) -> bool:
 def _report_unpinned(path: Path, source: Source, stream: TextIO) -> None:
     if not source.pinned:
         size, digest = path.stat().st_size, sha256_of(path)
-        print(f"warning: {source.name} is not pinned: {size} bytes, SHA-256 {digest}. To pin "
-              f'it, set "size": {size} and "sha256": "{digest}" on {source.name} in '
-              f"{SOURCES_FILE_HINT} (check them against a trusted copy if you can); later runs "
-              "then verify it", file=stream)
+        print(
+            f"warning: {source.name} is not pinned: {size} bytes, SHA-256 {digest}. To pin "
+            f'it, set "size": {size} and "sha256": "{digest}" on {source.name} in '
+            f"{SOURCES_FILE_HINT} (check them against a trusted copy if you can); later runs "
+            "then verify it",
+            file=stream,
+        )
 
 
 def _verify(path: Path, source: Source) -> None:
@@ -235,12 +251,14 @@ def _verify(path: Path, source: Source) -> None:
         problem = f"SHA-256 {digest} where {source.sha256} is pinned"
     if problem:
         path.unlink()
-        raise FetchError(f"{source.name}: refusing {source.url}: {problem}. The download "
-                         "was deleted and nothing was written to the data folder. A mismatch "
-                         "means the archive is not the one pinned: if it changed upstream and "
-                         "you trust the new one, re-pin it (set its size and sha256 to null "
-                         f"in {SOURCES_FILE_HINT}, run with --allow-unpinned, which prints "
-                         "the new values, and pin those)")
+        raise FetchError(
+            f"{source.name}: refusing {source.url}: {problem}. The download "
+            "was deleted and nothing was written to the data folder. A mismatch "
+            "means the archive is not the one pinned: if it changed upstream and "
+            "you trust the new one, re-pin it (set its size and sha256 to null "
+            f"in {SOURCES_FILE_HINT}, run with --allow-unpinned, which prints "
+            "the new values, and pin those)"
+        )
 
 
 # -- unpack --------------------------------------------------------------------------------
@@ -270,7 +288,7 @@ def _target(name: str, extract: dict[str, str], data_dir: Path) -> Path | None:
         raise FetchError(f"the archive holds an unsafe path {name!r}; refusing it")
     for prefix, destination in extract.items():
         if prefix.endswith("/") and name.startswith(prefix) and len(name) > len(prefix):
-            return data_dir / destination / name[len(prefix):]
+            return data_dir / destination / name[len(prefix) :]
         if name == prefix:
             return data_dir / destination
     return None
@@ -291,16 +309,23 @@ def unpack(archive: Path, source: Source, data_dir: Path) -> int:
         partial.replace(target)
         written += 1
     if not written:
-        raise FetchError(f"{source.name}: none of {sorted(source.extract)} is in {archive}; "
-                         "the archive's layout differs from the sources file's `extract`")
+        raise FetchError(
+            f"{source.name}: none of {sorted(source.extract)} is in {archive}; "
+            "the archive's layout differs from the sources file's `extract`"
+        )
     return written
 
 
 # -- command -------------------------------------------------------------------------------
 
 
-def fetch_data(data_dir: Path, sources: list[Source], cache_dir: Path,
-               allow_unpinned: bool = False, stream: TextIO | None = None) -> Derived:
+def fetch_data(
+    data_dir: Path,
+    sources: list[Source],
+    cache_dir: Path,
+    allow_unpinned: bool = False,
+    stream: TextIO | None = None,
+) -> Derived:
     """Download, verify and unpack every source into `data_dir`, then derive what can be."""
     stream = stream or sys.stderr
     unpinned = [s.name for s in sources if not s.pinned]
@@ -313,7 +338,8 @@ def fetch_data(data_dir: Path, sources: list[Source], cache_dir: Path,
             + ". To fetch anyway, run again with --allow-unpinned: it downloads and writes "
             "every source and prints each unpinned archive's size and SHA-256. To pin, put "
             f'those as "size" and "sha256" on the source in {SOURCES_FILE_HINT}; later runs '
-            "then verify them, and a mismatch means the archive changed: re-pin it")
+            "then verify them, and a mismatch means the archive changed: re-pin it"
+        )
     for source in sources:
         print(f"{source.name}: {source.url}", file=stream)
         archive = download(source, cache_dir, stream)
@@ -324,26 +350,42 @@ def fetch_data(data_dir: Path, sources: list[Source], cache_dir: Path,
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "fetch-data", help="download the public data set into the layout training reads",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "fetch-data",
+        help="download the public data set into the layout training reads",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     from training.pipeline.config import DEFAULT_DATA_DIR
 
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="data folder to write")
-    parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES,
-                        help="JSON or TOML file listing the archives (url, size, sha256, "
-                        "extract)")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where archives are downloaded and resumed (default: "
-                        "<data-dir>/.downloads)")
-    parser.add_argument("--allow-unpinned", action="store_true",
-                        help="also fetch sources without a pinned size and SHA-256")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data folder to write"
+    )
+    parser.add_argument(
+        "--sources",
+        type=Path,
+        default=DEFAULT_SOURCES,
+        help="JSON or TOML file listing the archives (url, size, sha256, extract)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where archives are downloaded and resumed (default: <data-dir>/.downloads)",
+    )
+    parser.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="also fetch sources without a pinned size and SHA-256",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        derived = fetch_data(args.data_dir, load_sources(args.sources),
-                             args.cache_dir or args.data_dir / ".downloads", args.allow_unpinned)
+        derived = fetch_data(
+            args.data_dir,
+            load_sources(args.sources),
+            args.cache_dir or args.data_dir / ".downloads",
+            args.allow_unpinned,
+        )
     except FetchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

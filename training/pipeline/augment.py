@@ -40,8 +40,16 @@ def _affine_transforms(batch: int, height: int, width: int, config: AugmentConfi
     tx, ty = shift[:, 0] * width, shift[:, 1] * height
     zeros = tf.zeros([batch])
     return tf.stack(
-        [m00, m01, cx - m00 * cx - m01 * cy - tx, m10, m11, cy - m10 * cx - m11 * cy - ty,
-         zeros, zeros],
+        [
+            m00,
+            m01,
+            cx - m00 * cx - m01 * cy - tx,
+            m10,
+            m11,
+            cy - m10 * cx - m11 * cy - ty,
+            zeros,
+            zeros,
+        ],
         axis=1,
     )
 
@@ -99,8 +107,11 @@ def augment_frames(images: np.ndarray, seed: tf.Tensor, config: AugmentConfig) -
     warped = np.empty(images.shape, np.float32)
     for index, (image, row) in enumerate(zip(images, transforms, strict=True)):
         frame = cv2.warpAffine(
-            image.astype(np.float32), row[:6].reshape(2, 3), (width, height),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+            image.astype(np.float32),
+            row[:6].reshape(2, 3),
+            (width, height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
             borderValue=(config.fill_value,) * 3,
         )
         brightness, contrast, saturation = factors[:, index]

@@ -40,6 +40,7 @@ def logits_and_features(
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Guo et al. 2017: the T > 0 minimising the NLL of softmax(logits / T) (grid search in
     log space, then refined; the NLL is convex in 1/T)."""
+
     def nll(temperature: float) -> float:
         scaled = logits / temperature
         scaled = scaled - scaled.max(axis=1, keepdims=True)
@@ -60,14 +61,16 @@ def fit_feature_distribution(
     mean = features.mean(axis=0)
     covariance = np.cov(features, rowvar=False)
     # Shrink towards the diagonal so a few hundred images give a stable inverse.
-    covariance = 0.9 * covariance + 0.1 * np.diag(np.diag(covariance)) + 1e-6 * np.eye(
-        len(mean))
+    covariance = 0.9 * covariance + 0.1 * np.diag(np.diag(covariance)) + 1e-6 * np.eye(len(mean))
     precision = np.linalg.inv(covariance)
     centred = features - mean
     distances = np.sqrt(np.einsum("nk,kl,nl->n", centred, precision, centred))
     return FeatureDistribution(
-        layers=layers, mean=mean.tolist(), precision=precision.tolist(),
-        threshold=float(np.quantile(distances, quantile)), threshold_quantile=quantile,
+        layers=layers,
+        mean=mean.tolist(),
+        precision=precision.tolist(),
+        threshold=float(np.quantile(distances, quantile)),
+        threshold_quantile=quantile,
         fitted_on=fitted_on,
     )
 
@@ -76,9 +79,22 @@ CV_REPORT_FILE = "cv_report.json"  # written by training.studies.cross_validatio
 
 # Training settings that may differ between a run with held-out originals and its refit on
 # every original, for the refit to carry the held-out run's temperature.
-_REFIT_SETTINGS = frozenset({"validation_fraction", "folds", "fold", "holdout_seed",
-                             "temperature_from", "store_dir", "backup_dir", "data_dir",
-                             "model_name", "strategy", "cpu_replicas", "evaluate"})
+_REFIT_SETTINGS = frozenset(
+    {
+        "validation_fraction",
+        "folds",
+        "fold",
+        "holdout_seed",
+        "temperature_from",
+        "store_dir",
+        "backup_dir",
+        "data_dir",
+        "model_name",
+        "strategy",
+        "cpu_replicas",
+        "evaluate",
+    }
+)
 
 
 def _donor(source: Path) -> tuple[dict, Calibration | None, str]:
@@ -91,11 +107,15 @@ def _donor(source: Path) -> tuple[dict, Calibration | None, str]:
         try:
             report = json.loads(source.read_text())
             calibration = Calibration(**report["calibration"])
-            return (report["training"], calibration,
-                    f"the {report['folds']}-fold cross-validation in {source}")
+            return (
+                report["training"],
+                calibration,
+                f"the {report['folds']}-fold cross-validation in {source}",
+            )
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise DataError(f"--temperature-from: {source} is not a cross-validation "
-                            f"report: {error}") from error
+            raise DataError(
+                f"--temperature-from: {source} is not a cross-validation report: {error}"
+            ) from error
     try:
         donor = read_manifest(source)
     except StoreError as error:
@@ -113,30 +133,40 @@ def carried_temperature(source: Path, record: dict) -> Calibration:
         raise DataError(f"{source} has no temperature to carry over")
     ours = TrainConfig.from_record(record)
     if ours.holds_out():
-        raise DataError("--temperature-from is for a refit on every original "
-                        "(--validation-fraction 0); with held-out originals the temperature "
-                        "is fitted on them")
+        raise DataError(
+            "--temperature-from is for a refit on every original "
+            "(--validation-fraction 0); with held-out originals the temperature "
+            "is fitted on them"
+        )
     donor = TrainConfig.from_record(training)
     ours_record, theirs = ours.to_record(), donor.to_record()
-    different = sorted(key for key in set(ours_record) - _REFIT_SETTINGS
-                       if ours_record[key] != theirs[key])
+    different = sorted(
+        key for key in set(ours_record) - _REFIT_SETTINGS if ours_record[key] != theirs[key]
+    )
     if different:
-        raise DataError(f"{source} was trained by another recipe than this entry "
-                        f"(differs in {', '.join(different)}): its temperature does not carry over")
+        raise DataError(
+            f"{source} was trained by another recipe than this entry "
+            f"(differs in {', '.join(different)}): its temperature does not carry over"
+        )
     if not donor.holds_out():
-        raise DataError(f"{source} held out no train originals: its temperature is not "
-                        "out of sample")
-    held_out = (f"each of {donor.folds} folds of the train originals held out in turn"
-                if donor.folds else f"{donor.validation_fraction:.0%} of the train originals "
-                "held out")
+        raise DataError(
+            f"{source} held out no train originals: its temperature is not out of sample"
+        )
+    held_out = (
+        f"each of {donor.folds} folds of the train originals held out in turn"
+        if donor.folds
+        else f"{donor.validation_fraction:.0%} of the train originals held out"
+    )
     return Calibration(
         temperature=calibration.temperature,
         fitted_on=f"carried over from {name}, the same recipe and seed with {held_out}: "
-        f"{calibration.fitted_on}")
+        f"{calibration.fitted_on}",
+    )
 
 
-def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6,
-                    temperature_from: Path | None = None) -> Manifest:
+def calibrate_entry(
+    directory: Path, config: TrainConfig, every: int = 6, temperature_from: Path | None = None
+) -> Manifest:
     """Fit the temperature on the validation images (as `config` holds them out), or carry it
     over from `temperature_from` when the entry was trained on every train original (with
     neither, the entry has no temperature and serving reports no calibrated confidence), and
@@ -156,16 +186,22 @@ def calibrate_entry(directory: Path, config: TrainConfig, every: int = 6,
         calibration = Calibration(
             temperature=fit_temperature(logits, validation.labels),
             fitted_on=f"{len(validation)} validation images ("
-            + ("held-out train originals" if config.source == "originals"
-               else "copies of held-out train originals in images/TRAIN")
-            + ")")
+            + (
+                "held-out train originals"
+                if config.source == "originals"
+                else "copies of held-out train originals in images/TRAIN"
+            )
+            + ")",
+        )
     paths, labels = list_split(Path(config.data_dir) / "images" / "TRAIN", manifest.class_names)
     picked = np.arange(0, len(paths), every)
     train_sample = load_images([paths[i] for i in picked], labels[picked])
     _, features = logits_and_features(model, manifest, train_sample, layers)
     distribution = fit_feature_distribution(
-        features, layers, f"{len(train_sample)} images of images/TRAIN (every {every}th)")
-    updated = read_manifest(directory).model_copy(update={
-        "calibration": calibration, "feature_distribution": distribution})
+        features, layers, f"{len(train_sample)} images of images/TRAIN (every {every}th)"
+    )
+    updated = read_manifest(directory).model_copy(
+        update={"calibration": calibration, "feature_distribution": distribution}
+    )
     write_manifest(directory, updated)
     return updated

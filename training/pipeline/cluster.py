@@ -44,19 +44,23 @@ def current_task(environ: dict[str, str] | os._Environ = os.environ) -> Task:
     text = environ.get(TF_CONFIG)
     if not text:
         raise ClusterConfigError(
-            f"--strategy multi-worker needs {TF_CONFIG}, e.g. '{{\"cluster\": {{\"worker\": "
-            "[\"host-0:2222\", \"host-1:2222\"]}, \"task\": {\"type\": \"worker\", "
-            "\"index\": 0}}' (the same cluster on every worker, each its own index)")
+            f'--strategy multi-worker needs {TF_CONFIG}, e.g. \'{{"cluster": {{"worker": '
+            '["host-0:2222", "host-1:2222"]}, "task": {"type": "worker", '
+            '"index": 0}}\' (the same cluster on every worker, each its own index)'
+        )
     try:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
         found = Task(str(task["type"]), int(task["index"]), dict(cluster))
     except (ValueError, KeyError, TypeError) as error:
-        raise ClusterConfigError(f"{TF_CONFIG} is not a cluster and task: {error}; got "
-                                 f"{text[:200]!r}") from error
+        raise ClusterConfigError(
+            f"{TF_CONFIG} is not a cluster and task: {error}; got {text[:200]!r}"
+        ) from error
     if not 0 <= found.index < len(cluster.get(found.type, [])):
-        raise ClusterConfigError(f"{TF_CONFIG} names task {found.name}, but its cluster has "
-                                 f"{len(cluster.get(found.type, []))} {found.type} address(es)")
+        raise ClusterConfigError(
+            f"{TF_CONFIG} names task {found.name}, but its cluster has "
+            f"{len(cluster.get(found.type, []))} {found.type} address(es)"
+        )
     return found
 
 
@@ -78,8 +82,9 @@ def multi_worker_strategy():
 
     def reduce_each(reduce_op, value, axis=None):
         def reduce_value(item):
-            scalar = all(local.shape.rank == 0
-                         for local in strategy.experimental_local_results(item))
+            scalar = all(
+                local.shape.rank == 0 for local in strategy.experimental_local_results(item)
+            )
             return reduce_one(reduce_op, item, axis=None if scalar else axis)
 
         return tf.nest.map_structure(reduce_value, value)
@@ -101,21 +106,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pipeline.cluster")
     commands = parser.add_subparsers(dest="command", required=True)
     tf_config = commands.add_parser(
-        "tf-config", help="print the TF_CONFIG of one pod of an Indexed Job")
+        "tf-config", help="print the TF_CONFIG of one pod of an Indexed Job"
+    )
     tf_config.add_argument("--job", required=True, help="the Job's name")
     tf_config.add_argument("--service", required=True, help="the headless Service's name")
     tf_config.add_argument("--workers", type=int, required=True, help="the Job's completions")
     tf_config.add_argument("--port", type=int, default=2222, help="the workers' port")
-    tf_config.add_argument("--index", type=int, default=None,
-                           help="this pod's index (default: $JOB_COMPLETION_INDEX)")
+    tf_config.add_argument(
+        "--index", type=int, default=None, help="this pod's index (default: $JOB_COMPLETION_INDEX)"
+    )
     args = parser.parse_args(argv)
     index = args.index if args.index is not None else os.environ.get("JOB_COMPLETION_INDEX")
     try:
         if index is None:
-            raise ClusterConfigError("no --index and no JOB_COMPLETION_INDEX (set by an "
-                                     "Indexed Job)")
-        config = indexed_job_tf_config(args.job, args.service, args.workers, args.port,
-                                       int(index))
+            raise ClusterConfigError(
+                "no --index and no JOB_COMPLETION_INDEX (set by an Indexed Job)"
+            )
+        config = indexed_job_tf_config(args.job, args.service, args.workers, args.port, int(index))
     except (ClusterConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

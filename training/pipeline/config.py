@@ -33,9 +33,16 @@ class AugmentConfig:
 
 
 # TrainConfig fields added since the first records -> the value older records imply.
-LEGACY_DEFAULTS = {"arch": "tutorial", "localise": False, "bank_copies": 0, "holdout_seed": None,
-                   "flip_average": False, "folds": None, "fold": 0,
-                   "restore_best": True}
+LEGACY_DEFAULTS = {
+    "arch": "tutorial",
+    "localise": False,
+    "bank_copies": 0,
+    "holdout_seed": None,
+    "flip_average": False,
+    "folds": None,
+    "fold": 0,
+    "restore_best": True,
+}
 
 
 @dataclass

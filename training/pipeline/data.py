@@ -70,7 +70,9 @@ def list_split(
 
 
 def list_originals(
-    data_dir: Path, class_names: list[str], split: str = "train",
+    data_dir: Path,
+    class_names: list[str],
+    split: str = "train",
     limit_per_class: int | None = None,
 ) -> tuple[list[Path], np.ndarray]:
     """Originals of one split of splits.csv whose category is one of `class_names`."""
@@ -98,9 +100,7 @@ def _decode_to_frame(path: tf.Tensor) -> tf.Tensor:
     if_resize = tf.reduce_any(tf.shape(image)[:2] != FRAME_SIZE)
     return tf.cond(
         if_resize,
-        lambda: tf.cast(
-            tf.round(tf.image.resize(image, FRAME_SIZE, antialias=True)), tf.uint8
-        ),
+        lambda: tf.cast(tf.round(tf.image.resize(image, FRAME_SIZE, antialias=True)), tf.uint8),
         lambda: image,
     )
 
@@ -129,8 +129,12 @@ def _first_unreadable(paths: list[Path]) -> str | None:
 
 
 def stratified_holdout(
-    labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None,
-    folds: int | None = None, fold: int = 0,
+    labels: np.ndarray,
+    fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+    folds: int | None = None,
+    fold: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, held_out): `fraction` of each class's groups held out whole, at least
     one where the class has two or more groups. `groups`: the original behind each image
@@ -150,8 +154,10 @@ def stratified_holdout(
         members = rng.permutation(np.unique(groups[labels == label]))
         if folds is not None:
             if len(members) < folds:
-                raise DataError(f"class {label} has {len(members)} originals, fewer than the "
-                                f"{folds} folds: some fold would train without it")
+                raise DataError(
+                    f"class {label} has {len(members)} originals, fewer than the "
+                    f"{folds} folds: some fold would train without it"
+                )
             held_groups += members[fold::folds].tolist()
             continue
         count = max(1, round(fraction * len(members))) if len(members) > 1 else 0

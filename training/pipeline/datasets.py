@@ -15,7 +15,10 @@ from training.pipeline.data import LabelledImages
 
 
 def training_dataset(
-    data: LabelledImages, config: TrainConfig, spec: Preprocessing, balanced: bool,
+    data: LabelledImages,
+    config: TrainConfig,
+    spec: Preprocessing,
+    balanced: bool,
     windows: bool = False,
 ) -> tuple[tf.data.Dataset, int]:
     """Endless shuffled (or class-balanced) augmented batches, and the steps per epoch.
@@ -78,7 +81,9 @@ def augmented_copies(
     for copy in range(copies):
         batches.append(
             augment_batch(data.images, tf.constant([seed, copy]), config.augmentation)
-            .numpy().round().astype(np.uint8)
+            .numpy()
+            .round()
+            .astype(np.uint8)
         )
     return LabelledImages(
         np.concatenate(batches),
@@ -117,16 +122,22 @@ def crop_bank(
     windows [N * (copies + 1), h, w, 3], and the share of frames where no cell was found."""
     windows, missing = [], 0
     for copy in range(config.frame_copies() + 1):
-        frames = data.images if copy == 0 else augment_frames(
-            data.images, tf.constant([seed, copy]), config.augmentation
-        ).round().astype(np.uint8)
-        pixels, boxes = cell_windows(LabelledImages(frames, data.labels, data.paths),
-                                     config.input_size, spec)
+        frames = (
+            data.images
+            if copy == 0
+            else augment_frames(data.images, tf.constant([seed, copy]), config.augmentation)
+            .round()
+            .astype(np.uint8)
+        )
+        pixels, boxes = cell_windows(
+            LabelledImages(frames, data.labels, data.paths), config.input_size, spec
+        )
         windows.append(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
         missing += sum(box is None for box in boxes)
     copies = config.frame_copies() + 1
-    return LabelledImages(np.concatenate(windows), np.tile(data.labels, copies),
-                          list(data.paths) * copies), missing / (len(data) * copies)
+    return LabelledImages(
+        np.concatenate(windows), np.tile(data.labels, copies), list(data.paths) * copies
+    ), missing / (len(data) * copies)
 
 
 def evaluation_dataset(
@@ -144,7 +155,9 @@ def evaluation_dataset(
     return (
         tf.data.Dataset.from_tensor_slices((data.images, data.labels))
         .batch(batch_size)
-        .map(lambda x, y: (to_model_input(x, input_size, spec), y),
-             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(
+            lambda x, y: (to_model_input(x, input_size, spec), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )

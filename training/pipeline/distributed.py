@@ -29,11 +29,15 @@ def train_on_workers(config: TrainConfig) -> TrainResult | None:
     strategy = multi_worker_strategy()
     if config.backup_dir is not None:
         config = dataclasses.replace(
-            config, backup_dir=Path(config.backup_dir) / task.name / "backup")
+            config, backup_dir=Path(config.backup_dir) / task.name / "backup"
+        )
     result = train(config)
     average_over_workers(strategy, result.model.non_trainable_weights)
-    print(f"{task.name} of {strategy.num_replicas_in_sync} replicas: final weights sha256 "
-          f"{weights_digest(result.model.get_weights())}", flush=True)
+    print(
+        f"{task.name} of {strategy.num_replicas_in_sync} replicas: final weights sha256 "
+        f"{weights_digest(result.model.get_weights())}",
+        flush=True,
+    )
     if not task.is_chief:
         print(f"{task.name} is not the chief: the chief publishes", flush=True)
         return None

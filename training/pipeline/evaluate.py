@@ -33,7 +33,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def evaluate_entry(
-    directory: Path, data_dir: Path, splits: tuple[str, ...] = tuple(EVALUATION_SPLITS),
+    directory: Path,
+    data_dir: Path,
+    splits: tuple[str, ...] = tuple(EVALUATION_SPLITS),
     extra: dict[str, LabelledImages] | None = None,
 ) -> dict:
     """Score the saved model on each split (plus `extra` named sets); store the results in
@@ -53,7 +55,8 @@ def evaluate_entry(
         report = classification_report(data.labels, softmax(logits), manifest.class_names)
         if manifest.calibration is not None:
             report["ece_calibrated"] = expected_calibration_error(
-                data.labels, softmax(logits / manifest.calibration.temperature))
+                data.labels, softmax(logits / manifest.calibration.temperature)
+            )
         metrics[key] = report
         plot_confusion_matrix(
             np.asarray(report["confusion_matrix"]["rows_true_cols_predicted"]),

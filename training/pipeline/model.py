@@ -33,7 +33,9 @@ def _fire(x, squeeze: int, expand: int, name: str):
 
 
 def build_model(
-    num_classes: int, input_size: tuple[int, int] = (128, 128), dropout: float = 0.0,
+    num_classes: int,
+    input_size: tuple[int, int] = (128, 128),
+    dropout: float = 0.0,
     arch: str = "tutorial",
 ) -> keras.Model:
     """Conv(12, 5x5) + BN, six fire modules with max-pooling between, GAP, dense softmax

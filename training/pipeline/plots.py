@@ -24,8 +24,14 @@ def plot_confusion_matrix(
     axes.set_title(title)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), count in np.ndenumerate(matrix):
-        axes.text(col, row, str(count), ha="center", va="center",
-                  color="white" if count > threshold else "black")
+        axes.text(
+            col,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > threshold else "black",
+        )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

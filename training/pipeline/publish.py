@@ -34,7 +34,8 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
     reports.mkdir()
     (reports / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")
     plot_training_curves(
-        result.history, f"{config.model_name} v{version}: training curves",
+        result.history,
+        f"{config.model_name} v{version}: training curves",
         reports / "training_curves.png",
     )
     training_record = config.to_record() | {
@@ -49,20 +50,24 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
         input_size=config.input_size,
         preprocessing=result.preprocessing,
         layers=Layers(
-            explanation=EXPLANATION_LAYER, features=FEATURES_LAYER,
+            explanation=EXPLANATION_LAYER,
+            features=FEATURES_LAYER,
             logits=LOGITS_LAYER,
         ),
         framework=Framework(tensorflow=tf.__version__, keras=keras.__version__),
         training=training_record,
-        artefacts={
-            name: sha256_file(directory / name) for name in (MODEL_FILE, WEIGHTS_FILE)
-        },
+        artefacts={name: sha256_file(directory / name) for name in (MODEL_FILE, WEIGHTS_FILE)},
     )
     try:  # model.onnx pools the layers calibration is about to fit
         manifest = export_onnx(directory, manifest, result.model, list(OOD_LAYERS))
     except Exception as error:  # the Keras model still serves; the export can be redone
-        log.warning("v%s published without model.onnx (python -m training export-onnx "
-                    "--version %s adds it): %s", version, version, error)
+        log.warning(
+            "v%s published without model.onnx (python -m training export-onnx "
+            "--version %s adds it): %s",
+            version,
+            version,
+            error,
+        )
     write_manifest(directory, manifest)
     return directory, manifest
 
@@ -79,7 +84,9 @@ def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
     config.store_dir = Path(store_dir)
     known = set(TrainConfig().to_record()) | {"seconds_per_epoch"}
     result = TrainResult(
-        model=model, class_names=manifest.class_names, preprocessing=manifest.preprocessing,
+        model=model,
+        class_names=manifest.class_names,
+        preprocessing=manifest.preprocessing,
         history=json.loads((Path(source) / REPORTS_DIR / "history.json").read_text()),
         seconds_per_epoch=float(manifest.training.get("seconds_per_epoch", 0.0)),
         validation=None,
@@ -92,8 +99,12 @@ def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
         if report.is_file() and not target.exists():  # metrics.json, confusion matrices
             shutil.copy2(report, target)
     # Calibration and metrics belong to the weights and preprocessing, which are unchanged.
-    published = published.model_copy(update={
-        "metrics": manifest.metrics, "calibration": manifest.calibration,
-        "feature_distribution": manifest.feature_distribution})
+    published = published.model_copy(
+        update={
+            "metrics": manifest.metrics,
+            "calibration": manifest.calibration,
+            "feature_distribution": manifest.feature_distribution,
+        }
+    )
     write_manifest(directory, published)
     return directory, published

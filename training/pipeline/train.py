@@ -62,8 +62,10 @@ class EpochHistory(keras.callbacks.Callback):
 
     def history(self) -> dict[str, list[float]]:
         ordered = [self.epochs[epoch] for epoch in sorted(self.epochs)]
-        return {key: [logs.get(key, float("nan")) for logs in ordered]
-                for key in (ordered[0] if ordered else {})}
+        return {
+            key: [logs.get(key, float("nan")) for logs in ordered]
+            for key in (ordered[0] if ordered else {})
+        }
 
 
 def configure_devices(cpu_replicas: int) -> None:
@@ -104,11 +106,18 @@ def load_training_data(
         if config.holds_out():
             started = time.perf_counter()
             groups, doubtful = train_copy_groups(config.data_dir, class_names, paths)
-            print(f"copies matched to {len(set(groups.tolist()))} train originals "
-                  f"({doubtful} doubtful) in {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"copies matched to {len(set(groups.tolist()))} train originals "
+                f"({doubtful} doubtful) in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
         kept, held_out = stratified_holdout(
-            labels, config.validation_fraction, _holdout_seed(config), groups,
-            config.folds, config.fold,
+            labels,
+            config.validation_fraction,
+            _holdout_seed(config),
+            groups,
+            config.folds,
+            config.fold,
         )
         copies = load_images(paths, labels)
         validation = _subset(copies, held_out) if len(held_out) else None
@@ -119,8 +128,11 @@ def load_training_data(
         *list_originals(config.data_dir, class_names, "train", config.limit_per_class)
     )
     kept, held_out = stratified_holdout(
-        originals.labels, config.validation_fraction, _holdout_seed(config),
-        folds=config.folds, fold=config.fold,
+        originals.labels,
+        config.validation_fraction,
+        _holdout_seed(config),
+        folds=config.folds,
+        fold=config.fold,
     )
     train = _subset(originals, kept)
     if len(held_out) == 0:
@@ -144,8 +156,9 @@ def _subset(data: LabelledImages, indices: np.ndarray) -> LabelledImages:
 def training_preprocessing(config: TrainConfig) -> Preprocessing:
     """The input transform a run trains with, and its manifest records."""
     localisation = Localisation(window=config.window) if config.localise else None
-    return Preprocessing(antialias=True, localisation=localisation,
-                         flip_average=config.flip_average)
+    return Preprocessing(
+        antialias=True, localisation=localisation, flip_average=config.flip_average
+    )
 
 
 def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
@@ -158,12 +171,21 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
     if config.localise:
         started = time.perf_counter()
         train_data, missing = crop_bank(train_data, config, preprocessing, config.seed + 2)
-        bank_counts = {"bank_windows": len(train_data), "bank_no_cell_share": round(missing, 4),
-                       "bank_seconds": round(time.perf_counter() - started, 1)}
-        print(f"cell windows: {len(train_data)}, no cell in {missing:.2%}, "
-              f"{bank_counts['bank_seconds']} s", flush=True)
+        bank_counts = {
+            "bank_windows": len(train_data),
+            "bank_no_cell_share": round(missing, 4),
+            "bank_seconds": round(time.perf_counter() - started, 1),
+        }
+        print(
+            f"cell windows: {len(train_data)}, no cell in {missing:.2%}, "
+            f"{bank_counts['bank_seconds']} s",
+            flush=True,
+        )
     dataset, steps = training_dataset(
-        train_data, config, preprocessing, balanced=config.source == "originals",
+        train_data,
+        config,
+        preprocessing,
+        balanced=config.source == "originals",
         windows=config.localise,
     )
     with strategy.scope():
@@ -185,8 +207,9 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         backup_dir = Path(config.backup_dir)
         resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
         # Beside the backup, named after it: runs whose backups share a parent keep apart.
-        epoch_history = EpochHistory(backup_dir.with_name(f"{backup_dir.name}.history.json"),
-                                     resuming)
+        epoch_history = EpochHistory(
+            backup_dir.with_name(f"{backup_dir.name}.history.json"), resuming
+        )
         callbacks += [keras.callbacks.BackupAndRestore(str(config.backup_dir)), epoch_history]
     validation_data = best_weights = None
     if validation is not None:
@@ -200,8 +223,12 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
             callbacks.append(best_weights)
     started = time.perf_counter()
     history = model.fit(
-        dataset.map(one_hot), epochs=config.epochs, steps_per_epoch=steps,
-        validation_data=validation_data, callbacks=callbacks, verbose=2 if _quiet() else 1,
+        dataset.map(one_hot),
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=2 if _quiet() else 1,
     )
     elapsed = time.perf_counter() - started
     epochs_run = max(1, len(history.history.get("loss", [])))
@@ -215,11 +242,14 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         history={k: [float(v) for v in values] for k, values in full_history.items()},
         seconds_per_epoch=elapsed / epochs_run,
         validation=validation,
-        counts={"train_images": len(train_data),
-                "validation_images": 0 if validation is None else len(validation),
-                "steps_per_epoch": steps, "replicas": strategy.num_replicas_in_sync,
-                "best_epoch": None if best_weights is None else best_weights.best_epoch + 1,
-                **bank_counts},
+        counts={
+            "train_images": len(train_data),
+            "validation_images": 0 if validation is None else len(validation),
+            "steps_per_epoch": steps,
+            "replicas": strategy.num_replicas_in_sync,
+            "best_epoch": None if best_weights is None else best_weights.best_epoch + 1,
+            **bank_counts,
+        },
     )
 
 

@@ -34,8 +34,16 @@ def _fold_answers(directory: Path, fold: int) -> Path:
 
 def _study_config(config: TrainConfig, folds: int, output_dir: Path) -> TrainConfig:
     """The recipe with its folds (fold 0 stands for all)."""
-    return replace(config, folds=folds, fold=0, validation_fraction=0.0, evaluate=False,
-                   temperature_from=None, store_dir=Path(output_dir), backup_dir=None)
+    return replace(
+        config,
+        folds=folds,
+        fold=0,
+        validation_fraction=0.0,
+        evaluate=False,
+        temperature_from=None,
+        store_dir=Path(output_dir),
+        backup_dir=None,
+    )
 
 
 def study_record(config: TrainConfig, folds: int, output_dir: Path) -> dict:
@@ -50,8 +58,11 @@ def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> 
     from training.pipeline.train import train
 
     fold_config = replace(
-        _study_config(config, folds, output_dir), fold=fold,
-        store_dir=output_dir / f"fold-{fold}", backup_dir=output_dir / f"backup-{fold}")
+        _study_config(config, folds, output_dir),
+        fold=fold,
+        store_dir=output_dir / f"fold-{fold}",
+        backup_dir=output_dir / f"backup-{fold}",
+    )
     keras.backend.clear_session()
     result = train(fold_config)
     if result.validation is None:
@@ -59,12 +70,19 @@ def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> 
     _, manifest = publish(result, fold_config)
     logits, _ = logits_and_features(result.model, manifest, result.validation, [])
     answers = _fold_answers(output_dir, fold)
-    np.savez(answers, logits=logits, labels=result.validation.labels,
-             paths=np.array([str(path) for path in result.validation.paths]),
-             study=json.dumps(study_record(config, folds, output_dir)))
+    np.savez(
+        answers,
+        logits=logits,
+        labels=result.validation.labels,
+        paths=np.array([str(path) for path in result.validation.paths]),
+        study=json.dumps(study_record(config, folds, output_dir)),
+    )
     accuracy = (logits.argmax(axis=1) == result.validation.labels).mean()
-    print(f"fold {fold} ({fold + 1} of {folds}): {len(result.validation)} held-out copies, "
-          f"accuracy {accuracy:.4f}", flush=True)
+    print(
+        f"fold {fold} ({fold + 1} of {folds}): {len(result.validation)} held-out copies, "
+        f"accuracy {accuracy:.4f}",
+        flush=True,
+    )
     return answers
 
 
@@ -74,8 +92,10 @@ def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     if folds < 2:
         raise DataError(f"--folds must be at least 2, not {folds}")
     if config.strategy == "multi-worker":
-        raise DataError("cross-validate trains its folds one after another in one process; "
-                        "--strategy multi-worker is for `train` (one process per machine)")
+        raise DataError(
+            "cross-validate trains its folds one after another in one process; "
+            "--strategy multi-worker is for `train` (one process per machine)"
+        )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ours = study_record(config, folds, output_dir)
@@ -85,12 +105,15 @@ def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
             continue
         with np.load(_fold_answers(output_dir, fold)) as answers:
             theirs = json.loads(str(answers["study"])) if "study" in answers else {}
-        different = sorted(key for key in set(ours) - _WHERE_AND_HOW
-                           if ours[key] != theirs.get(key))
+        different = sorted(
+            key for key in set(ours) - _WHERE_AND_HOW if ours[key] != theirs.get(key)
+        )
         if different:
-            raise DataError(f"{_fold_answers(output_dir, fold)} was trained by another study "
-                            f"(differs in {', '.join(different)}): finish it with the same "
-                            "settings, or use another --output-dir")
+            raise DataError(
+                f"{_fold_answers(output_dir, fold)} was trained by another study "
+                f"(differs in {', '.join(different)}): finish it with the same "
+                "settings, or use another --output-dir"
+            )
     report = pooled_report(config, folds, output_dir)
     (output_dir / CV_REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     (output_dir / "cv_report.md").write_text(markdown(report))
@@ -109,11 +132,15 @@ def pooled_report(config: TrainConfig, folds: int, output_dir: Path) -> dict:
             raise DataError(f"the folds in {output_dir} overlap: an image is held out twice")
         seen |= files
         temperature = fit_temperature(logits, labels)
-        per_fold.append({
-            "fold": fold, "copies": int(len(labels)),
-            "accuracy": float((logits.argmax(axis=1) == labels).mean()),
-            "ece": expected_calibration_error(labels, softmax(logits)),
-            "temperature": temperature})
+        per_fold.append(
+            {
+                "fold": fold,
+                "copies": int(len(labels)),
+                "accuracy": float((logits.argmax(axis=1) == labels).mean()),
+                "ece": expected_calibration_error(labels, softmax(logits)),
+                "temperature": temperature,
+            }
+        )
         all_logits.append(logits)
         all_labels.append(labels)
     logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
@@ -122,11 +149,16 @@ def pooled_report(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     # In sample: the temperature is fitted on these same answers.
     calibrated = classification_report(labels, softmax(logits / temperature), class_names)
     pooled |= {"ece_calibrated": calibrated["ece"], "nll_calibrated": calibrated["nll"]}
-    images = ("every copy in images/TRAIN" if config.source == "train-folder"
-              else f"each original with augmented copies of it ({config.validation_copies} each)")
+    images = (
+        "every copy in images/TRAIN"
+        if config.source == "train-folder"
+        else f"each original with augmented copies of it ({config.validation_copies} each)"
+    )
     return {
-        "folds": folds, "training": study_record(config, folds, output_dir),
-        "per_fold": per_fold, "pooled": pooled,
+        "folds": folds,
+        "training": study_record(config, folds, output_dir),
+        "per_fold": per_fold,
+        "pooled": pooled,
         "calibration": Calibration(
             temperature=temperature,
             fitted_on=f"{len(labels)} out-of-fold images ({images}; each train original held "
@@ -142,8 +174,11 @@ def markdown(report: dict) -> str:
         "",
         "| fold | held-out copies | accuracy | ECE | temperature fitted on the fold |",
         "|---|---|---|---|---|",
-        *(f"| {f['fold']} | {f['copies']} | {f['accuracy']:.4f} | {f['ece']:.4f} | "
-          f"{f['temperature']:.3f} |" for f in report["per_fold"]),
+        *(
+            f"| {f['fold']} | {f['copies']} | {f['accuracy']:.4f} | {f['ece']:.4f} | "
+            f"{f['temperature']:.3f} |"
+            for f in report["per_fold"]
+        ),
         f"| pooled | {pooled['count']} | {pooled['accuracy']:.4f} | {pooled['ece']:.4f} | "
         f"{report['calibration']['temperature']:.3f} |",
         "",

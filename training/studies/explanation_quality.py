@@ -47,8 +47,10 @@ def test_simple_with_boxes(data_dir: Path, class_names: list[str]) -> ScoredImag
 def pointing_hit(heat: np.ndarray, boxes: list[list[float]], tolerance: float = 0) -> bool:
     """Pointing game (Zhang et al. 2018): is the map's maximum inside a (grown) box?"""
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    return any(x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance
-               for x0, y0, x1, y1 in boxes)
+    return any(
+        x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance
+        for x0, y0, x1, y1 in boxes
+    )
 
 
 def energy_share(heat: np.ndarray, boxes: list[list[float]]) -> float:
@@ -60,8 +62,13 @@ def energy_share(heat: np.ndarray, boxes: list[list[float]]) -> float:
     return float(heat[inside].sum()) / total if total > 0 else 0.0
 
 
-def deletion_insertion(runtime: ModelRuntime, model_input: np.ndarray, heat: np.ndarray,
-                       target: int, steps: int = CURVE_STEPS) -> tuple[float, float]:
+def deletion_insertion(
+    runtime: ModelRuntime,
+    model_input: np.ndarray,
+    heat: np.ndarray,
+    target: int,
+    steps: int = CURVE_STEPS,
+) -> tuple[float, float]:
     """Petsiuk et al. 2018 (RISE): the target probability as the hottest pixels are deleted
     (set to zero) or inserted (onto a blurred copy); normalised area under each curve."""
     order = np.argsort(-heat, axis=None, kind="stable")
@@ -78,20 +85,28 @@ def deletion_insertion(runtime: ModelRuntime, model_input: np.ndarray, heat: np.
         inserted.append(insertion.reshape(model_input.shape))
     probabilities = runtime.predict(np.stack(deleted + inserted))[:, target]
     curve_x = counts / heat.size
-    return (float(np.trapezoid(probabilities[: steps + 1], curve_x)),
-            float(np.trapezoid(probabilities[steps + 1 :], curve_x)))
+    return (
+        float(np.trapezoid(probabilities[: steps + 1], curve_x)),
+        float(np.trapezoid(probabilities[steps + 1 :], curve_x)),
+    )
 
 
-def baseline_map(name: str, shape: tuple[int, int], rng: np.random.Generator,
-                 cell_box: Box | None = None) -> np.ndarray:
+def baseline_map(
+    name: str, shape: tuple[int, int], rng: np.random.Generator, cell_box: Box | None = None
+) -> np.ndarray:
     """A baseline's map over a frame of `shape`; "cell box" without a box is "centre"."""
     if name == "random":
         return rng.random(shape).astype(np.float32)
     height, width = shape
     x0, y0, x1, y1 = cell_box if name == "cell box" and cell_box else (0, 0, width, height)
     yy, xx = np.mgrid[:height, :width]
-    gaussian = np.exp(-(((yy - (y0 + y1 - 1) / 2) / ((y1 - y0) / 4)) ** 2
-                        + ((xx - (x0 + x1 - 1) / 2) / ((x1 - x0) / 4)) ** 2) / 2)
+    gaussian = np.exp(
+        -(
+            ((yy - (y0 + y1 - 1) / 2) / ((y1 - y0) / 4)) ** 2
+            + ((xx - (x0 + x1 - 1) / 2) / ((x1 - x0) / 4)) ** 2
+        )
+        / 2
+    )
     if name == "cell box" and cell_box:
         gaussian[(yy < y0) | (yy >= y1) | (xx < x0) | (xx >= x1)] = 0.0
     return gaussian.astype(np.float32)
@@ -100,21 +115,23 @@ def baseline_map(name: str, shape: tuple[int, int], rng: np.random.Generator,
 def model_inputs(runtime: ModelRuntime, images: np.ndarray) -> tuple[np.ndarray, list]:
     """Each frame through the entry's own preprocessing (the cell's window where the manifest
     has a localiser): model inputs [N, h, w, 3] and the cell boxes (None: whole frame)."""
-    prepared = [prepare_image(image, runtime.manifest.input_size,
-                              runtime.manifest.preprocessing) for image in images]
+    prepared = [
+        prepare_image(image, runtime.manifest.input_size, runtime.manifest.preprocessing)
+        for image in images
+    ]
     return np.stack([inputs for inputs, _ in prepared]), [box for _, box in prepared]
 
 
-def frame_map(runtime: ModelRuntime, low_res: np.ndarray, frame_shape: tuple[int, ...],
-              cell_box: Box | None) -> np.ndarray:
+def frame_map(
+    runtime: ModelRuntime, low_res: np.ndarray, frame_shape: tuple[int, ...], cell_box: Box | None
+) -> np.ndarray:
     """A map over the model input, at the full frame [H, W] in 0..1: upsampled, and for a
     cell window put back where the window was cut from (zero elsewhere)."""
     localisation = runtime.manifest.preprocessing.localisation
     if cell_box is None or localisation is None:
         return upsample(low_res, frame_shape[1], frame_shape[0])
     height, width = runtime.manifest.input_size
-    return place_in_frame(upsample(low_res, width, height), cell_box, frame_shape,
-                          localisation)
+    return place_in_frame(upsample(low_res, width, height), cell_box, frame_shape, localisation)
 
 
 def input_map(runtime: ModelRuntime, full: np.ndarray, cell_box: Box | None) -> np.ndarray:
@@ -122,22 +139,29 @@ def input_map(runtime: ModelRuntime, full: np.ndarray, cell_box: Box | None) -> 
     localisation = runtime.manifest.preprocessing.localisation
     if cell_box is None or localisation is None:
         return heat_at_input(full, runtime.manifest.input_size)
-    return cut_window(full.astype(np.float32), cell_box, localisation,
-                      runtime.manifest.input_size)
+    return cut_window(full.astype(np.float32), cell_box, localisation, runtime.manifest.input_size)
 
 
-def method_maps(runtime: ModelRuntime, inputs: np.ndarray, targets: np.ndarray,
-                method: str, layer: str) -> np.ndarray:
+def method_maps(
+    runtime: ModelRuntime, inputs: np.ndarray, targets: np.ndarray, method: str, layer: str
+) -> np.ndarray:
     """Low-resolution maps [N, h, w] of one method, explaining `targets`."""
     explainer = METHODS[method]
-    gradients = runtime.gradients(inputs, targets.astype(np.int32),
-                                  explainer.layer_for(layer, runtime))
+    gradients = runtime.gradients(
+        inputs, targets.astype(np.int32), explainer.layer_for(layer, runtime)
+    )
     return explainer.heatmaps(gradients, gradients.targets, runtime)
 
 
-def score_maps(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
-               low_res_maps: list[np.ndarray] | None, baseline: str | None = None,
-               seed: int = 0, cell_boxes: list | None = None) -> dict:
+def score_maps(
+    runtime: ModelRuntime,
+    scored: ScoredImages,
+    inputs: np.ndarray,
+    low_res_maps: list[np.ndarray] | None,
+    baseline: str | None = None,
+    seed: int = 0,
+    cell_boxes: list | None = None,
+) -> dict:
     """All metrics for one method's maps (or a baseline's), averaged over the images: the
     pointing games and energy at the full frame, deletion and insertion at the model input."""
     rng = np.random.default_rng(seed)
@@ -151,16 +175,41 @@ def score_maps(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
             full = baseline_map(baseline, image.shape[:2], rng, cell_boxes[index])
         boxes, target = scored.boxes[index], int(scored.data.labels[index])
         deletion, insertion = deletion_insertion(
-            runtime, inputs[index], input_map(runtime, full, cell_boxes[index]), target)
-        rows.append((pointing_hit(full, boxes), pointing_hit(full, boxes, TOLERANCE_PX),
-                     energy_share(full, boxes), deletion, insertion))
+            runtime, inputs[index], input_map(runtime, full, cell_boxes[index]), target
+        )
+        rows.append(
+            (
+                pointing_hit(full, boxes),
+                pointing_hit(full, boxes, TOLERANCE_PX),
+                energy_share(full, boxes),
+                deletion,
+                insertion,
+            )
+        )
     columns = np.array(rows, dtype=np.float64).mean(axis=0)
-    return dict(zip(("pointing_game", f"pointing_game_{TOLERANCE_PX}px", "energy_pointing_game",
-                     "deletion_auc", "insertion_auc"), map(float, columns), strict=True))
+    return dict(
+        zip(
+            (
+                "pointing_game",
+                f"pointing_game_{TOLERANCE_PX}px",
+                "energy_pointing_game",
+                "deletion_auc",
+                "insertion_auc",
+            ),
+            map(float, columns),
+            strict=True,
+        )
+    )
 
 
-def grid_png(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
-             maps: dict[str, np.ndarray], path: Path, cell_boxes: list | None = None) -> Path:
+def grid_png(
+    runtime: ModelRuntime,
+    scored: ScoredImages,
+    inputs: np.ndarray,
+    maps: dict[str, np.ndarray],
+    path: Path,
+    cell_boxes: list | None = None,
+) -> Path:
     """One row per class (its first image), one column per method: full-frame overlays with
     the annotated box (green) and the localiser's cell box (blue)."""
     cell_boxes = cell_boxes or [None] * len(scored.data)
@@ -186,14 +235,31 @@ def grid_png(runtime: ModelRuntime, scored: ScoredImages, inputs: np.ndarray,
         rows.append(np.concatenate(tiles, axis=1))
     header = np.full((24, rows[0].shape[1], 3), 255, np.uint8)
     for column, title in enumerate(["image (WBC box)", *maps]):
-        cv2.putText(header, title, (column * scored.data.images.shape[2] + 6, 17),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            header,
+            title,
+            (column * scored.data.images.shape[2] + 6, 17),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     labels = [np.full((rows[0].shape[0], 110, 3), 255, np.uint8) for _ in rows]
     for label_tile, name in zip(labels, names, strict=True):
-        cv2.putText(label_tile, name, (4, label_tile.shape[0] // 2), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    body = np.concatenate([np.concatenate([t, r], axis=1) for t, r in zip(labels, rows,
-                                                                           strict=True)])
+        cv2.putText(
+            label_tile,
+            name,
+            (4, label_tile.shape[0] // 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    body = np.concatenate(
+        [np.concatenate([t, r], axis=1) for t, r in zip(labels, rows, strict=True)]
+    )
     corner = np.full((24, 110, 3), 255, np.uint8)
     Image.fromarray(np.concatenate([np.concatenate([corner, header], axis=1), body])).save(path)
     return path

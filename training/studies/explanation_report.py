@@ -40,9 +40,11 @@ def train_originals_with_boxes(data_dir: Path, class_names: list[str]) -> Scored
         root = ElementTree.parse(annotation).getroot()
         width = float(root.findtext("size/width") or 640)
         scale = FRAME_SIZE[1] / width
-        found = [[float(obj.findtext(f"bndbox/{k}")) * scale
-                  for k in ("xmin", "ymin", "xmax", "ymax")]
-                 for obj in root.iter("object") if obj.findtext("name") == "WBC"]
+        found = [
+            [float(obj.findtext(f"bndbox/{k}")) * scale for k in ("xmin", "ymin", "xmax", "ymax")]
+            for obj in root.iter("object")
+            if obj.findtext("name") == "WBC"
+        ]
         if found:
             kept.append(index)
             boxes.append(found)
@@ -56,9 +58,12 @@ def choose_layer(runtime: ModelRuntime, scored: ScoredImages) -> dict[str, float
     scores = {}
     for layer in CANDIDATE_LAYERS:
         maps = method_maps(runtime, inputs, scored.data.labels, "gradcam", layer)
-        hits = [pointing_hit(frame_map(runtime, m, image.shape, cell_box), boxes)
-                for m, image, boxes, cell_box in zip(maps, scored.data.images, scored.boxes,
-                                                     cell_boxes, strict=True)]
+        hits = [
+            pointing_hit(frame_map(runtime, m, image.shape, cell_box), boxes)
+            for m, image, boxes, cell_box in zip(
+                maps, scored.data.images, scored.boxes, cell_boxes, strict=True
+            )
+        ]
         scores[layer] = float(np.mean(hits))
     return scores
 
@@ -71,28 +76,43 @@ def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) 
     layer_scores = None
     if choose:
         layer_scores = choose_layer(
-            runtime, train_originals_with_boxes(data_dir, manifest.class_names))
+            runtime, train_originals_with_boxes(data_dir, manifest.class_names)
+        )
         best = max(layer_scores, key=layer_scores.get)
         manifest = manifest.model_copy(
-            update={"layers": manifest.layers.model_copy(update={"explanation": best})})
+            update={"layers": manifest.layers.model_copy(update={"explanation": best})}
+        )
         runtime.manifest = manifest
     scored = test_simple_with_boxes(data_dir, manifest.class_names)
     inputs, cell_boxes = model_inputs(runtime, scored.data.images)
-    maps = {name: method_maps(runtime, inputs, scored.data.labels, name,
-                              manifest.layers.explanation if name != "cam" else None)
-            for name in METHODS}
-    table = {name: score_maps(runtime, scored, inputs, list(maps[name]),
-                              cell_boxes=cell_boxes) for name in maps}
-    table |= {name: score_maps(runtime, scored, inputs, None, baseline=name,
-                               cell_boxes=cell_boxes)
-              for name in BASELINES}
+    maps = {
+        name: method_maps(
+            runtime,
+            inputs,
+            scored.data.labels,
+            name,
+            manifest.layers.explanation if name != "cam" else None,
+        )
+        for name in METHODS
+    }
+    table = {
+        name: score_maps(runtime, scored, inputs, list(maps[name]), cell_boxes=cell_boxes)
+        for name in maps
+    }
+    table |= {
+        name: score_maps(runtime, scored, inputs, None, baseline=name, cell_boxes=cell_boxes)
+        for name in BASELINES
+    }
     report = {
-        "images": len(scored.data), "split": "TEST_SIMPLE", "target": "true class",
+        "images": len(scored.data),
+        "split": "TEST_SIMPLE",
+        "target": "true class",
         "scored_at": "full frame (320x240); a cell window's map is put back where it was cut",
         "cell_window": manifest.preprocessing.localisation is not None,
         "no_cell_found": sum(box is None for box in cell_boxes),
         "explanation_layer": manifest.layers.explanation,
-        "layer_choice_on_train_originals": layer_scores, "metrics": table,
+        "layer_choice_on_train_originals": layer_scores,
+        "metrics": table,
     }
     reports = Path(directory) / REPORTS_DIR
     reports.mkdir(exist_ok=True)
@@ -100,11 +120,16 @@ def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) 
     (reports / "explanations.md").write_text(markdown_table(report))
     grid_png(runtime, scored, inputs, maps, reports / "explanations_grid.png", cell_boxes)
     stored = read_manifest(directory)
-    write_manifest(directory, stored.model_copy(update={
-        "layers": manifest.layers,
-        "metrics": stored.metrics | {"explanations": {k: v for k, v in report.items()
-                                                      if k != "split"}},
-    }))
+    write_manifest(
+        directory,
+        stored.model_copy(
+            update={
+                "layers": manifest.layers,
+                "metrics": stored.metrics
+                | {"explanations": {k: v for k, v in report.items() if k != "split"}},
+            }
+        ),
+    )
     return report
 
 
@@ -115,9 +140,12 @@ def markdown_table(report: dict) -> str:
         f"{report['target']}, layer `{report['explanation_layer']}`; `cam` always explains "
         "the GAP input). Pointing games and energy at the full frame, deletion and insertion "
         "at the model input. Higher is better except deletion AUC."
-        + (" The model classifies the localiser's cell window: `cell box` is a map made from "
-           "that box alone, and a method is informative only where it beats it."
-           if report.get("cell_window") else ""),
+        + (
+            " The model classifies the localiser's cell window: `cell box` is a map made from "
+            "that box alone, and a method is informative only where it beats it."
+            if report.get("cell_window")
+            else ""
+        ),
         "",
         "| method | " + " | ".join(columns) + " |",
         "| --- | " + " | ".join("---:" for _ in columns) + " |",
@@ -125,7 +153,8 @@ def markdown_table(report: dict) -> str:
     for name, row in report["metrics"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
     if report.get("layer_choice_on_train_originals"):
-        choice = ", ".join(f"`{k}` {v:.3f}" for k, v in
-                           report["layer_choice_on_train_originals"].items())
+        choice = ", ".join(
+            f"`{k}` {v:.3f}" for k, v in report["layer_choice_on_train_originals"].items()
+        )
         lines += ["", f"Grad-CAM pointing game by layer on the train originals: {choice}."]
     return "\n".join(lines) + "\n"

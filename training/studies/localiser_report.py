@@ -45,8 +45,10 @@ def wbc_boxes(annotation: Path) -> list[list[float]]:
 
 def test_simple_set(data_dir: Path) -> list[BoxedImage]:
     table = json.loads((Path(data_dir) / "test_simple_wbc_boxes.json").read_text())["images"]
-    return [BoxedImage(Path(data_dir) / name, entry["wbc_boxes_xyxy"], Path(name).parent.name)
-            for name, entry in sorted(table.items())]
+    return [
+        BoxedImage(Path(data_dir) / name, entry["wbc_boxes_xyxy"], Path(name).parent.name)
+        for name, entry in sorted(table.items())
+    ]
 
 
 def originals_set(data_dir: Path, split: str) -> list[BoxedImage]:
@@ -54,14 +56,18 @@ def originals_set(data_dir: Path, split: str) -> list[BoxedImage]:
     images = []
     with open(Path(data_dir) / "splits.csv", newline="") as stream:
         for row in csv.DictReader(stream):
-            annotation = Path(data_dir) / "annotations" / Path(row["original"]).with_suffix(
-                ".xml").name
+            annotation = (
+                Path(data_dir) / "annotations" / Path(row["original"]).with_suffix(".xml").name
+            )
             if row["split"] != split or not annotation.is_file():
                 continue
             boxes = wbc_boxes(annotation)
             if boxes:
-                images.append(BoxedImage(Path(data_dir) / "originals" / row["original"], boxes,
-                                         row["category"]))
+                images.append(
+                    BoxedImage(
+                        Path(data_dir) / "originals" / row["original"], boxes, row["category"]
+                    )
+                )
     return sorted(images, key=lambda image: image.path)
 
 
@@ -95,8 +101,14 @@ def score(images: list[BoxedImage], spec: Localisation) -> dict:
         hits += hit
         overlaps.append(max(iou(box, truth) for truth in image.boxes))
         if not hit:
-            misses.append({"image": str(image.path), "label": image.label, "box": list(box),
-                           "truth": image.boxes})
+            misses.append(
+                {
+                    "image": str(image.path),
+                    "label": image.label,
+                    "box": list(box),
+                    "truth": image.boxes,
+                }
+            )
     return {
         "count": len(images),
         "centre_inside": hits / len(images),
@@ -129,12 +141,15 @@ def write_localiser_report(report: dict, directory: Path) -> None:
     (directory / "localiser.md").write_text(
         "# Cell localiser alone\n\nCentre of the found box inside an annotated WBC box, and "
         "the IoU with the best-matching WBC box (0 where no cell was found); ms/image is the "
-        "median time of `find_cell` on this machine.\n\n" + markdown(report))
+        "median time of `find_cell` on this machine.\n\n" + markdown(report)
+    )
 
 
 def markdown(report: dict) -> str:
-    lines = ["| set | images | centre in WBC box | no cell | mean IoU | IoU >= 0.5 | ms/image |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| set | images | centre in WBC box | no cell | mean IoU | IoU >= 0.5 | ms/image |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, result in report.items():
         if key == "parameters":
             continue
@@ -142,5 +157,6 @@ def markdown(report: dict) -> str:
             f"| {key} ({result['frame']}) | {result['count']} | {result['centre_hits']}/"
             f"{result['count']} = {result['centre_inside']:.3f} | {result['no_cell']} | "
             f"{result['mean_iou']:.3f} | {result['iou_at_least_0.5']:.3f} | "
-            f"{result['ms_per_image_median']:.2f} |")
+            f"{result['ms_per_image_median']:.2f} |"
+        )
     return "\n".join(lines) + "\n"

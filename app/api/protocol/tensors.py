@@ -35,8 +35,10 @@ NO_BOX = (-1, -1, -1, -1)  # the cell_box row of an image classified as a whole 
 _DATATYPES = {np.dtype("<f4"): "FP32", np.dtype("<i4"): "INT32"}
 PIXEL_DATATYPES: dict[str, np.dtype] = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
 # Parameters of extensions this server does not implement: refused, never ignored.
-_UNSUPPORTED = {"shared_memory_region": "the shared-memory extension",
-                "classification": "the classification extension"}
+_UNSUPPORTED = {
+    "shared_memory_region": "the shared-memory extension",
+    "classification": "the classification extension",
+}
 
 
 @dataclass
@@ -59,18 +61,21 @@ def output_metadata(num_classes: int, localises: bool) -> list[MetadataTensor]:
     return outputs
 
 
-def output_tensors(classified: list[tuple[np.ndarray, tuple[int, int, int, int] | None]],
-                   localises: bool) -> dict[str, np.ndarray]:
+def output_tensors(
+    classified: list[tuple[np.ndarray, tuple[int, int, int, int] | None]], localises: bool
+) -> dict[str, np.ndarray]:
     """Each output by name, in the order of `output_names`."""
     tensors = {OUTPUT_NAME: np.stack([probabilities for probabilities, _ in classified])}
     if localises:
         tensors[CELL_BOX_OUTPUT] = np.array(
-            [NO_BOX if box is None else box for _, box in classified], np.int32)
+            [NO_BOX if box is None else box for _, box in classified], np.int32
+        )
     return tensors
 
 
-def read_request(body: bytes, header_length: str | None, settings: Settings,
-                 outputs: list[str] | None = None) -> tuple[InferenceRequest, Images]:
+def read_request(
+    body: bytes, header_length: str | None, settings: Settings, outputs: list[str] | None = None
+) -> tuple[InferenceRequest, Images]:
     """Parse and check an infer request: its JSON, its binary data and its one input;
     requested outputs must be among `outputs` (default: probabilities alone)."""
     header, binary = split_body(body, header_length)
@@ -108,13 +113,17 @@ def timeout_s(request: InferenceRequest) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidParameter("parameters.timeout must be a positive integer number of "
-                               f"microseconds; received {value!r}", code="invalid_timeout")
+        raise InvalidParameter(
+            "parameters.timeout must be a positive integer number of "
+            f"microseconds; received {value!r}",
+            code="invalid_timeout",
+        )
     return value / 1_000_000
 
 
-def encode_response(request: InferenceRequest, tensors: dict[str, np.ndarray], model_name: str,
-                    model_version: int) -> tuple[bytes, bytes | None]:
+def encode_response(
+    request: InferenceRequest, tensors: dict[str, np.ndarray], model_name: str, model_version: int
+) -> tuple[bytes, bytes | None]:
     """(JSON header, binary data or None) of the response: the requested outputs, or every
     output of `tensors` (FP32 or INT32, little-endian) when none is named."""
     default_binary = bool(request.parameters.get("binary_data_output", False))
@@ -123,16 +132,18 @@ def encode_response(request: InferenceRequest, tensors: dict[str, np.ndarray], m
         parameters = requested.parameters
         tensor = np.ascontiguousarray(tensors[requested.name])
         tensor = tensor.astype(tensor.dtype.newbyteorder("<"), copy=False)
-        output = ResponseOutput(name=requested.name, shape=list(tensor.shape),
-                                datatype=_DATATYPES[tensor.dtype])
+        output = ResponseOutput(
+            name=requested.name, shape=list(tensor.shape), datatype=_DATATYPES[tensor.dtype]
+        )
         if parameters.get("binary_data", default_binary):
             chunks.append(tensor.tobytes())
             output.parameters = {"binary_data_size": tensor.nbytes}
         else:
             output.data = tensor.ravel().tolist()
         outputs.append(output)
-    response = InferenceResponse(model_name=model_name, model_version=str(model_version),
-                                 id=request.id, outputs=outputs)
+    response = InferenceResponse(
+        model_name=model_name, model_version=str(model_version), id=request.id, outputs=outputs
+    )
     header = response.model_dump_json(exclude_none=True).encode()
     return header, b"".join(chunks) if chunks else None
 
@@ -154,31 +165,37 @@ def _binary_per_input(inputs: list[RequestInput], binary: memoryview) -> list[me
         slices.append(binary[offset : offset + size])
         offset += size
     if offset != len(binary):
-        raise InvalidParameter(f"{len(binary) - offset} bytes of binary data follow the "
-                               "JSON header that no input's binary_data_size accounts for")
+        raise InvalidParameter(
+            f"{len(binary) - offset} bytes of binary data follow the "
+            "JSON header that no input's binary_data_size accounts for"
+        )
     return slices
 
 
-def _pixel_images(tensor: RequestInput, raw: memoryview | None,
-                  settings: Settings) -> list[np.ndarray]:
+def _pixel_images(
+    tensor: RequestInput, raw: memoryview | None, settings: Settings
+) -> list[np.ndarray]:
     shape = tensor.shape
     if len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
-        raise InvalidParameter(f"input {tensor.name!r} has shape {shape}; pixels must be "
-                               "[N, H, W, 3] (RGB, channels last)")
+        raise InvalidParameter(
+            f"input {tensor.name!r} has shape {shape}; pixels must be "
+            "[N, H, W, 3] (RGB, channels last)"
+        )
     count, height, width = shape[:3]
     _check_count(count, settings)
     check_dimensions(width, height, settings.max_image_pixels, subject="images are")
     dtype = PIXEL_DATATYPES[tensor.datatype]
     pixels = _array(tensor, raw, dtype, math.prod(shape)).reshape(shape)
-    if tensor.datatype == "FP32" and not (np.isfinite(pixels).all()
-                                          and pixels.min() >= 0 and pixels.max() <= 255):
-        raise InvalidParameter(f"input {tensor.name!r}: FP32 pixels must be finite and lie "
-                               "in 0..255, like UINT8 ones")
+    if tensor.datatype == "FP32" and not (
+        np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 255
+    ):
+        raise InvalidParameter(
+            f"input {tensor.name!r}: FP32 pixels must be finite and lie in 0..255, like UINT8 ones"
+        )
     return list(pixels)
 
 
-def _array(tensor: RequestInput, raw: memoryview | None, dtype: np.dtype,
-           count: int) -> np.ndarray:
+def _array(tensor: RequestInput, raw: memoryview | None, dtype: np.dtype, count: int) -> np.ndarray:
     if raw is not None:
         if len(raw) != count * dtype.itemsize:
             raise InvalidParameter(
@@ -192,25 +209,32 @@ def _array(tensor: RequestInput, raw: memoryview | None, dtype: np.dtype,
     try:
         flat = np.asarray(tensor.data, dtype=dtype).ravel()
     except (ValueError, TypeError, OverflowError) as error:
-        raise InvalidParameter(f"input {tensor.name!r}: data is not a {tensor.datatype} "
-                               f"tensor: {error}") from None
+        raise InvalidParameter(
+            f"input {tensor.name!r}: data is not a {tensor.datatype} tensor: {error}"
+        ) from None
     if flat.size != count:
-        raise InvalidParameter(f"input {tensor.name!r} has shape {tensor.shape} "
-                               f"({count} elements) but {flat.size} data elements")
+        raise InvalidParameter(
+            f"input {tensor.name!r} has shape {tensor.shape} "
+            f"({count} elements) but {flat.size} data elements"
+        )
     return flat
 
 
-def _encoded_images(tensor: RequestInput, raw: memoryview | None,
-                    settings: Settings) -> list[bytes]:
+def _encoded_images(
+    tensor: RequestInput, raw: memoryview | None, settings: Settings
+) -> list[bytes]:
     count = math.prod(tensor.shape)
     if len(tensor.shape) not in (1, 2) or tensor.shape[0] != count or count < 1:
-        raise InvalidParameter(f"input {tensor.name!r} has shape {tensor.shape}; encoded "
-                               "images must be BYTES [N] (or [N, 1])")
+        raise InvalidParameter(
+            f"input {tensor.name!r} has shape {tensor.shape}; encoded "
+            "images must be BYTES [N] (or [N, 1])"
+        )
     _check_count(count, settings)
     images = _unpack_bytes(tensor, raw) if raw is not None else _base64_elements(tensor)
     if len(images) != count:
-        raise InvalidParameter(f"input {tensor.name!r} has shape {tensor.shape} but holds "
-                               f"{len(images)} elements")
+        raise InvalidParameter(
+            f"input {tensor.name!r} has shape {tensor.shape} but holds {len(images)} elements"
+        )
     return images
 
 
@@ -220,13 +244,16 @@ def _unpack_bytes(tensor: RequestInput, raw: memoryview) -> list[bytes]:
     offset = 0
     while offset < len(raw):
         if offset + 4 > len(raw):
-            raise InvalidParameter(f"input {tensor.name!r}: binary data ends inside an "
-                                   "element's 4-byte length")
+            raise InvalidParameter(
+                f"input {tensor.name!r}: binary data ends inside an element's 4-byte length"
+            )
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
         if offset + length > len(raw):
-            raise InvalidParameter(f"input {tensor.name!r}: element {len(elements)} claims "
-                                   f"{length} bytes; {len(raw) - offset} remain")
+            raise InvalidParameter(
+                f"input {tensor.name!r}: element {len(elements)} claims "
+                f"{length} bytes; {len(raw) - offset} remain"
+            )
         elements.append(bytes(raw[offset : offset + length]))
         offset += length
     return elements
@@ -237,8 +264,10 @@ def _base64_elements(tensor: RequestInput) -> list[bytes]:
     if isinstance(data, list) and all(isinstance(item, list) for item in data):
         data = [item for row in data for item in row]  # [N, 1] sent nested
     if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
-        raise InvalidParameter(f"input {tensor.name!r}: BYTES data in JSON must be a list "
-                               "of base64 strings, one encoded image file each")
+        raise InvalidParameter(
+            f"input {tensor.name!r}: BYTES data in JSON must be a list "
+            "of base64 strings, one encoded image file each"
+        )
     try:
         return [base64.b64decode(item, validate=True) for item in data]
     except (binascii.Error, ValueError):
@@ -247,12 +276,15 @@ def _base64_elements(tensor: RequestInput) -> list[bytes]:
 
 def _check_count(count: int, settings: Settings) -> None:
     if count > settings.max_request_images:
-        raise PayloadTooLarge(f"request holds {count} images; the limit is "
-                              f"{settings.max_request_images}", code="too_many_images")
+        raise PayloadTooLarge(
+            f"request holds {count} images; the limit is {settings.max_request_images}",
+            code="too_many_images",
+        )
 
 
 def _refuse_unsupported(parameters: dict, where: str) -> None:
     for name, extension in _UNSUPPORTED.items():
         if name in parameters:
-            raise InvalidParameter(f"{where} asks for {extension} ({name!r}), which this "
-                                   "server does not support")
+            raise InvalidParameter(
+                f"{where} asks for {extension} ({name!r}), which this server does not support"
+            )

@@ -15,15 +15,27 @@ from app.schemas import ExplainMethodsResponse, ExplainOptions, ExplainResponse
 
 router = APIRouter(tags=["inference"])
 
-PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}},
-                      "description": "JSON, or the PNG itself with Accept: image/png"}}
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/png": {}},
+        "description": "JSON, or the PNG itself with Accept: image/png",
+    }
+}
 
 
-@router.post("/explain", response_model=ExplainResponse | ExplainMethodsResponse,
-             responses=ERRORS | PNG_RESPONSE,
-             openapi_extra=image_body(multiple=False))
-async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
-                  service: ServiceDep, settings: SettingsDep, ticket: TicketDep):
+@router.post(
+    "/explain",
+    response_model=ExplainResponse | ExplainMethodsResponse,
+    responses=ERRORS | PNG_RESPONSE,
+    openapi_extra=image_body(multiple=False),
+)
+async def explain(
+    request: Request,
+    options: Annotated[ExplainOptions, Query()],
+    service: ServiceDep,
+    settings: SettingsDep,
+    ticket: TicketDep,
+):
     """Explain one image's prediction with a class-activation heat map; with several methods
     (`method=gradcam,layercam` or `method=all`), one answer listing each method's map."""
     methods = request.query_params.getlist("method")
@@ -31,10 +43,13 @@ async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
         options = options.model_copy(update={"method": ",".join(methods)})
     wants_png = accepts_png(request.headers.get("accept"))
     if options.several_methods and wants_png:
-        raise NotAcceptable("several methods are answered as JSON only; ask for one method "
-                            "to get its picture with Accept: image/png")
-    images = await ticket.run(read_images(request, settings.max_upload_bytes, max_images=1),
-                              watch_client=False)
+        raise NotAcceptable(
+            "several methods are answered as JSON only; ask for one method "
+            "to get its picture with Accept: image/png"
+        )
+    images = await ticket.run(
+        read_images(request, settings.max_upload_bytes, max_images=1), watch_client=False
+    )
     if options.several_methods:
         return await ticket.run(service.explanations.explain_methods(images[0], options))
     explanation = await ticket.run(service.explanations.explain(images[0], options))

@@ -12,9 +12,16 @@ async def live() -> HealthResponse:
     return HealthResponse(status="live")
 
 
-@router.get("/ready", response_model=HealthResponse,
-            responses={503: {"description": "model not loaded, not warmed up, or its device "
-                                            "failed (the message says which)"}})
+@router.get(
+    "/ready",
+    response_model=HealthResponse,
+    responses={
+        503: {
+            "description": "model not loaded, not warmed up, or its device "
+            "failed (the message says which)"
+        }
+    },
+)
 async def ready(models: ModelsDep) -> HealthResponse:
     """Readiness: the model is loaded, warmed up and its device works."""
     return HealthResponse(status="ready", model=models.ready_service().model_ref)

@@ -12,11 +12,21 @@ def models(service: ServiceDep) -> ModelsResponse:
     """The served model: classes, input size, explanation layers and evaluation metrics."""
     runtime = service.runtime
     manifest = runtime.manifest
-    return ModelsResponse(models=[ModelInfo(
-        name=manifest.name, version=manifest.version, classes=manifest.class_names,
-        input_size=manifest.input_size, explanation_layer=manifest.layers.explanation,
-        explainable_layers=runtime.explainable_layers(),
-        flip_average=manifest.preprocessing.flip_average, methods=sorted(METHODS),
-        device=runtime.device, backend=runtime.backend, created_at=manifest.created_at.isoformat(),
-        metrics=manifest.metrics,
-    )])
+    return ModelsResponse(
+        models=[
+            ModelInfo(
+                name=manifest.name,
+                version=manifest.version,
+                classes=manifest.class_names,
+                input_size=manifest.input_size,
+                explanation_layer=manifest.layers.explanation,
+                explainable_layers=runtime.explainable_layers(),
+                flip_average=manifest.preprocessing.flip_average,
+                methods=sorted(METHODS),
+                device=runtime.device,
+                backend=runtime.backend,
+                created_at=manifest.created_at.isoformat(),
+                metrics=manifest.metrics,
+            )
+        ]
+    )

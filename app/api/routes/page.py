@@ -47,15 +47,17 @@ def _examples() -> dict[str, str]:
     if not index.is_file():
         return {}
     images = json.loads(index.read_text(encoding="utf-8"))["images"]
-    return {name: entry["label"] for name, entry in sorted(images.items())
-            if (EXAMPLES_DIR / name).is_file()}
+    return {
+        name: entry["label"]
+        for name, entry in sorted(images.items())
+        if (EXAMPLES_DIR / name).is_file()
+    }
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def page(settings: SettingsDep) -> HTMLResponse:
     """The web page: choose a smear, see its prediction and every explanation."""
-    html = _page_template().replace(
-        "{{max_upload_bytes}}", escape(str(settings.max_upload_bytes)))
+    html = _page_template().replace("{{max_upload_bytes}}", escape(str(settings.max_upload_bytes)))
     return HTMLResponse(html, headers=NO_CACHE)
 
 
@@ -72,16 +74,25 @@ def static(name: str) -> FileResponse:
 @router.get("/examples", response_model=ExamplesResponse)
 def examples() -> ExamplesResponse:
     """The bundled example smears (two real images per class), open without an API key."""
-    return ExamplesResponse(examples=[
-        Example(name=name, label=label, url=f"/examples/{name}")
-        for name, label in _examples().items()])
+    return ExamplesResponse(
+        examples=[
+            Example(name=name, label=label, url=f"/examples/{name}")
+            for name, label in _examples().items()
+        ]
+    )
 
 
-@router.get("/examples/{name}", response_class=FileResponse,
-            responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such"}})
+@router.get(
+    "/examples/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such"}},
+)
 def example(name: str) -> FileResponse:
     """One bundled example smear, as the JPEG file itself."""
     if name not in _examples():
         raise NotFound(f"no example {name!r}; GET /examples lists them")
-    return FileResponse(EXAMPLES_DIR / name, media_type="image/jpeg",
-                        headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(
+        EXAMPLES_DIR / name,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )

@@ -8,8 +8,12 @@ from app.schemas import PredictResponse
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/predict", response_model=PredictResponse, responses=ERRORS,
-             openapi_extra=image_body(multiple=True))
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    openapi_extra=image_body(multiple=True),
+)
 async def predict(
     request: Request,
     service: ServiceDep,
@@ -19,6 +23,7 @@ async def predict(
     """Classify one or more images (repeat the multipart field `file` for a batch)."""
     images = await ticket.run(
         read_images(request, settings.max_upload_bytes, settings.max_request_images),
-        watch_client=False)
+        watch_client=False,
+    )
     ticket.need(len(images))
     return await ticket.run(service.predict(images))

@@ -52,32 +52,40 @@ async def server_ready(models: ModelsDep) -> JSONResponse:
 @router.get("", response_model=ServerMetadata)
 def server_metadata() -> ServerMetadata:
     """Server metadata: name, version and protocol extensions."""
-    return ServerMetadata(name="wbc-explain", version=__version__,
-                          extensions=["binary_tensor_data"])
+    return ServerMetadata(
+        name="wbc-explain", version=__version__, extensions=["binary_tensor_data"]
+    )
 
 
 @router.get(MODEL, response_model=ModelMetadata)
 @router.get(VERSION, response_model=ModelMetadata)
-def model_metadata(service: ServiceDep, model_name: str,
-                   model_version: str | None = None) -> ModelMetadata:
+def model_metadata(
+    service: ServiceDep, model_name: str, model_version: str | None = None
+) -> ModelMetadata:
     """Model metadata: its inputs (pixels or encoded images) and output (probabilities)."""
     _check_served(service, model_name, model_version)
     runtime = service.runtime
     manifest = runtime.manifest
     return ModelMetadata(
-        name=manifest.name, versions=[str(manifest.version)], platform="tensorflow_keras",
+        name=manifest.name,
+        versions=[str(manifest.version)],
+        platform="tensorflow_keras",
         inputs=[PIXELS, ENCODED],
         outputs=output_metadata(manifest.num_classes, runtime.localises),
-        parameters={"class_names": manifest.class_names, "device": runtime.device,
-                    "backend": runtime.backend,
-                    "pixel_datatypes": list(PIXEL_DATATYPES)},
+        parameters={
+            "class_names": manifest.class_names,
+            "device": runtime.device,
+            "backend": runtime.backend,
+            "pixel_datatypes": list(PIXEL_DATATYPES),
+        },
     )
 
 
 @router.get(MODEL + "/ready", responses={400: {"description": "not ready, and why"}})
 @router.get(VERSION + "/ready", responses={400: {"description": "not ready, and why"}})
-async def model_ready(models: ModelsDep, model_name: str,
-                      model_version: str | None = None) -> JSONResponse:
+async def model_ready(
+    models: ModelsDep, model_name: str, model_version: str | None = None
+) -> JSONResponse:
     """Model readiness: 200 when this model (and version) can serve, 400 otherwise."""
     reason = models.readiness()
     if reason is None and models.service is not None:
@@ -89,8 +97,12 @@ async def model_ready(models: ModelsDep, model_name: str,
 @router.post(MODEL + "/infer")
 @router.post(VERSION + "/infer")
 async def infer(
-    request: Request, service: ServiceDep, settings: SettingsDep, ticket: TicketDep,
-    model_name: str, model_version: str | None = None,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    ticket: TicketDep,
+    model_name: str,
+    model_version: str | None = None,
 ) -> Response:
     """Classify images sent as one tensor, in JSON or with the binary tensor data extension:
     `pixels` (UINT8 or FP32 0..255, [N, H, W, 3], any H and W) or `images` (BYTES [N] of
@@ -100,8 +112,11 @@ async def infer(
     _check_served(service, model_name, model_version)
     body = await ticket.run(read_body(request, settings.max_upload_bytes), watch_client=False)
     inference, images = await asyncio.to_thread(
-        read_request, body, request.headers.get(HEADER_LENGTH), settings,
-        output_names(service.runtime.localises)
+        read_request,
+        body,
+        request.headers.get(HEADER_LENGTH),
+        settings,
+        output_names(service.runtime.localises),
     )
     ticket.shorten(timeout_s(inference))
     if images.encoded is not None:
@@ -113,19 +128,28 @@ async def infer(
     model = service.model_ref
     with service.metrics.stage("encode"):
         header, binary = encode_response(
-            inference, output_tensors(classified, service.runtime.localises), model.name,
-            model.version)
+            inference,
+            output_tensors(classified, service.runtime.localises),
+            model.name,
+            model.version,
+        )
     if binary is None:
         return Response(header, media_type="application/json")
-    return Response(header + binary, media_type="application/octet-stream",
-                    headers={HEADER_LENGTH: str(len(header))})
+    return Response(
+        header + binary,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
 
 
 def _check_served(service: InferenceService, model_name: str, model_version: str | None) -> None:
     served = service.model_ref
     if model_name != served.name:
-        raise NotFound(f"model {model_name!r} is not served here; this server serves "
-                       f"{served.name!r}")
+        raise NotFound(
+            f"model {model_name!r} is not served here; this server serves {served.name!r}"
+        )
     if model_version is not None and model_version != str(served.version):
-        raise NotFound(f"version {model_version!r} of model {model_name!r} is not served; "
-                       f"version {served.version} is (POST /admin/reload?version=N switches)")
+        raise NotFound(
+            f"version {model_version!r} of model {model_name!r} is not served; "
+            f"version {served.version} is (POST /admin/reload?version=N switches)"
+        )
