@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.api.dependencies import get_service
 from app.api.routes import admin, explain, health, metrics, models, page, predict, v2
 from app.core.auth import ApiKeys, require_admin_key, require_api_key
 from app.core.errors import install_error_handlers
@@ -18,7 +19,7 @@ from app.core.logs import log_event
 from app.core.middleware import ObserveRequests
 from app.core.prometheus import Metrics
 from app.core.settings import Settings, get_settings
-from app.engine.admission import Admission, AdmitModelWork
+from app.engine.admission import Admission, AdmitModelWork, ModelWorkRoutes
 from app.engine.model_manager import ModelManager
 
 
@@ -64,8 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = model_manager
     app.state.admission = admission = Admission.from_settings(settings, app_metrics)
     # Innermost of the three: a refusal still gets CORS headers, a request id and a log line.
+    # Filled from the routes' own queue declarations once the routers are included (below).
+    model_work_routes = ModelWorkRoutes()
     app.add_middleware(
-        AdmitModelWork, admission=admission, default_timeout_s=settings.request_timeout_s
+        AdmitModelWork,
+        admission=admission,
+        routes=model_work_routes,
+        default_timeout_s=settings.request_timeout_s,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -84,11 +90,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     # The page and its examples are open: the page asks for a key when the API needs one.
-    for router in (health.router, v2.health_router, metrics.router, page.router):
+    open_routers = (health.router, v2.health_router, metrics.router, page.router)
+    keyed_routers = (models.router, predict.router, explain.router, v2.router)
+    for router in open_routers:
         app.include_router(router)
-    for router in (models.router, predict.router, explain.router, v2.router):
+    for router in keyed_routers:
         app.include_router(router, dependencies=[Depends(require_api_key)])
     app.include_router(admin.router, dependencies=[Depends(require_admin_key)])
+    # Routers are included without a prefix, so their own routes match as the app's do.
+    model_work_routes.collect(
+        [
+            route
+            for router in (*open_routers, *keyed_routers, admin.router)
+            for route in router.routes
+        ],
+        admission.queues,
+        service_dependency=get_service,
+    )
     return app
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.core.settings import Settings
-from app.engine.admission import Ticket
+from app.engine.admission import EXPLAIN, FORWARD, QueuePlace, Ticket
 from app.engine.model_manager import ModelManager
 from app.engine.service import InferenceService
 
@@ -29,18 +29,6 @@ async def get_service(request: Request) -> AsyncIterator[InferenceService]:
         yield service
 
 
-async def get_ticket(request: Request) -> Ticket:
-    """The request's place in its queue, taken by app.engine.admission.AdmitModelWork before
-    routing (a refused request never gets here)."""
-    ticket = request.scope.get("state", {}).get("ticket")
-    if ticket is None:
-        raise RuntimeError(
-            f"{request.method} {request.url.path} runs model work, but "
-            "app.engine.admission.queue_of gives it no queue"
-        )
-    return ticket
-
-
 async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -48,4 +36,8 @@ async def get_app_settings(request: Request) -> Settings:
 ModelsDep = Annotated[ModelManager, Depends(get_models)]
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-TicketDep = Annotated[Ticket, Depends(get_ticket)]
+# A route that does model work declares its queue by taking one of these: its place in that
+# queue, taken by app.engine.admission.AdmitModelWork before routing (a refused request never
+# gets here). The app refuses to start with a POST route that takes the service without one.
+ForwardTicketDep = Annotated[Ticket, Depends(QueuePlace(FORWARD))]
+ExplainTicketDep = Annotated[Ticket, Depends(QueuePlace(EXPLAIN))]

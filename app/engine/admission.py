@@ -10,11 +10,22 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import (
@@ -25,7 +36,6 @@ from app.core.errors import (
     ServiceError,
     error_response,
 )
-from app.core.paths import route_path
 from app.core.prometheus import Metrics
 from app.core.settings import Settings
 
@@ -34,26 +44,64 @@ FORWARD, EXPLAIN = "forward", "explain"  # forward passes (/predict, /v2 infer);
 TIMEOUT_HEADER = "X-Request-Timeout"
 
 
-def queue_of(method: str, path: str) -> str | None:
-    """The queue a request's model work waits in: forward for POST /predict and the v2
-    infer routes, explain for POST /explain; None (never refused) for anything else."""
-    if method != "POST":
+class QueuePlace:
+    """The dependency a route that does model work declares its queue with, where the route
+    is defined (`ticket: Annotated[Ticket, Depends(QueuePlace(FORWARD))]`): it hands the
+    route the `Ticket` that `AdmitModelWork` gave the request before routing."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    async def __call__(self, request: Request) -> Ticket:
+        return request.scope["state"]["ticket"]
+
+
+class ModelWorkRoutes:
+    """Which routes do model work and in which queue, read off the routes' own declarations
+    (`QueuePlace`) once the routers are included; the middleware asks it before routing."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[APIRoute, str]] = []
+
+    def collect(
+        self,
+        routes: Sequence[BaseRoute],
+        queues: Collection[str],
+        service_dependency: Callable[..., Any],
+    ) -> None:
+        """Read every route's queue. A POST route that takes the served model's service
+        (`service_dependency`) but declares no queue, or a queue with no limit, is refused
+        here, so the app never starts with a model route that admission would not bound."""
+        for route in routes:
+            if not isinstance(route, APIRoute):
+                continue
+            calls = [dependency.call for dependency in _dependencies(route.dependant)]
+            declared = {call.queue for call in calls if isinstance(call, QueuePlace)}
+            if len(declared) > 1 or not declared <= set(queues):
+                raise RuntimeError(
+                    f"{route.path} declares the queues {sorted(declared)}; "
+                    f"expected one of {sorted(queues)}"
+                )
+            if declared:
+                self._routes.append((route, declared.pop()))
+            elif "POST" in (route.methods or ()) and service_dependency in calls:
+                raise RuntimeError(
+                    f"POST {route.path} runs model work but declares no queue: take its "
+                    "ticket as Annotated[Ticket, Depends(QueuePlace(FORWARD or EXPLAIN))]"
+                )
+
+    def match(self, scope: Scope) -> tuple[str, str] | None:
+        """The queue and route template of a request for model work; None for any other."""
+        for route, queue in self._routes:
+            if route.matches(scope)[0] is Match.FULL:
+                return queue, route.path
         return None
-    if path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
-        return FORWARD
-    return EXPLAIN if path == "/explain" else None
 
 
-def route_template(path: str) -> str:
-    """The route template of a model-work path, as the router would name it."""
-    if path.startswith("/v2/models/"):
-        versioned = "/versions/" in path
-        return (
-            "/v2/models/{model_name}/versions/{model_version}/infer"
-            if versioned
-            else "/v2/models/{model_name}/infer"
-        )
-    return path
+def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
+    for dependency in dependant.dependencies:
+        yield dependency
+        yield from _dependencies(dependency)
 
 
 class Admission:
@@ -73,6 +121,11 @@ class Admission:
         for queue, limit in limits.items():
             metrics.queue_limit.labels(queue).set(limit)
             metrics.queue_depth.labels(queue)  # shows from the start, at zero
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues this admission bounds."""
+        return list(self._limits)
 
     def held(self, queue: str) -> int:
         """Images admitted to `queue` and not yet answered."""
@@ -206,14 +259,18 @@ class AdmitModelWork:
     `scope["state"]["ticket"]`, for the route) or refuses it before routing; the ticket's
     places go back as the answer starts, before the client can send its next request."""
 
-    def __init__(self, app: ASGIApp, admission: Admission, default_timeout_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, admission: Admission, routes: ModelWorkRoutes, default_timeout_s: float
+    ) -> None:
         self.app, self.admission, self.default_timeout_s = app, admission, default_timeout_s
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        queue = queue_of(scope["method"], route_path(scope)) if scope["type"] == "http" else None
-        if queue is None:
+        work = self.routes.match(scope) if scope["type"] == "http" else None
+        if work is None:
             await self.app(scope, receive, send)
             return
+        queue, template = work
         try:
             timeout_s = request_timeout(
                 Headers(scope=scope).get(TIMEOUT_HEADER), self.default_timeout_s
@@ -222,7 +279,7 @@ class AdmitModelWork:
         except ServiceError as error:
             # Refused before routing: name the route the request was for, for the request
             # metrics and log line.
-            scope.setdefault("state", {})["route"] = route_template(route_path(scope))
+            scope.setdefault("state", {})["route"] = template
             await error_response(Request(scope), error)(scope, receive, send)
             return
         scope.setdefault("state", {})["ticket"] = ticket

@@ -7,7 +7,14 @@ import pytest
 
 from app.core.errors import ClientDisconnected, DeadlineExceeded, InvalidParameter, Overloaded
 from app.core.prometheus import Metrics
-from app.engine.admission import EXPLAIN, FORWARD, Admission, queue_of, request_timeout
+from app.engine.admission import (
+    EXPLAIN,
+    FORWARD,
+    Admission,
+    ModelWorkRoutes,
+    QueuePlace,
+    request_timeout,
+)
 
 
 def _admission(forward: int = 3, explain: int = 1) -> tuple[Admission, Metrics]:
@@ -153,36 +160,89 @@ def test_bad_request_timeout_header_is_422(header):
     assert error.value.code == "invalid_timeout"
 
 
-def test_every_route_that_runs_model_work_has_a_queue_and_no_other_route_has():
-    """queue_of (which the middleware asks before routing) agrees with the routes that take a
-    ticket, so a new model route cannot slip past admission, nor another route be refused."""
-    import importlib
-    import pkgutil
+def _scope(method: str, path: str, root_path: str = "") -> dict:
+    return {
+        "type": "http",
+        "method": method,
+        "path": root_path + path,
+        "root_path": root_path,
+        "headers": [],
+        "query_string": b"",
+    }
 
+
+@pytest.mark.parametrize("root_path", ["", "/wbc"])
+def test_model_work_routes_are_read_off_the_routes_own_queue_declarations(settings, root_path):
+    """The middleware's table comes from the routes: the four that take a queue place are
+    found with their queue and template (behind a proxy's prefix too), and no other route
+    is ever refused."""
+    from app.main import create_app
+
+    application = create_app(settings)
+    routes = application.user_middleware[-1].kwargs["routes"]
+    assert isinstance(routes, ModelWorkRoutes)
+    assert routes.match(_scope("POST", "/predict", root_path)) == (FORWARD, "/predict")
+    assert routes.match(_scope("POST", "/explain", root_path)) == (EXPLAIN, "/explain")
+    assert routes.match(_scope("POST", "/v2/models/m/infer", root_path)) == (
+        FORWARD,
+        "/v2/models/{model_name}/infer",
+    )
+    assert routes.match(_scope("POST", "/v2/models/m/versions/1/infer", root_path)) == (
+        FORWARD,
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+    )
+    for method, path in [
+        ("GET", "/predict"),
+        ("GET", "/models"),
+        ("POST", "/admin/reload"),
+        ("GET", "/v2/models/m"),
+        ("GET", "/health/ready"),
+        ("POST", "/nope"),
+    ]:
+        assert routes.match(_scope(method, path, root_path)) is None, (method, path)
+    assert len(routes._routes) == 4  # /predict, /explain, v2 infer with and without a version
+
+
+def test_a_model_route_that_declares_no_queue_cannot_start_the_app(settings):
+    """A POST route that takes the served model's service without a queue place would run
+    model work unbounded: building the app refuses it, naming the route."""
     from fastapi import APIRouter
 
-    import app.api.routes
-    from app.api.dependencies import get_ticket
+    from app.api.dependencies import ServiceDep
+    from app.api.routes import predict
+    from app.main import create_app
 
-    modules = [
-        importlib.import_module(f"app.api.routes.{info.name}")
-        for info in pkgutil.iter_modules(app.api.routes.__path__)
-    ]
-    routes = [
-        route
-        for module in modules
-        for router in vars(module).values()
-        if isinstance(router, APIRouter)
-        for route in router.routes
-    ]
-    checked = 0
-    for route in routes:
-        takes_ticket = any(dep.call is get_ticket for dep in route.dependant.dependencies)
-        path = route.path.replace("{model_name}", "m").replace("{model_version}", "1")
-        for method in route.methods:
-            assert (queue_of(method, path) is not None) == takes_ticket, (method, route.path)
-            checked += takes_ticket
-    assert checked == 4  # /predict, /explain, and v2 infer with and without a version
+    forgetful = APIRouter()
+
+    @forgetful.post("/classify-unbounded")
+    async def classify(service: ServiceDep) -> dict:
+        return {}
+
+    predict.router.routes.extend(forgetful.routes)
+    try:
+        with pytest.raises(
+            RuntimeError, match="/classify-unbounded runs model work but declares no queue"
+        ):
+            create_app(settings)
+    finally:
+        predict.router.routes[:] = [
+            r for r in predict.router.routes if getattr(r, "path", "") != "/classify-unbounded"
+        ]
+
+
+def test_a_route_declaring_a_queue_without_a_limit_cannot_start_the_app():
+    from typing import Annotated
+
+    from fastapi import Depends, FastAPI
+
+    application = FastAPI()
+
+    @application.post("/x")
+    async def x(ticket: Annotated[object, Depends(QueuePlace("gpu"))]) -> dict:
+        return {}
+
+    with pytest.raises(RuntimeError, match="declares the queues \\['gpu'\\]"):
+        ModelWorkRoutes().collect(application.routes, [FORWARD, EXPLAIN], lambda: None)
 
 
 def test_a_forward_queue_too_small_for_the_largest_request_refuses_to_start():

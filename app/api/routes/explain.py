@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.api.dependencies import ServiceDep, SettingsDep, TicketDep
+from app.api.dependencies import ExplainTicketDep, ServiceDep, SettingsDep
 from app.api.negotiation import accepts_png
 from app.api.routes.openapi_bodies import ERRORS, image_body
 from app.api.uploads import read_images
@@ -34,7 +34,7 @@ async def explain(
     options: Annotated[ExplainOptions, Query()],
     service: ServiceDep,
     settings: SettingsDep,
-    ticket: TicketDep,
+    ticket: ExplainTicketDep,
 ):
     """Explain one image's prediction with a class-activation heat map; with several methods
     (`method=gradcam,layercam` or `method=all`), one answer listing each method's map."""

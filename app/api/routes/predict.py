@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Request
 
-from app.api.dependencies import ServiceDep, SettingsDep, TicketDep
+from app.api.dependencies import ForwardTicketDep, ServiceDep, SettingsDep
 from app.api.routes.openapi_bodies import ERRORS, image_body
 from app.api.uploads import read_images
 from app.schemas import PredictResponse
@@ -18,7 +18,7 @@ async def predict(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
-    ticket: TicketDep,
+    ticket: ForwardTicketDep,
 ) -> PredictResponse:
     """Classify one or more images (repeat the multipart field `file` for a batch)."""
     images = await ticket.run(

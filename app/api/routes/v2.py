@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import __version__
-from app.api.dependencies import ModelsDep, ServiceDep, SettingsDep, TicketDep
+from app.api.dependencies import ForwardTicketDep, ModelsDep, ServiceDep, SettingsDep
 from app.api.protocol.body import HEADER_LENGTH
 from app.api.protocol.schemas import ModelMetadata, ServerMetadata
 from app.api.protocol.tensors import (
@@ -100,7 +100,7 @@ async def infer(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
-    ticket: TicketDep,
+    ticket: ForwardTicketDep,
     model_name: str,
     model_version: str | None = None,
 ) -> Response:
