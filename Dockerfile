@@ -14,22 +14,23 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone, so editing the source reuses this layer.
-COPY pyproject.toml ./
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && python3 -m pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependencies first, from the service's lock alone (every package pinned with its hashes;
+# ./scripts/lock.sh writes it), so editing the source or pyproject.toml reuses this layer.
+# The lock leaves TensorFlow out and pins numpy, protobuf and the rest at the versions the
+# project tests beside TensorFlow 2.21.
+COPY requirements/service.txt requirements/
+RUN python3 -m pip install --no-cache-dir --require-hashes -r requirements/service.txt
 
-# The bundled model store is baked in; compose mounts a host store over it. The project is
-# installed as well as copied, so `import model_store` still finds the package when a
-# volume replaces /app/model_store with a store that holds only entries.
-COPY README.md ./
+# The bundled model store is baked in; compose mounts a host store over it.
+COPY pyproject.toml README.md ./
 COPY app/ app/
 COPY model_core/ model_core/
 COPY model_store/ model_store/
 COPY training/ training/
 # The example smears the page offers (GET /examples).
 COPY examples/ examples/
+# Installed (its dependencies are in already) for its metadata: app.__version__, which the
+# OpenAPI document and the V2 protocol's server metadata report, reads the installed version.
 RUN python3 -m pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
     && groupadd --gid 10001 wbc \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv/ at the project root and install the project with every extra into it.
-# Idempotent: once pyproject.toml's SHA-256 is recorded in the stamp file, a second run
-# does nothing until pyproject.toml changes.
+# Create .venv/ at the project root and install into it the locked dependencies of the
+# project and of its cpu, training and dev extras (requirements/dev.txt, every package pinned
+# with its hashes; ./scripts/lock.sh refreshes it), then the project itself, editable.
+# Idempotent: once the SHA-256 of the lock and pyproject.toml is recorded in the stamp file,
+# a second run does nothing until one of them changes.
 # With --browser it also makes sure Chromium is there for the browser tests (Playwright
 # drives Debian's package; its own browser download is not used): when it is missing and
 # this runs as root with apt-get, it is installed quietly; otherwise those tests skip.
@@ -33,5 +35,11 @@ fi
 # shellcheck source=scripts/lib/venv.sh
 source scripts/lib/venv.sh
 ensure_venv .venv
-install_when_changed .venv .venv/.setup-pyproject.sha256 pyproject.toml \
-    "the project and its cpu, training and dev extras" -e ".[cpu,training,dev]"
+install_locked() {
+    pip_install .venv --require-hashes -r requirements/dev.txt
+    # The lock holds every dependency, so the project brings none of its own.
+    .venv/bin/python -m pip install --quiet --no-deps -e .
+}
+run_when_changed .venv .venv/.setup-lock.sha256 \
+    "the locked dependencies (requirements/dev.txt) and the project" \
+    requirements/dev.txt pyproject.toml -- install_locked

@@ -5,17 +5,12 @@ data set (only for full training and full-split evaluation) when it is present."
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.utils.images import DATA_DIR, Smear, example_smears, test_simple_images
+from tests.utils.live_server import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_STORE = ROOT / "model_store"
@@ -45,6 +40,14 @@ def data_dir() -> Path:
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
     return DATA_DIR
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `data` every test that needs the full data set (through `data_dir`, directly or
+    by another fixture), so `-m "not data"` deselects them before they run."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")
@@ -125,76 +128,9 @@ def client(settings):
         yield test_client
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(
-    env: dict[str, str] | None = None,
-    timeout: float = 120.0,
-    log_file: Path | None = None,
-    wrapper: tuple[str, ...] = (),
-    extra_args: tuple[str, ...] = (),
-):
-    """Start `uvicorn app.main:app` on a free loopback port; return (process, base_url).
-    Its output (the app's JSON log lines, uvicorn's own) goes to `log_file`, else to a
-    temporary file: a pipe nobody reads would fill up and stall the server. `wrapper` is a
-    command that execs the server's argv after its own (e.g. one that sets up a sandbox);
-    `extra_args` go to uvicorn."""
-    port = free_port()
-    if log_file is None:
-        handle, name = tempfile.mkstemp(prefix="wbc-server-", suffix=".log")
-        os.close(handle)
-        log_file = Path(name)
-    with open(log_file, "wb") as output:
-        process = subprocess.Popen(
-            [
-                *wrapper,
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *extra_args,
-            ],
-            cwd=ROOT,
-            env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **(env or {})},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log_file.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=1.0).status_code == 200:
-                return process, base_url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    process.kill()
-    raise RuntimeError("server did not become ready in time")
-
-
 @pytest.fixture(scope="session")
 def server_url():
-    """A real uvicorn server serving the bundled model."""
-    process, base_url = start_server()
-    try:
-        yield base_url
-    finally:
-        stop_server(process)
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    """A real uvicorn server serving the bundled model (`tests.utils.live_server` starts
+    one with other settings)."""
+    with live_server() as server:
+        yield server.url
