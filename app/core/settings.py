@@ -35,6 +35,7 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         protected_namespaces=(),
         populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
     store_dir: Path = Path("model_store")
@@ -63,22 +64,20 @@ class Settings(BaseSettings):
     """Python's thread switch interval (`sys.setswitchinterval`, Python's default 5 ms): how
     long a thread holding the GIL may keep it while another waits. The event loop shares it
     with the decoding and model threads; at 1 ms the loop gets it back sooner under load
-    (measured on the 2-core development machine, /v2 infer at concurrency 16, three paired
-    runs: 191, 202 and 178 requests/s at 1 ms against 191, 172 and 158 at 5 ms)."""
+    (more /v2 infer requests/s at concurrency 16: docs/benchmarks.md)."""
     forward_backend: Literal["auto", "tensorflow", "onnxruntime"] = "auto"
     """What runs forward passes (/predict, /v2 infer): `onnxruntime` (the entry's verified
     model.onnx), `tensorflow`, or `auto`: ONNX Runtime on a CPU, TensorFlow on a GPU. An
     entry without a usable model.onnx serves through TensorFlow; explanations always do."""
     onnx_max_pass_images: int = Field(default=8, gt=0)
     """Most images one forward pass runs under ONNX Runtime (max_pass_images applies under
-    TensorFlow). Measured on the 2-core development CPU with v4 (docs/benchmarks.md), the
-    cost per image is lowest at 8 (0.81 ms, against 1.01 at 1 and 1.13 at 32); `python -m
-    bench.forward` measures a machine's own curve."""
+    TensorFlow). On the 2-core development CPU the cost per image is lowest at 8
+    (docs/benchmarks.md); `python -m bench.forward` measures a machine's own curve."""
     onnx_spinning: bool = True
     """ONNX Runtime's threads spin between operators and for a moment after each pass
-    instead of sleeping: /predict at concurrency 1 answered 1.0-3.1 ms sooner in paired
-    runs on the 2-core development machine (docs/benchmarks.md). The spin counts as CPU
-    use: turn it off where CPU time is billed or drives the autoscaler at light load."""
+    instead of sleeping: /predict at concurrency 1 answers sooner (docs/benchmarks.md).
+    The spin counts as CPU use: turn it off where CPU time is billed or drives the
+    autoscaler at light load."""
     max_explain_pass_images: int = Field(default=8, gt=0)
     """Most images one explanation (backward) pass runs: a forward pass waits for at most
     one of these at the TensorFlow worker."""

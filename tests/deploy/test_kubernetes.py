@@ -219,7 +219,7 @@ def test_prestop_execs_sleep_so_it_runs_before_kubernetes_1_29(overlay) -> None:
 HEREDOC = re.compile(r"^cat > (\S+) <<'EOF'\n(.*?)^EOF$", re.MULTILINE | re.DOTALL)
 
 
-@pytest.mark.parametrize("readme", ["README.md", "deploy/README.md"])
+@pytest.mark.parametrize("readme", ["deploy/README.md"])
 def test_readme_overlays_take_the_image_the_readme_pushes(tmp_path: Path, readme) -> None:
     """Each overlay the README writes (`cat > ... <<'EOF'`), beside a copy of deploy/,
     renders with the image its `docker push` sent to the registry, not the bare name."""
