@@ -15,6 +15,7 @@ from training.pipeline.data import LabelledImages, list_split, load_images
 from training.pipeline.metrics import classification_report, expected_calibration_error
 from training.pipeline.plots import plot_confusion_matrix
 from training.pipeline.publish import REPORTS_DIR
+from training.studies.model_card import write_model_card
 
 # Report key -> folder under images/.
 EVALUATION_SPLITS = {"test": "TEST", "test_simple": "TEST_SIMPLE"}
@@ -67,6 +68,7 @@ def evaluate_entry(
         )
     (reports / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     write_manifest(directory, manifest.model_copy(update={"metrics": metrics}))
+    write_model_card(directory)
     return metrics
 
 

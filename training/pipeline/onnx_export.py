@@ -13,6 +13,7 @@ from model_core.onnx_forward import INPUT_NAME, OUTPUT_NAMES, OnnxForward, parit
 from model_core.runtime import ModelRuntime
 from model_core.store.entries import load_entry, read_manifest, sha256_file, write_manifest
 from model_core.store.manifest import ONNX_FILE, Manifest, OnnxExport
+from training.studies.model_card import write_model_card
 
 OPSET = 17
 
@@ -78,4 +79,5 @@ def export_entry(directory: Path) -> Manifest:
         }
     )
     write_manifest(directory, written)
+    write_model_card(directory)  # it lists model.onnx and its digest
     return written

@@ -19,6 +19,7 @@ from training.pipeline.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LA
 from training.pipeline.onnx_export import export_onnx
 from training.pipeline.plots import plot_training_curves
 from training.pipeline.train import TrainResult
+from training.studies.model_card import write_model_card
 
 REPORTS_DIR = "reports"
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
             error,
         )
     write_manifest(directory, manifest)
+    write_model_card(directory)
     return directory, manifest
 
 
@@ -107,4 +109,5 @@ def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
         }
     )
     write_manifest(directory, published)
+    write_model_card(directory)  # now with the reports and metrics carried over
     return directory, published

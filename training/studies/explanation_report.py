@@ -25,6 +25,8 @@ from training.studies.explanation_quality import (
     score_maps,
     test_simple_with_boxes,
 )
+from training.studies.localiser_report import box_coordinate
+from training.studies.model_card import write_model_card
 
 CANDIDATE_LAYERS = ("fire4", "fire5", "fire6")
 
@@ -41,7 +43,10 @@ def train_originals_with_boxes(data_dir: Path, class_names: list[str]) -> Scored
         width = float(root.findtext("size/width") or 640)
         scale = FRAME_SIZE[1] / width
         found = [
-            [float(obj.findtext(f"bndbox/{k}")) * scale for k in ("xmin", "ymin", "xmax", "ymax")]
+            [
+                box_coordinate(obj, f"bndbox/{k}", annotation) * scale
+                for k in ("xmin", "ymin", "xmax", "ymax")
+            ]
             for obj in root.iter("object")
             if obj.findtext("name") == "WBC"
         ]
@@ -78,7 +83,7 @@ def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) 
         layer_scores = choose_layer(
             runtime, train_originals_with_boxes(data_dir, manifest.class_names)
         )
-        best = max(layer_scores, key=layer_scores.get)
+        best = max(layer_scores, key=lambda layer: layer_scores[layer])
         manifest = manifest.model_copy(
             update={"layers": manifest.layers.model_copy(update={"explanation": best})}
         )
@@ -130,6 +135,7 @@ def evaluate_explanations(directory: Path, data_dir: Path, choose: bool = True) 
             }
         ),
     )
+    write_model_card(directory)
     return report
 
 

@@ -9,12 +9,14 @@ import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from model_core.inputs.localisation import Box, find_cell
-from model_core.store.manifest import Localisation
+from model_core.store.manifest import MANIFEST_FILE, Localisation
+from training.studies.model_card import write_model_card
 
 
 @dataclass
@@ -35,12 +37,19 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def wbc_boxes(annotation: Path) -> list[list[float]]:
     root = ElementTree.parse(annotation).getroot()
-    boxes = []
-    for item in root.iter("object"):
-        if item.findtext("name", "").strip().upper() == "WBC":
-            bounds = item.find("bndbox")
-            boxes.append([float(bounds.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
-    return boxes
+    return [
+        [box_coordinate(item, f"bndbox/{k}", annotation) for k in ("xmin", "ymin", "xmax", "ymax")]
+        for item in root.iter("object")
+        if item.findtext("name", "").strip().upper() == "WBC"
+    ]
+
+
+def box_coordinate(item: ElementTree.Element, path: str, annotation: Path) -> float:
+    """A number of a VOC annotation's object (`bndbox/xmin`), or a ValueError naming it."""
+    text = item.findtext(path)
+    if text is None:
+        raise ValueError(f"{annotation}: an object has no {path}")
+    return float(text)
 
 
 def test_simple_set(data_dir: Path) -> list[BoxedImage]:
@@ -87,7 +96,8 @@ def centre_inside(box: Box, truth: list[float]) -> bool:
 
 def score(images: list[BoxedImage], spec: Localisation) -> dict:
     """Centre hits, IoU with the best-matching WBC box, no-cell count, time per image."""
-    hits, overlaps, misses, seconds = 0, [], [], []
+    hits, overlaps, seconds = 0, [], []
+    misses: list[dict[str, Any]] = []
     for image in images:
         rgb = read_rgb(image.path)
         started = time.perf_counter()
@@ -143,6 +153,8 @@ def write_localiser_report(report: dict, directory: Path) -> None:
         "the IoU with the best-matching WBC box (0 where no cell was found); ms/image is the "
         "median time of `find_cell` on this machine.\n\n" + markdown(report)
     )
+    if (directory.parent / MANIFEST_FILE).is_file():  # an entry's reports: its card shows them
+        write_model_card(directory.parent)
 
 
 def markdown(report: dict) -> str:
