@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from training.dataprep import fetch
-from training.pipeline.config import DEFAULT_DATA_DIR, AugmentConfig, TrainConfig
+from training.pipeline import options
+from training.pipeline.config import TrainConfig
+from training.pipeline.options import add_arguments
+from training.quiet import quiet_tensorflow
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help="data set root (default: %(default)s)",
-    )
+    add_arguments(parser, TrainConfig, only={"data_dir"})
 
 
 def _train_parser(
@@ -25,273 +22,28 @@ def _train_parser(
     name: str = "train",
     help_text: str = "train a model and publish it as a new model-store version",
 ) -> argparse.ArgumentParser:
-    from training.pipeline.model import ARCHITECTURES
-
-    defaults, augment = TrainConfig(), AugmentConfig()
+    """A subcommand that takes every training setting as a flag (derived from TrainConfig)."""
     parser = subparsers.add_parser(
         name,
         help=help_text,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_common(parser)
-    parser.add_argument(
-        "--store-dir",
-        type=Path,
-        default=defaults.store_dir,
-        help="model store root the new version is written into",
-    )
-    parser.add_argument("--model-name", default=defaults.model_name, help="model name in the store")
-    parser.add_argument(
-        "--source",
-        choices=("originals", "train-folder"),
-        default=defaults.source,
-        help="train-folder: the data set's augmented copies in images/TRAIN, "
-        "every copy of a held-out share of their originals kept for "
-        "validation; originals: the train originals of splits.csv, augmented "
-        "here, validated on held-out originals (images/TEST is never read)",
-    )
-    parser.add_argument(
-        "--input-size", type=int, default=defaults.input_size[0], help="square input side in pixels"
-    )
-    parser.add_argument(
-        "--arch",
-        choices=sorted(ARCHITECTURES),
-        default=defaults.arch,
-        help="network: the tutorial's fire modules, or 1.5x wider",
-    )
-    parser.add_argument(
-        "--whole-frame",
-        dest="localise",
-        action="store_false",
-        help="classify the whole frame (v1-v3) instead of the window around the white cell",
-    )
-    parser.add_argument(
-        "--window",
-        type=int,
-        default=defaults.window,
-        help="side of the square window cut around the white cell, in pixels "
-        "of a 320-wide frame, resized to the input size",
-    )
-    parser.add_argument(
-        "--no-flip-average",
-        dest="flip_average",
-        action="store_false",
-        default=defaults.flip_average,
-        help="serve one view of the input instead of the mean of its and its "
-        "left-right mirror's answers (test-time augmentation)",
-    )
-    parser.add_argument(
-        "--bank-copies",
-        type=int,
-        default=defaults.bank_copies,
-        help="augmented full-frame copies of each training frame, localised "
-        "and cropped once per run (with the cell window; default: 16 for "
-        "--source originals, 0 for train-folder)",
-    )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="global batch size (split across replicas)",
-    )
-    parser.add_argument(
-        "--samples-per-epoch",
-        type=int,
-        default=defaults.samples_per_epoch,
-        help="augmented samples per epoch with --source originals",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=defaults.initial_lr,
-        help="initial Adam learning rate, halved every --lr-drop-every epochs",
-    )
-    parser.add_argument(
-        "--lr-drop-every",
-        type=int,
-        default=defaults.lr_drop_every,
-        help="step decay: lr = initial * 0.5 ** floor((1 + epoch) / N)",
-    )
-    parser.add_argument(
-        "--dropout",
-        type=float,
-        default=defaults.dropout,
-        help="dropout rate before the dense layer (0: none, as the tutorial)",
-    )
-    parser.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=defaults.label_smoothing,
-        help="label smoothing of the cross-entropy loss",
-    )
-    parser.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=defaults.validation_fraction,
-        help="share of each class's train originals held out for validation, "
-        "with all their copies (0: train on all)",
-    )
-    parser.add_argument(
-        "--temperature-from",
-        type=Path,
-        default=None,
-        help="with --validation-fraction 0 (nothing held out): carry over the "
-        "temperature of this model-store entry folder, trained by the same "
-        "recipe and seed with originals held out",
-    )
-    parser.add_argument(
-        "--holdout-seed",
-        type=int,
-        default=defaults.holdout_seed,
-        help="seeds which train originals are held out (the same for every "
-        "--seed, so seeds are compared on the same originals)",
-    )
-    parser.add_argument(
-        "--validation-copies",
-        type=int,
-        default=defaults.validation_copies,
-        help="fixed augmented copies of each held-out original in validation (--source originals)",
-    )
-    parser.add_argument(
-        "--best-epoch",
-        dest="restore_best",
-        action="store_true",
-        default=defaults.restore_best,
-        help="keep the weights of the epoch with the lowest validation loss "
-        "instead of the last epoch's",
-    )
-    parser.add_argument(
-        "--last-epoch",
-        dest="restore_best",
-        action="store_false",
-        help="keep the last epoch's weights (the default)",
-    )
-    parser.add_argument(
-        "--no-augment", dest="augment", action="store_false", help="train without augmentation"
-    )
-    parser.add_argument(
-        "--rotation", type=float, default=augment.rotation_degrees, help="max rotation in degrees"
-    )
-    parser.add_argument(
-        "--shift",
-        type=float,
-        default=augment.shift_fraction,
-        help="max shift as a fraction of width and height",
-    )
-    parser.add_argument(
-        "--zoom", type=float, default=augment.zoom_fraction, help="max zoom in or out as a fraction"
-    )
-    parser.add_argument(
-        "--shear", type=float, default=augment.shear, help="max shear angle in radians"
-    )
-    parser.add_argument(
-        "--no-flips",
-        dest="flips",
-        action="store_false",
-        help="no random horizontal and vertical flips",
-    )
-    parser.add_argument(
-        "--color-jitter",
-        type=float,
-        default=augment.color_jitter,
-        help="max relative change of brightness, contrast, saturation",
-    )
-    parser.add_argument(
-        "--limit-per-class",
-        type=int,
-        default=None,
-        help="use at most this many images per class (quick runs)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=defaults.seed,
-        help="seeds weights, sampling, augmentation and the hold-out",
-    )
-    parser.add_argument(
-        "--strategy",
-        choices=("default", "mirrored", "one-device", "multi-worker"),
-        default=defaults.strategy,
-        help="tf.distribute strategy; "
-        "multi-worker: one process per machine, the cluster in TF_CONFIG, "
-        "only the chief publishes (training/pipeline/distributed.py)",
-    )
-    parser.add_argument(
-        "--cpu-replicas",
-        type=int,
-        default=1,
-        help="split the CPU into N logical devices (for --strategy mirrored without GPUs)",
-    )
-    parser.add_argument(
-        "--backup-dir",
-        type=Path,
-        default=None,
-        help="BackupAndRestore folder: an interrupted run resumes from it "
-        "(runs/<model-name>/backup when not given)",
-    )
-    parser.add_argument(
-        "--no-evaluate",
-        dest="evaluate",
-        action="store_false",
-        help="skip evaluating on TEST and TEST_SIMPLE after publishing",
-    )
+    add_arguments(parser, TrainConfig, command=name)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        data_dir=args.data_dir,
-        store_dir=args.store_dir,
-        model_name=args.model_name,
-        source=args.source,
-        input_size=(args.input_size, args.input_size),
-        arch=args.arch,
-        localise=args.localise,
-        window=args.window,
-        flip_average=args.flip_average,
-        bank_copies=args.bank_copies,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        samples_per_epoch=args.samples_per_epoch,
-        initial_lr=args.lr,
-        lr_drop_every=args.lr_drop_every,
-        dropout=args.dropout,
-        label_smoothing=args.label_smoothing,
-        validation_fraction=args.validation_fraction,
-        holdout_seed=args.holdout_seed,
-        temperature_from=args.temperature_from,
-        validation_copies=args.validation_copies,
-        restore_best=args.restore_best,
-        augment=args.augment,
-        augmentation=AugmentConfig(
-            rotation_degrees=args.rotation,
-            shift_fraction=args.shift,
-            zoom_fraction=args.zoom,
-            shear=args.shear,
-            flips=args.flips,
-            color_jitter=args.color_jitter,
-        ),
-        limit_per_class=args.limit_per_class,
-        seed=args.seed,
-        strategy=args.strategy,
-        cpu_replicas=args.cpu_replicas,
-        backup_dir=args.backup_dir or Path("runs") / args.model_name / "backup",
-        evaluate=args.evaluate,
-    )
+    config = options.config_from_args(TrainConfig, args)
+    if config.backup_dir is None:  # the command line always keeps a backup
+        config.backup_dir = Path("runs") / config.model_name / "backup"
+    return config
 
 
 def _entry_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    _add_common(parser)
-    parser.add_argument(
-        "--store-dir", type=Path, default=Path("model_store"), help="model store root"
-    )
-    parser.add_argument(
-        "--model-name", default=TrainConfig().model_name, help="model name in the store"
-    )
+    add_arguments(parser, TrainConfig, only={"data_dir", "store_dir", "model_name"})
     parser.add_argument("--version", type=int, default=None, help="default: the newest")
     return parser
 
@@ -299,6 +51,13 @@ def _entry_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentPar
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description="Train and evaluate the white-blood-cell model."
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="let TensorFlow log its start-up (oneDNN, CPU features, devices) and warnings; "
+        "without it, TF_CPP_MIN_LOG_LEVEL is 2 (errors only) unless you set it",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
@@ -390,15 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the manifest's explanation layer instead of choosing "
         "the best on the train originals",
     )
+    card = subparsers.add_parser(
+        "model-card",
+        help="write the model card (README.md) of an entry from its manifest and reports",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(card, TrainConfig, only={"store_dir", "model_name"})
+    which = card.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, default=None, help="default: the newest")
+    which.add_argument(
+        "--all", action="store_true", help="every version of every model in --store-dir"
+    )
     fetch.add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # imports no TensorFlow (tests/training/test_cli.py)
     if args.command == "fetch-data":
         return fetch.run(args)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "model-card":
+        return _run_model_card(args)
+    quiet_tensorflow(args.verbose)  # the first import of TensorFlow
     from training.pipeline.cluster import ClusterConfigError
     from training.pipeline.data import DataError
 
@@ -564,4 +336,22 @@ def _run_explanations(args: argparse.Namespace) -> int:
     from training.studies.explanation_report import evaluate_explanations, markdown_table
 
     print(markdown_table(evaluate_explanations(_entry(args), args.data_dir, args.choose_layer)))
+    return 0
+
+
+def _run_model_card(args: argparse.Namespace) -> int:
+    from model_core.store.entries import StoreError, entry_dir
+    from training.studies.model_card import write_all_model_cards, write_model_card
+
+    try:
+        written = (
+            write_all_model_cards(args.store_dir)
+            if args.all
+            else [write_model_card(entry_dir(args.store_dir, args.model_name, args.version))]
+        )
+    except StoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
     return 0

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.utils.live_server import free_port
 from training.pipeline.cluster import (
     ClusterConfigError,
     Task,

@@ -111,23 +111,66 @@ def test_an_unreadable_copy_is_named(example_data_dir, tmp_path):
         train_copy_groups(data_dir, class_names, paths)
 
 
-def test_folds_hold_out_every_original_exactly_once_stratified_by_class():
+@pytest.mark.parametrize("method", ["stratified-group-kfold", "round-robin"])
+def test_folds_hold_out_every_original_exactly_once_stratified_by_class(method):
     labels, groups = copies_of_originals(np.random.default_rng(1), (21, 8, 4), max_copies=4)
     held = [
-        stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=k)[1] for k in range(4)
+        stratified_holdout(labels, 0.1, 7, groups, folds=4, fold=k, fold_method=method)[1]
+        for k in range(4)
     ]
 
     assert np.array_equal(np.sort(np.concatenate(held)), np.arange(len(labels)))
-    for fold in held:  # each class's originals dealt round-robin: 21 -> 6/5/5/5, 8 -> 2 each
+    for fold in held:  # each class in each fold: 21 originals -> 4 to 6, 8 -> 2, 4 -> 1
         per_class = [len(set(groups[fold][labels[fold] == c])) for c in range(3)]
-        assert per_class[0] in (5, 6) and per_class[1:] == [2, 1]
-    kept, again = stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=2)
+        assert 4 <= per_class[0] <= 6 and per_class[1:] == [2, 1]
+    kept, again = stratified_holdout(labels, 0.1, 7, groups, folds=4, fold=2, fold_method=method)
     assert np.array_equal(again, held[2])
     assert not set(groups[kept]) & set(groups[again])
     with pytest.raises(ValueError, match="fold 4 is not one of the 4 folds"):
-        stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=4, fold=4)
+        stratified_holdout(labels, 0.1, 7, groups, folds=4, fold=4, fold_method=method)
     with pytest.raises(DataError, match="class 2 has 4 originals, fewer than the 5 folds"):
-        stratified_holdout(labels, 0.1, seed=7, groups=groups, folds=5, fold=0)
+        stratified_holdout(labels, 0.1, 7, groups, folds=5, fold=0, fold_method=method)
+
+
+def test_round_robin_folds_are_dealt_as_before():
+    """Studies recorded before StratifiedGroupKFold (fold_method round-robin) get back the
+    folds they held out: these are the indices the round-robin code gave."""
+    labels = np.array([0] * 6 + [1] * 4)
+    groups = np.array([0, 0, 1, 2, 2, 3, 10, 11, 11, 12])
+    folds = [
+        stratified_holdout(labels, 0, 3, groups, folds=2, fold=k, fold_method="round-robin")[1]
+        for k in range(2)
+    ]
+    assert [fold.tolist() for fold in folds] == [[2, 5, 6, 9], [0, 1, 3, 4, 7, 8]]
+    # Dealt by originals, each class's in turn: 2 of class 0's 4 and 1 or 2 of class 1's 3.
+    by_kfold = [stratified_holdout(labels, 0, 3, groups, folds=2, fold=k)[1] for k in range(2)]
+    assert [fold.tolist() for fold in by_kfold] == [[3, 4, 5, 7, 8], [0, 1, 2, 6, 9]]
+
+
+def test_stratified_group_kfold_balances_each_classs_images_across_folds():
+    """Round-robin balanced the count of originals per class and fold, whatever their copies;
+    StratifiedGroupKFold balances the class shares of the images held out."""
+    rng = np.random.default_rng(2)
+    labels, groups = copies_of_originals(rng, (40, 12), max_copies=30)
+    share = labels.mean()
+
+    def worst_share(method):
+        return max(
+            abs(labels[held].mean() - share)
+            for held in (
+                stratified_holdout(labels, 0, 4, groups, folds=4, fold=k, fold_method=method)[1]
+                for k in range(4)
+            )
+        )
+
+    assert worst_share("stratified-group-kfold") < 0.02 < worst_share("round-robin")
+
+
+def test_records_without_a_fold_method_meant_round_robin():
+    record = TrainConfig(folds=4).to_record()
+    assert record["fold_method"] == "stratified-group-kfold"
+    del record["fold_method"]
+    assert TrainConfig.from_record(record).fold_method == "round-robin"
 
 
 @pytest.mark.parametrize(

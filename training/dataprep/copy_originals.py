@@ -61,7 +61,7 @@ def match_copies(
 ) -> dict[Path, dict]:
     """class -> copy paths, class -> {original name: image path} -> for every copy
     {"original", "matches", "runner_up"}. OpenCV releases the GIL, so threads share cores."""
-    orb = cv2.ORB_create(nfeatures=600)
+    orb = cv2.ORB.create(nfeatures=600)
     candidates: dict[str, dict[str, list]] = {}  # class -> original -> descriptors
     for class_name, named in originals.items():
         for name, path in sorted(named.items()):
@@ -72,7 +72,7 @@ def match_copies(
 
     def match_one(item: tuple[str, Path]) -> tuple[Path, dict]:
         class_name, path = item
-        local_orb, matcher = cv2.ORB_create(nfeatures=600), cv2.BFMatcher(cv2.NORM_HAMMING)
+        local_orb, matcher = cv2.ORB.create(nfeatures=600), cv2.BFMatcher(cv2.NORM_HAMMING)
         query = _descriptors(local_orb, _frame(path))
         scores = {
             original: max(_matches(matcher, query, d) for d in descriptors)
@@ -82,7 +82,7 @@ def match_copies(
             return path, {"original": None, "matches": 0, "runner_up": 0}
         ranked = sorted(scores.values(), reverse=True) + [0]
         return path, {
-            "original": max(scores, key=scores.get),
+            "original": max(scores, key=lambda original: scores[original]),
             "matches": ranked[0],
             "runner_up": ranked[1],
         }

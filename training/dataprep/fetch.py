@@ -8,27 +8,30 @@ and only then is renamed and unpacked: folders of the archive map onto folders o
 `test_simple_wbc_boxes.json` are derived where their inputs are there
 (training/dataprep/derive_splits.py).
 
-Standard library only for the network (urllib), so no new dependency.
+Standard library for the network (urllib); tqdm draws the progress bars.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import http.client
 import json
 import shutil
 import sys
 import tarfile
-import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TextIO
+from typing import IO, BinaryIO, TextIO
+
+from tqdm import tqdm
 
 from training.dataprep.derive_splits import Derived, derive
 
@@ -97,45 +100,27 @@ def load_sources(path: Path = DEFAULT_SOURCES) -> list[Source]:
 # -- download ------------------------------------------------------------------------------
 
 
-class Progress:
-    """A one-line progress bar on a text stream (stderr): redrawn in place on a terminal, a
-    line per tenth otherwise (logs, CI)."""
-
-    def __init__(self, label: str, total: int | None, stream: TextIO | None = None) -> None:
-        self.label, self.total = label, total
-        self.stream = stream or sys.stderr
-        self.interactive = self.stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-        self._last_tenth = -1
-
-    def update(self, done: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.total:
-            tenth = min(10, done * 10 // self.total)
-            if not final and not self.interactive and tenth == self._last_tenth:
-                return
-            self._last_tenth = tenth
-        if not final and self.interactive and now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        speed = done / max(now - self.started, 1e-6) / 1e6
-        if self.total:
-            filled = min(30, done * 30 // self.total)
-            line = (
-                f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-                f"{100 * done / self.total:5.1f}% {done / 1e6:.1f}/{self.total / 1e6:.1f} MB "
-                f"{speed:.1f} MB/s"
-            )
-        else:
-            line = f"{self.label} {done / 1e6:.1f} MB {speed:.1f} MB/s"
-        end = "\n" if final or not self.interactive else ""
-        self.stream.write(("\r" if self.interactive else "") + line + end)
-        self.stream.flush()
+def _progress(label: str, total: int | None, done: int, stream: TextIO) -> tqdm:
+    """A progress bar on `stream` (stderr), from `done` bytes of `total`: redrawn 10 times a
+    second on a terminal; elsewhere (logs, CI) in ASCII, once per tenth of `total` (every 10
+    seconds when the size is unknown)."""
+    interactive = stream.isatty()
+    return tqdm(
+        total=total,
+        initial=done,
+        desc=label,
+        unit="B",
+        unit_scale=True,
+        file=stream,
+        ascii=not interactive,
+        dynamic_ncols=interactive,
+        mininterval=0.1 if interactive else 0.0 if total else 10.0,
+        miniters=None if interactive or not total else max(1, total // 10),
+    )
 
 
 def _unreachable(url: str, reason: object) -> FetchError:
-    host = urllib.request.urlparse(url).netloc
+    host = urllib.parse.urlparse(url).netloc
     return FetchError(
         f"cannot reach {host} to download {url} ({reason}). fetch-data needs internet access "
         "to the sources' hosts: check the connection or proxy (HTTPS_PROXY), or point "
@@ -144,8 +129,9 @@ def _unreachable(url: str, reason: object) -> FetchError:
     )
 
 
-def _open(url: str, offset: int) -> tuple[BinaryIO, int, int | None]:
-    """(response, status, total size if known) for `url` from byte `offset` on."""
+def _open(url: str, offset: int) -> tuple[BinaryIO | None, int, int | None]:
+    """(response, status, total size if known) for `url` from byte `offset` on; no response
+    where nothing is left after `offset` (HTTP 416: the part is whole)."""
     request = urllib.request.Request(url, headers={"User-Agent": "wbc-explain-fetch-data"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
@@ -153,7 +139,8 @@ def _open(url: str, offset: int) -> tuple[BinaryIO, int, int | None]:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:  # nothing left after offset: the part is whole
-            return error, 416, offset
+            error.close()
+            return None, 416, offset
         raise FetchError(f"{url} answered HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
         raise _unreachable(url, getattr(error, "reason", error)) from None
@@ -184,26 +171,26 @@ def download(source: Source, cache_dir: Path, stream: TextIO | None = None) -> P
         offset = 0
     response, status, total = _open(source.url, offset)
     done = offset
-    if status == 416:
-        response.close()
-    else:
+    if response is not None:
         if offset and status != 206:  # the server ignored the Range: start over
             offset = done = 0
         expected = source.size or total
-        progress = Progress(source.name, expected, stream)
         try:
-            with response, open(part, "ab" if offset else "wb") as output:
+            with (
+                response,
+                open(part, "ab" if offset else "wb") as output,
+                _progress(source.name, expected, done, stream) as progress,
+            ):
                 while chunk := response.read(CHUNK):
                     output.write(chunk)
                     done += len(chunk)
-                    progress.update(done)
+                    progress.update(len(chunk))
         except (OSError, http.client.HTTPException) as error:
             raise FetchError(
                 f"{source.name}: the connection to {source.url} broke after "
                 f"{done} bytes ({error!r}); run fetch-data again to resume "
                 "it"
             ) from None
-        progress.update(done, final=True)
         if expected is not None and done < expected:
             raise FetchError(
                 f"{source.name}: the download stopped at {done} of {expected} "
@@ -264,21 +251,27 @@ def _verify(path: Path, source: Source) -> None:
 # -- unpack --------------------------------------------------------------------------------
 
 
-def _members(archive: Path) -> Iterator[tuple[str, Callable[[], BinaryIO]]]:
+def _members(archive: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]]]]:
     """(path inside the archive, opener) of each regular file of a zip or tar archive."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as bundle:
             for info in bundle.infolist():
                 if not info.is_dir():
-                    yield info.filename, lambda info=info: bundle.open(info)
+                    yield info.filename, functools.partial(bundle.open, info)
         return
     try:
-        with tarfile.open(archive) as bundle:
-            for member in bundle:
+        with tarfile.open(archive) as tar:
+            for member in tar:
                 if member.isfile():
-                    yield member.name, lambda m=member: bundle.extractfile(m)
+                    yield member.name, functools.partial(_extract, tar, member)
     except tarfile.TarError as error:
         raise FetchError(f"{archive} is neither a zip nor a tar archive: {error}") from None
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    extracted = tar.extractfile(member)
+    assert extracted is not None  # None only for what is not a regular file
+    return extracted
 
 
 def _target(name: str, extract: dict[str, str], data_dir: Path) -> Path | None:

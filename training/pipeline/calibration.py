@@ -16,8 +16,13 @@ from training.pipeline.config import TrainConfig
 from training.pipeline.data import DataError, LabelledImages, list_split, load_images
 from training.pipeline.datasets import evaluation_dataset
 from training.pipeline.model import FEATURES_LAYER, FIRE_MODULES
+from training.studies.model_card import write_model_card
 
 OOD_QUANTILE = 0.995
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+TEMPERATURE_TOLERANCE = 1e-5  # in log T: the temperature to about 0.001%
+COVARIANCE_SHRINKAGE = 0.1
+COVARIANCE_FLOOR = 1e-6
 # The last two fire modules: colour and texture at 8x8 as well as the class evidence at 4x4.
 OOD_LAYERS = (f"fire{len(FIRE_MODULES) - 1}", FEATURES_LAYER)
 
@@ -38,33 +43,50 @@ def logits_and_features(
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Guo et al. 2017: the T > 0 minimising the NLL of softmax(logits / T) (grid search in
-    log space, then refined; the NLL is convex in 1/T)."""
+    """Guo et al. 2017: the T in [TEMPERATURE_BOUNDS] minimising the NLL of
+    softmax(logits / T). The NLL is convex in 1/T, so it has one minimum in log T, which
+    bounded Brent search finds to `TEMPERATURE_TOLERANCE` (relative)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
 
-    def nll(temperature: float) -> float:
-        scaled = logits / temperature
-        scaled = scaled - scaled.max(axis=1, keepdims=True)
-        log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
-        return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+    logits, rows = np.asarray(logits, dtype=np.float64), np.arange(len(labels))
 
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
-    best = grid[int(np.argmin([nll(t) for t in grid]))]
-    fine = np.linspace(best * 0.97, best * 1.03, 61)
-    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+    def nll(log_temperature: float) -> float:
+        scaled = log_softmax(logits / np.exp(log_temperature), axis=1)
+        return float(-scaled[rows, labels].mean())
+
+    low, high = np.log(TEMPERATURE_BOUNDS)
+    fit = minimize_scalar(
+        nll, bounds=(low, high), method="bounded", options={"xatol": TEMPERATURE_TOLERANCE}
+    )
+    return float(np.exp(fit.x))
 
 
 def fit_feature_distribution(
     features: np.ndarray, layers: list[str], fitted_on: str, quantile: float = OOD_QUANTILE
 ) -> FeatureDistribution:
     """Mean and shrunk inverse covariance of the features; the threshold is the `quantile`
-    of the training images' own distances."""
+    of the training images' own distances.
+
+    The covariance is shrunk towards its diagonal by `COVARIANCE_SHRINKAGE`, so a few hundred
+    images give a stable inverse: scikit-learn's `ShrunkCovariance` on the standardised
+    features (there its target, the mean variance times the identity, is the identity, so
+    0.9 * correlation + 0.1 * identity), scaled back by the standard deviations. The
+    hand-written estimate it replaces did the same from `np.cov` (which divides by n - 1,
+    where scikit-learn divides by n: distances and threshold are both sqrt(n / (n - 1))
+    times larger, so the same images are flagged). Not Ledoit-Wolf: its intensity is
+    fitted, and its target would be one variance for features of very different scales."""
+    from sklearn.covariance import ShrunkCovariance
+
     mean = features.mean(axis=0)
-    covariance = np.cov(features, rowvar=False)
-    # Shrink towards the diagonal so a few hundred images give a stable inverse.
-    covariance = 0.9 * covariance + 0.1 * np.diag(np.diag(covariance)) + 1e-6 * np.eye(len(mean))
-    precision = np.linalg.inv(covariance)
     centred = features - mean
-    distances = np.sqrt(np.einsum("nk,kl,nl->n", centred, precision, centred))
+    # The floor (the old diagonal jitter) keeps a feature constant in training finite.
+    scale = np.sqrt(centred.var(axis=0) + COVARIANCE_FLOOR)
+    standardised = ShrunkCovariance(shrinkage=COVARIANCE_SHRINKAGE, assume_centered=True).fit(
+        centred / scale
+    )
+    precision = standardised.precision_ / np.outer(scale, scale)
+    distances = np.sqrt(standardised.mahalanobis(centred / scale))
     return FeatureDistribution(
         layers=layers,
         mean=mean.tolist(),
@@ -84,6 +106,7 @@ _REFIT_SETTINGS = frozenset(
         "validation_fraction",
         "folds",
         "fold",
+        "fold_method",
         "holdout_seed",
         "temperature_from",
         "store_dir",
@@ -182,6 +205,8 @@ def calibrate_entry(
         calibration = carried_temperature(temperature_from, manifest.training)
     elif config.holds_out():  # a refit on every original holds nothing out
         validation = load_training_data(config)[2]
+        if validation is None:
+            raise DataError(f"{directory} holds out train originals, but none were found")
         logits, _ = logits_and_features(model, manifest, validation, layers)
         calibration = Calibration(
             temperature=fit_temperature(logits, validation.labels),
@@ -204,4 +229,5 @@ def calibrate_entry(
         update={"calibration": calibration, "feature_distribution": distribution}
     )
     write_manifest(directory, updated)
+    write_model_card(directory)
     return updated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_core.inputs.transform import decode_jpeg
+from training.pipeline.config import FoldMethod
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp")
 # The data set's own frame: TRAIN, TEST and TEST_SIMPLE are 320x240; originals are 640x480.
@@ -128,6 +130,12 @@ def _first_unreadable(paths: list[Path]) -> str | None:
     return None
 
 
+# How groups are dealt into folds (TrainConfig.fold_method says what each does). Round-robin,
+# the older, is kept so that the folds of a study recorded with it can be dealt again; the
+# other's folds are scikit-learn's, so they hold for the scikit-learn version of the lock.
+FOLD_METHODS: tuple[FoldMethod, ...] = typing.get_args(FoldMethod)
+
+
 def stratified_holdout(
     labels: np.ndarray,
     fraction: float,
@@ -135,32 +143,59 @@ def stratified_holdout(
     groups: np.ndarray | None = None,
     folds: int | None = None,
     fold: int = 0,
+    fold_method: FoldMethod = "stratified-group-kfold",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, held_out): `fraction` of each class's groups held out whole, at least
     one where the class has two or more groups. `groups`: the original behind each image
     (`copy_originals.train_copy_groups`), so no original's copies land on both sides; None:
     each image alone. With `folds`: `fraction` is ignored and the held-out groups are fold
-    `fold` of `folds` (each class's groups shuffled by `seed` and dealt round-robin), so the
-    folds of one seed hold out every group exactly once."""
+    `fold` of `folds`, dealt by `fold_method` (`FOLD_METHODS`), so the folds of one seed
+    hold out every group exactly once."""
     if folds is not None and not 0 <= fold < folds:
         raise ValueError(f"fold {fold} is not one of the {folds} folds (0..{folds - 1})")
     if fraction <= 0 and folds is None:
         return np.arange(len(labels)), np.array([], dtype=np.int64)
     if groups is None:
         groups = np.arange(len(labels))
+    if folds is not None:
+        held = _fold(labels, groups, seed, folds, fold, fold_method)
+        return np.setdiff1d(np.arange(len(labels)), held), held
     rng = np.random.default_rng(seed)
     held_groups: list[int] = []
     for label in np.unique(labels):
         members = rng.permutation(np.unique(groups[labels == label]))
-        if folds is not None:
-            if len(members) < folds:
-                raise DataError(
-                    f"class {label} has {len(members)} originals, fewer than the "
-                    f"{folds} folds: some fold would train without it"
-                )
-            held_groups += members[fold::folds].tolist()
-            continue
         count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
         held_groups += members[:count].tolist()
+    return _split_by_groups(groups, held_groups)
+
+
+def _fold(
+    labels: np.ndarray, groups: np.ndarray, seed: int, folds: int, fold: int, method: FoldMethod
+) -> np.ndarray:
+    """Indices held out by fold `fold` of `folds`."""
+    for label in np.unique(labels):
+        count = len(np.unique(groups[labels == label]))
+        if count < folds:
+            raise DataError(
+                f"class {label} has {count} originals, fewer than the "
+                f"{folds} folds: some fold would train without it"
+            )
+    if method == "stratified-group-kfold":
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(np.zeros(len(labels)), labels, groups))
+        return np.sort(splits[fold][1])
+    if method != "round-robin":
+        raise ValueError(f"unknown fold method {method!r}; expected one of {FOLD_METHODS}")
+    rng = np.random.default_rng(seed)
+    held_groups: list[int] = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.unique(groups[labels == label]))
+        held_groups += members[fold::folds].tolist()
+    return _split_by_groups(groups, held_groups)[1]
+
+
+def _split_by_groups(groups: np.ndarray, held_groups: list[int]) -> tuple[np.ndarray, np.ndarray]:
     held = np.flatnonzero(np.isin(groups, held_groups))
-    return np.setdiff1d(np.arange(len(labels)), held), held
+    return np.setdiff1d(np.arange(len(groups)), held), held

@@ -1,4 +1,7 @@
-"""Classification metrics from labels and predicted probabilities (plain NumPy)."""
+"""Classification metrics from labels and predicted probabilities.
+
+The counts and scores are scikit-learn's; ECE, which it lacks, is computed here. scikit-learn
+is imported where it is used, so importing this module stays as light as NumPy."""
 
 from __future__ import annotations
 
@@ -6,10 +9,10 @@ import numpy as np
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted classes."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
-    return matrix
+    """Rows are true classes, columns predicted classes (every class, even one never seen)."""
+    from sklearn import metrics
+
+    return metrics.confusion_matrix(labels, predicted, labels=np.arange(num_classes))
 
 
 def expected_calibration_error(
@@ -33,20 +36,25 @@ def classification_report(
     labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]
 ) -> dict:
     """Accuracy, per-class precision/recall/F1/support, macro-F1, ECE, NLL, confusion matrix."""
+    from sklearn import metrics
+
+    classes = np.arange(len(class_names))
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(labels, predicted, len(class_names))
-    true_positives = np.diag(matrix).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.nan_to_num(true_positives / matrix.sum(axis=0))
-        recall = np.nan_to_num(true_positives / matrix.sum(axis=1))
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
-    picked = probabilities[np.arange(len(labels)), labels]
+    # A class never predicted (or never present) scores 0, not NaN.
+    precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0
+    )
+    # In float64, so a probability is clipped at float64's eps (NLL at most 36), not float32's;
+    # rows summed in float32 miss 1 by more than float64 tolerates, so they are renormalised.
+    exact = probabilities.astype(np.float64)
+    nll = metrics.log_loss(labels, exact / exact.sum(axis=1, keepdims=True), labels=classes)
     return {
         "count": int(len(labels)),
         "accuracy": float((predicted == labels).mean()),
         "macro_f1": float(f1.mean()),
         "ece": expected_calibration_error(labels, probabilities),
-        "nll": float(-np.log(np.clip(picked, 1e-12, 1.0)).mean()),
+        "nll": float(nll),
         "per_class": {
             name: {
                 "precision": float(precision[i]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 from model_core.store.manifest import Localisation, Preprocessing
 from training.dataprep.copy_originals import train_copy_groups
-from training.pipeline.config import TrainConfig
+from training.pipeline.config import Strategy, TrainConfig
 from training.pipeline.data import (
     LabelledImages,
     class_names_of,
@@ -30,7 +31,7 @@ from training.pipeline.datasets import (
 )
 from training.pipeline.model import build_model, step_decay
 
-STRATEGIES = ("default", "mirrored", "one-device", "multi-worker")
+STRATEGIES: tuple[Strategy, ...] = typing.get_args(Strategy)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class TrainResult:
     history: dict[str, list[float]]
     seconds_per_epoch: float
     validation: LabelledImages | None
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int | float | None] = field(default_factory=dict)
+    """Run results recorded beside the settings (image counts, replicas, best epoch, ...)."""
 
 
 class EpochHistory(keras.callbacks.Callback):
@@ -118,6 +120,7 @@ def load_training_data(
             groups,
             config.folds,
             config.fold,
+            config.fold_method,
         )
         copies = load_images(paths, labels)
         validation = _subset(copies, held_out) if len(held_out) else None
@@ -133,6 +136,7 @@ def load_training_data(
         _holdout_seed(config),
         folds=config.folds,
         fold=config.fold,
+        fold_method=config.fold_method,
     )
     train = _subset(originals, kept)
     if len(held_out) == 0:
@@ -155,7 +159,10 @@ def _subset(data: LabelledImages, indices: np.ndarray) -> LabelledImages:
 
 def training_preprocessing(config: TrainConfig) -> Preprocessing:
     """The input transform a run trains with, and its manifest records."""
-    localisation = Localisation(window=config.window) if config.localise else None
+    # Validated like a manifest's (the window's bounds), every other parameter the default.
+    localisation = (
+        Localisation.model_validate({"window": config.window}) if config.localise else None
+    )
     return Preprocessing(
         antialias=True, localisation=localisation, flip_average=config.flip_average
     )
@@ -167,7 +174,7 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
     preprocessing = training_preprocessing(config)
     class_names, train_data, validation = load_training_data(config)
     strategy = make_strategy(config.strategy)
-    bank_counts = {}
+    bank_counts: dict[str, int | float] = {}
     if config.localise:
         started = time.perf_counter()
         train_data, missing = crop_bank(train_data, config, preprocessing, config.seed + 2)
@@ -229,6 +236,7 @@ def train(config: TrainConfig, extra_callbacks: tuple = ()) -> TrainResult:
         validation_data=validation_data,
         callbacks=callbacks,
         verbose=2 if _quiet() else 1,
+        shuffle=False,  # the data set shuffles itself; Keras ignores (and warns of) True here
     )
     elapsed = time.perf_counter() - started
     epochs_run = max(1, len(history.history.get("loss", [])))

@@ -123,7 +123,8 @@ def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
 def pooled_report(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     """Per-fold and pooled out-of-fold metrics, and the temperature fitted on the pool."""
     class_names = class_names_of(Path(config.data_dir) / "images" / "TRAIN")
-    per_fold, all_logits, all_labels, seen = [], [], [], set()
+    per_fold, all_logits, all_labels = [], [], []
+    seen: set[str] = set()
     for fold in range(folds):
         with np.load(_fold_answers(output_dir, fold)) as answers:
             logits, labels = answers["logits"], answers["labels"]

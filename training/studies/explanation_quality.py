@@ -143,9 +143,14 @@ def input_map(runtime: ModelRuntime, full: np.ndarray, cell_box: Box | None) -> 
 
 
 def method_maps(
-    runtime: ModelRuntime, inputs: np.ndarray, targets: np.ndarray, method: str, layer: str
+    runtime: ModelRuntime,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    method: str,
+    layer: str | None,
 ) -> np.ndarray:
-    """Low-resolution maps [N, h, w] of one method, explaining `targets`."""
+    """Low-resolution maps [N, h, w] of one method, explaining `targets` at `layer` (None:
+    the method's own, e.g. CAM's features layer)."""
     explainer = METHODS[method]
     gradients = runtime.gradients(
         inputs, targets.astype(np.int32), explainer.layer_for(layer, runtime)
