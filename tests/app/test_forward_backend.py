@@ -15,6 +15,7 @@ from app.main import create_app
 from model_core.onnx_forward import PARITY_TOLERANCE
 from model_core.store.manifest import ONNX_FILE
 from tests.conftest import BUNDLED_MODEL, BUNDLED_STORE
+from tests.utils.files import corrupt
 from tests.utils.images import encode, example_smears
 from tests.utils.models import exhausts_memory_model, publish_tiny_model
 
@@ -132,16 +133,9 @@ def test_auto_serves_through_onnx_runtime_on_a_cpu(tiny_store, event_log):
     assert not event_log.events("forward_backend_fallback")
 
 
-def _corrupt_onnx(directory) -> None:
-    path = directory / ONNX_FILE
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def test_a_corrupt_model_onnx_falls_back_at_start_and_refuses_a_reload(tmp_path, event_log):
     first, _, _ = publish_tiny_model(tmp_path)
-    _corrupt_onnx(first)
+    corrupt(first / ONNX_FILE)
     settings = Settings(
         store_dir=tmp_path, model_name="tiny", api_key=KEY, forward_backend="onnxruntime"
     )
@@ -153,7 +147,7 @@ def test_a_corrupt_model_onnx_falls_back_at_start_and_refuses_a_reload(tmp_path,
         assert fallback["reason"].endswith("serving through TensorFlow")
 
         second, _, _ = publish_tiny_model(tmp_path)
-        _corrupt_onnx(second)
+        corrupt(second / ONNX_FILE)
         refused = http.post("/admin/reload")
         assert refused.status_code == 409
         message = refused.json()["error"]["message"]

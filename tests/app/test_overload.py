@@ -14,15 +14,13 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.settings import Settings
 from app.engine.admission import EXPLAIN, FORWARD
-from app.main import create_app
-from tests.conftest import free_port
 from tests.utils.images import encode, smear_like_rgb
+from tests.utils.live_server import live_server
 
 FORWARD_LIMIT, EXPLAIN_LIMIT = 4, 2
 IMAGE = encode(Image.fromarray(smear_like_rgb(64, 48)))
@@ -68,25 +66,8 @@ def server(tiny_store) -> Iterator[Server]:
         explain_queue_limit=EXPLAIN_LIMIT,
         retry_after_s=3,
     )
-    app = create_app(settings)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base_url + "/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        threading.Event().wait(0.1)
-    else:
-        raise RuntimeError("the in-process server never became ready")
-    yield Server(base_url, app)
-    uvicorn_server.should_exit = True
-    thread.join(60)
+    with live_server(settings, in_process=True) as live:
+        yield Server(live.url, live.app)
 
 
 def v2_body(timeout_us: int | None = None) -> dict:

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import start_server, stop_server
 from tests.utils.browser import CHROMIUM_ARGS, chromium_path, screenshot, unavailable
 from tests.utils.images import encode, smear_like_rgb
+from tests.utils.live_server import live_server
 
 pytestmark = pytest.mark.slow
 
@@ -124,11 +124,8 @@ def tab(browser):
 @pytest.fixture(scope="module")
 def keyed_server_url():
     """A real server that needs an API key."""
-    process, base_url = start_server(env={"WBC_API_KEY": KEY})
-    try:
-        yield base_url
-    finally:
-        stop_server(process)
+    with live_server({"WBC_API_KEY": KEY}) as server:
+        yield server.url
 
 
 def predicted_label(base_url: str, path: Path, headers: dict | None = None) -> str:

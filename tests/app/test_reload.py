@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from model_core.store.manifest import MODEL_FILE
-from tests.conftest import start_server, stop_server
+from tests.utils.files import corrupt
 from tests.utils.images import encode, smear_like_rgb
+from tests.utils.live_server import live_server
 from tests.utils.logs import read_json_lines, wait_for_line
 from tests.utils.models import copy_entry, publish_tiny_model
 
@@ -47,12 +48,11 @@ def server(store, tmp_path_factory):
     """(process, http client, log file) of a server whose store the tests add versions to."""
     log_file = tmp_path_factory.mktemp("logs") / "server.log"
     env = {"WBC_STORE_DIR": str(store), "WBC_MODEL_NAME": "tiny", "WBC_API_KEY": KEY}
-    process, base_url = start_server(env, log_file=log_file)
-    try:
-        with httpx.Client(base_url=base_url, headers=AUTH, timeout=60) as http:
-            yield process, http, log_file
-    finally:
-        stop_server(process)
+    with (
+        live_server(env, log_file=log_file) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http,
+    ):
+        yield server.process, http, log_file
 
 
 def served_version(http) -> int:
@@ -133,9 +133,7 @@ def test_a_tampered_artefact_is_refused_and_the_old_version_keeps_serving(server
     _, http, _ = server
     before = served_version(http)
     tampered = copy_entry(store / "tiny" / str(before), store, before + 1)
-    model_file = tampered / MODEL_FILE
-    original = model_file.read_bytes()
-    model_file.write_bytes(original[:1000] + bytes([original[1000] ^ 1]) + original[1001:])
+    corrupt(tampered / MODEL_FILE, at=1000)
 
     response = http.post("/admin/reload")
     assert response.status_code == 409

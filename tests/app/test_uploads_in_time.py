@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import start_server, stop_server
+from app.core.settings import Settings
+from tests.utils.live_server import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SMEAR = (ROOT / "examples" / "monocyte-1.jpeg").read_bytes()
@@ -19,13 +20,8 @@ SMEAR = (ROOT / "examples" / "monocyte-1.jpeg").read_bytes()
 
 @pytest.fixture(scope="module")
 def server(tiny_store):
-    process, base_url = start_server(
-        env={"WBC_STORE_DIR": str(tiny_store), "WBC_MODEL_NAME": "tiny"}
-    )
-    try:
-        yield base_url
-    finally:
-        stop_server(process)
+    with live_server(Settings(store_dir=tiny_store, model_name="tiny")) as server:
+        yield server.url
 
 
 def _metric(base_url: str, name: str, **labels: str) -> float:
@@ -117,14 +113,13 @@ def test_refusals_are_counted_under_the_route_they_were_for(server):
 
 
 def test_behind_a_path_prefix_every_route_still_works(tiny_store):
-    process, base_url = start_server(
-        env={"WBC_STORE_DIR": str(tiny_store), "WBC_MODEL_NAME": "tiny"},
+    with live_server(
+        {"WBC_STORE_DIR": str(tiny_store), "WBC_MODEL_NAME": "tiny"},
         extra_args=("--root-path", "/wbc"),
-    )
-    try:
+    ) as server:
         # The proxy strips its prefix before forwarding; uvicorn puts it back into the
         # ASGI path (and root_path), as it does behind a real proxy.
-        prefixed = base_url
+        prefixed = server.url
         predicted = httpx.post(prefixed + "/predict", files={"file": ("s.jpeg", SMEAR)}, timeout=60)
         assert predicted.status_code == 200
         explained = httpx.post(prefixed + "/explain", files={"file": ("s.jpeg", SMEAR)}, timeout=60)
@@ -132,5 +127,3 @@ def test_behind_a_path_prefix_every_route_still_works(tiny_store):
         refused = httpx.post(prefixed + "/v2/models/tiny/infer", content=b"{bad", timeout=60)
         assert refused.status_code == 400
         assert isinstance(refused.json()["error"], str)  # the protocol's own error shape
-    finally:
-        stop_server(process)

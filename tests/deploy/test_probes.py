@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, start_server, stop_server
+from tests.conftest import ROOT
+from tests.utils.live_server import live_server
 from tests.utils.manifests import (
     KSERVE,
     OVERLAYS,
@@ -52,14 +53,11 @@ def read_only_server(manifests, tmp_path_factory) -> str:
     container_env = {variable["name"]: variable["value"] for variable in api["env"]}
     keys_file = tmp_path_factory.mktemp("secret") / "api-keys"
     keys_file.write_text(f"# as mounted from the Secret wbc-api-keys\n{API_KEY}\n")
-    process, base_url = start_server(
+    with live_server(
+        {**container_env, "WBC_API_KEYS_FILE": str(keys_file), "PYTHONDONTWRITEBYTECODE": "1"},
         wrapper=READ_ONLY_ROOT,
-        env={**container_env, "WBC_API_KEYS_FILE": str(keys_file), "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    try:
-        yield base_url
-    finally:
-        stop_server(process)
+    ) as server:
+        yield server.url
 
 
 def test_manifests_name_the_health_routes(manifests) -> None:

@@ -13,6 +13,7 @@ from model_core.onnx_forward import PARITY_TOLERANCE
 from model_core.runtime import ModelRuntime
 from model_core.store.entries import read_manifest, sha256_file, write_manifest
 from model_core.store.manifest import ONNX_FILE
+from tests.utils.files import corrupt
 from tests.utils.models import copy_entry, publish_tiny_model
 from training.pipeline.onnx_export import export_entry
 
@@ -94,10 +95,7 @@ def test_an_entry_without_model_onnx_serves_through_tensorflow(store):
 
 def test_a_corrupt_model_onnx_falls_back_or_is_refused(store):
     directory = copy_entry(store / "tiny" / "1", store, 11)
-    model = directory / ONNX_FILE
-    data = bytearray(model.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    model.write_bytes(bytes(data))
+    corrupt(directory / ONNX_FILE)
     runtime = load(store, 11)
     assert runtime.backend == "tensorflow"
     assert (

@@ -14,6 +14,7 @@ from model_core.store.entries import (
     verify_artefact,
 )
 from model_core.store.manifest import MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
+from tests.utils.files import corrupt
 from tests.utils.models import TINY_CLASSES, publish_tiny_model
 
 
@@ -56,10 +57,7 @@ def test_reloaded_model_predicts_like_the_original(tmp_path):
 
 def test_tampered_artefact_is_refused(tmp_path):
     directory, _, _ = publish_tiny_model(tmp_path)
-    weights = directory / MODEL_FILE
-    payload = bytearray(weights.read_bytes())
-    payload[len(payload) // 2] ^= 0xFF
-    weights.write_bytes(bytes(payload))
+    corrupt(directory / MODEL_FILE)
     with pytest.raises(ChecksumMismatch, match="model.keras has SHA-256"):
         load_entry(directory)
 
@@ -75,7 +73,7 @@ def test_a_bad_onnx_file_does_not_stop_the_keras_model_from_loading(tmp_path):
     # Whoever runs model.onnx verifies it (model_core.onnx_forward); Keras serving needs
     # only its own artefacts.
     directory, _, _ = publish_tiny_model(tmp_path)
-    (directory / ONNX_FILE).write_bytes(b"not an onnx model")
+    corrupt(directory / ONNX_FILE, "replace", data=b"not an onnx model")
     manifest, _ = load_entry(directory)
     with pytest.raises(ChecksumMismatch, match="model.onnx has SHA-256"):
         verify_artefact(directory, manifest, ONNX_FILE)
