@@ -97,12 +97,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in keyed_routers:
         app.include_router(router, dependencies=[Depends(require_api_key)])
     app.include_router(admin.router, dependencies=[Depends(require_admin_key)])
-    # Routers are included without a prefix, so their own routes match as the app's do.
+    # Routers are included without a prefix, so their own routes match as the app's do;
+    # routes declared on the app itself are among its own.
     model_work_routes.collect(
         [
-            route
-            for router in (*open_routers, *keyed_routers, admin.router)
-            for route in router.routes
+            *app.routes,
+            *(
+                route
+                for router in (*open_routers, *keyed_routers, admin.router)
+                for route in router.routes
+            ),
         ],
         admission.queues,
         service_dependency=get_service,

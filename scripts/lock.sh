@@ -10,6 +10,9 @@
 #                             image brings TensorFlow; resolved with dev.txt as constraints, so
 #                             each package it shares with dev.txt (numpy, protobuf, ...) has
 #                             the version tested here beside TensorFlow 2.21
+#   requirements/training.txt the base dependencies with the training extra, for the training
+#                             image (deploy/kubernetes/training.Dockerfile), likewise
+#                             constrained by dev.txt and without TensorFlow
 #
 # Both pin every package, transitively, with the SHA-256 of each of its files on PyPI, for
 # CPython 3.11 on x86_64 Linux (glibc 2.28 or newer), the Python of the GPU base image. uv
@@ -40,4 +43,6 @@ compile pyproject.toml --extra cpu --extra training --extra dev \
     --output-file requirements/dev.txt "$@"
 compile pyproject.toml --constraint requirements/dev.txt \
     --output-file requirements/service.txt "$@"
-echo "lock.sh: wrote requirements/dev.txt and requirements/service.txt"
+compile pyproject.toml --extra training --constraint requirements/dev.txt \
+    --output-file requirements/training.txt "$@"
+echo "lock.sh: wrote requirements/dev.txt, requirements/service.txt and requirements/training.txt"

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.routing import Match
 
@@ -182,3 +183,17 @@ def test_curl_examples_run(block: str, server_url: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     for written in re.findall(r"-o (\S+\.png)", block):
         assert (tmp_path / written).read_bytes()[:4] == b"\x89PNG", written
+
+
+@pytest.mark.slow
+def test_the_readme_first_command_serves_the_bundled_model() -> None:
+    """The quick start's first command, run as a user runs it (set-up is a no-op once done),
+    answers ready with the store's newest version, the default model the README names."""
+    from tests.utils.live_server import live_server
+
+    fence = README.read_text().split("## Quick start", 1)[1].split("```")[1]
+    assert fence.split("\n", 1)[1].splitlines()[0].strip() == "./scripts/serve.sh"
+    with live_server(serve_script=True) as server:
+        ready = httpx.get(f"{server.url}/health/ready", timeout=10).json()
+    newest = max(int(p.name) for p in (ROOT / "model_store" / "wbc-squeezenet").iterdir())
+    assert ready["status"] == "ready" and ready["model"]["version"] == newest

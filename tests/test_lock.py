@@ -23,6 +23,7 @@ from tests.test_layering import PACKAGES, imports
 ROOT = Path(__file__).resolve().parents[1]
 DEV_LOCK = ROOT / "requirements" / "dev.txt"
 SERVICE_LOCK = ROOT / "requirements" / "service.txt"
+TRAINING_LOCK = ROOT / "requirements" / "training.txt"  # the training image's, over service's
 # What the GPU image must not install over its own build (nor need): TensorFlow and what only
 # training uses.
 NOT_IN_SERVICE = {"tensorflow", "tensorflow-cpu", "tf-keras", "keras", "tf2onnx", "onnx"}
@@ -73,7 +74,9 @@ def declared() -> dict[str, list[Requirement]]:
 
 def lock_cases() -> list[tuple[str, Path]]:
     groups = declared()
-    return [("base", SERVICE_LOCK)] + [(group, DEV_LOCK) for group in groups]
+    return [("base", SERVICE_LOCK), ("base", TRAINING_LOCK), ("training", TRAINING_LOCK)] + [
+        (group, DEV_LOCK) for group in groups
+    ]
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,9 @@ def test_every_declared_dependency_is_pinned_with_hashes(group: str, lock: Path)
     assert problems == [], f"{REFRESH}: {problems}"
 
 
-@pytest.mark.parametrize("lock", [DEV_LOCK, SERVICE_LOCK], ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "lock", [DEV_LOCK, SERVICE_LOCK, TRAINING_LOCK], ids=lambda path: path.name
+)
 def test_every_locked_package_has_hashes(lock: Path) -> None:
     pins = locked(lock)
     assert len(pins) > 20
@@ -101,6 +106,10 @@ def test_every_locked_package_has_hashes(lock: Path) -> None:
 def test_service_lock_leaves_tensorflow_to_the_base_image() -> None:
     service = locked(SERVICE_LOCK)
     assert [name for name in service if name in NOT_IN_SERVICE or "tensorflow" in name] == []
+    training = locked(TRAINING_LOCK)  # installed over the service image: its TensorFlow too
+    assert [name for name in training if "tensorflow" in name or name == "keras"] == []
+    dev = locked(DEV_LOCK)
+    assert {name: pin.version for name, pin in training.items() if dev[name] != pin} == {}
 
 
 def test_service_lock_provides_what_the_service_imports() -> None:

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "model-card":
         return _run_model_card(args)
     quiet_tensorflow(args.verbose)  # the first import of TensorFlow
+    from model_core.store.entries import StoreError
     from training.pipeline.cluster import ClusterConfigError
     from training.pipeline.data import DataError
 
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate-explanations":
             return _run_explanations(args)
         return _run_evaluate(args)
-    except (DataError, ClusterConfigError) as error:
+    except (DataError, ClusterConfigError, StoreError) as error:  # e.g. no such version
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -311,8 +312,8 @@ def _run_seed_report(args: argparse.Namespace) -> int:
 
 def _run_localiser(args: argparse.Namespace) -> int:
     from model_core.store.entries import read_manifest
+    from model_core.store.manifest import REPORTS_DIR
     from training.pipeline.data import DataError
-    from training.pipeline.publish import REPORTS_DIR
     from training.studies.localiser_report import (
         evaluate_localiser,
         markdown,

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logs import log_event
 from app.core.prometheus import Metrics
-from app.schemas import ModelRef
+from app.core.schemas import ModelRef
 
 REQUEST_ID_HEADER = "X-Request-ID"
 UNMATCHED_ROUTE = "unmatched"

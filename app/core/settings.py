@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     model.onnx), `tensorflow`, or `auto`: ONNX Runtime on a CPU, TensorFlow on a GPU. An
     entry without a usable model.onnx serves through TensorFlow; explanations always do."""
     onnx_max_pass_images: int = Field(default=8, gt=0)
-    """Most images one forward pass runs under ONNX Runtime (max_pass_images applies under
-    TensorFlow). On the 2-core development CPU the cost per image is lowest at 8
+    """Most images one forward pass runs under ONNX Runtime (WBC_MAX_PASS_IMAGES applies
+    under TensorFlow). On the 2-core development CPU the cost per image is lowest at 8
     (docs/benchmarks.md); `python -m bench.forward` measures a machine's own curve."""
     onnx_spinning: bool = True
     """ONNX Runtime's threads spin between operators and for a moment after each pass

@@ -53,7 +53,14 @@ class QueuePlace:
         self.queue = queue
 
     async def __call__(self, request: Request) -> Ticket:
-        return request.scope["state"]["ticket"]
+        ticket = request.scope.get("state", {}).get("ticket")
+        if ticket is None or ticket.queue != self.queue:
+            raise RuntimeError(
+                f"{request.method} {request.url.path} declares the {self.queue} queue, but "
+                f"admission gave it {'no ticket' if ticket is None else ticket.queue}: is it "
+                "in the routes ModelWorkRoutes.collect was given?"
+            )
+        return ticket
 
 
 class ModelWorkRoutes:

@@ -15,10 +15,7 @@ import numpy as np
 
 from app.core.errors import InvalidParameter
 from app.core.prometheus import Metrics
-from app.core.settings import Settings
-from app.engine.batching import MicroBatcher
-from app.engine.images import decode_image
-from app.schemas import (
+from app.core.schemas import (
     ExplainMethodsResponse,
     ExplainOptions,
     ExplainResponse,
@@ -28,6 +25,9 @@ from app.schemas import (
     Prediction,
     Target,
 )
+from app.core.settings import Settings
+from app.engine.batching import MicroBatcher
+from app.engine.images import decode_image
 from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
 from model_core.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
 from model_core.inputs.localisation import Box, place_in_frame

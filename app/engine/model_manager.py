@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from app.core.errors import NotReady, ReloadFailed
 from app.core.logs import log_event
 from app.core.prometheus import Metrics
+from app.core.schemas import ModelRef, ReloadResponse
 from app.core.settings import Settings
 from app.engine.service import InferenceService
-from app.schemas import ModelRef, ReloadResponse
 from model_core.runtime import ModelRuntime
 from model_core.store.entries import entry_dir
 

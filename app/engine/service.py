@@ -12,18 +12,18 @@ import numpy as np
 
 from app.core.logs import log_event
 from app.core.prometheus import Metrics
+from app.core.schemas import (
+    ExplainOptions,
+    ModelRef,
+    Prediction,
+    PredictResponse,
+)
 from app.core.settings import Settings
 from app.engine.admission import EXPLAIN, FORWARD
 from app.engine.batching import MicroBatcher
 from app.engine.explanations import ExplanationService
 from app.engine.images import decode_image
 from app.engine.worker import LaneWorker
-from app.schemas import (
-    ExplainOptions,
-    ModelRef,
-    Prediction,
-    PredictResponse,
-)
 from model_core.inputs.localisation import Box
 from model_core.qualify import PredictionQualifier
 from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime

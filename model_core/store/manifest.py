@@ -11,6 +11,7 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"
 ONNX_FILE = "model.onnx"
+REPORTS_DIR = "reports"  # for people: serving ignores it, and it carries no checksum
 SCHEMA_VERSION = 1
 # Fields that earlier entries of schema 1 wrote and nothing reads: dropped when read, so
 # those entries still load under the strict (extra="forbid") schema.

@@ -253,3 +253,16 @@ def test_a_forward_queue_too_small_for_the_largest_request_refuses_to_start():
     with pytest.raises(ValidationError, match="could never be admitted"):
         Settings(max_request_images=32, forward_queue_limit=16)
     assert Settings(max_request_images=16, forward_queue_limit=16).forward_queue_limit == 16
+
+
+def test_a_ticket_of_another_queue_is_refused_by_name():
+    """A route whose declared queue is not the one admission gave it fails with a message
+    naming both, not with a bare KeyError."""
+    from starlette.requests import Request
+
+    admission, _ = _admission()
+    scope = _scope("POST", "/explain") | {"state": {"ticket": admission.admit(FORWARD, 1.0)}}
+    with pytest.raises(
+        RuntimeError, match="declares the explain queue, but admission gave it forward"
+    ):
+        asyncio.run(QueuePlace(EXPLAIN)(Request(scope)))

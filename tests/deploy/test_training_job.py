@@ -118,7 +118,8 @@ def test_training_image_is_the_service_image_plus_the_training_extra(trainer) ->
     (base,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.MULTILINE)
     assert base == f"{image_repository()}:{project_version()}"
     assert trainer["image"] == f"{image_repository()}-training:{project_version()}"
-    assert "['optional-dependencies']['training']" in text
+    assert "--require-hashes -r /tmp/requirements-training.txt" in text
+    assert "COPY requirements/training.txt " in text
     assert re.findall(r"^USER (\S+)$", text, re.MULTILINE)[-1] == f"{image_user()}:{image_user()}"
 
 

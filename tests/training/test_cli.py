@@ -106,7 +106,10 @@ def test_help_shows_every_flag_with_its_help_and_default():
     for flag in flags:
         assert flag in text
     assert "--lr LR Initial Adam learning rate" in text and "(default: 0.001)" in text
-    assert "--whole-frame localise = False (default: True): Classify the window" in text
+    # A switch says what it turns, and which way is the default.
+    assert "--whole-frame turn localise off; localise: Classify the window" in text
+    assert "--best-epoch turn restore_best on; restore_best:" in text
+    assert "--last-epoch turn restore_best off (the default); restore_best:" in text
     assert "--source {originals,train-folder}" in text
     assert "--arch {tutorial,wide}" in text and "--rotation ROTATION Max rotation" in text
 

@@ -140,12 +140,15 @@ def test_tf_config_of_each_pod_of_an_indexed_job() -> None:
         indexed_job_tf_config("wbc-train", "wbc-train", 3, 2222, 3)
 
 
-def test_tf_config_command_reads_the_completion_index() -> None:
+@pytest.mark.parametrize(
+    "module", ["training.pipeline.cluster", "training.distributed"]
+)  # the second: its name before the move, which older Job manifests run
+def test_tf_config_command_reads_the_completion_index(module: str) -> None:
     completed = subprocess.run(
         [
             sys.executable,
             "-m",
-            "training.pipeline.cluster",
+            module,
             "tf-config",
             "--job",
             "j",

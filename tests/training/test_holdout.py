@@ -187,3 +187,19 @@ def test_cross_validate_refuses_what_it_cannot_run(tmp_path, capsys, argv, messa
     assert main(["cross-validate", "--output-dir", str(tmp_path / "cv"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cv" / "fold-0").exists()  # refused before any training
+
+
+def test_a_study_saved_before_fold_method_existed_reads_as_round_robin(tmp_path):
+    """Fold answers saved before `fold_method` was recorded were dealt round-robin: such a
+    study resumes with `--fold-method round-robin` and is refused with the new folds."""
+    from training.pipeline.config import TrainConfig
+    from training.studies.cross_validation import _with_legacy_defaults, study_record
+
+    old_folds = study_record(TrainConfig(fold_method="round-robin"), 4, tmp_path)
+    saved_then = {key: value for key, value in old_folds.items() if key != "fold_method"}
+    assert _with_legacy_defaults(saved_then) == old_folds
+    new_folds = study_record(TrainConfig(), 4, tmp_path)
+    assert {k for k in new_folds if new_folds[k] != _with_legacy_defaults(saved_then)[k]} == {
+        "fold_method"
+    }
+    assert _with_legacy_defaults({}) == {}  # answers saved with no record at all

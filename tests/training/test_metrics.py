@@ -106,3 +106,13 @@ def test_step_decay_halves_every_ten_epochs_like_the_tutorial():
         0.001,
         0.0005,
     ]
+
+
+def test_nll_clips_a_saturated_miss_as_before():
+    """A true class given probability 0 costs -log(1e-12) = 27.63, as in the reports written
+    before scikit-learn computed it (two items, one saturated miss: 13.82)."""
+    from training.pipeline.metrics import classification_report
+
+    probabilities = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    report = classification_report(np.array([0, 0]), probabilities, ["A", "B"])
+    assert report["nll"] == pytest.approx(-np.log(1e-12) / 2, rel=1e-6)

@@ -77,13 +77,16 @@ def live_server(
     wrapper: tuple[str, ...] = (),
     extra_args: tuple[str, ...] = (),
     timeout: float = 120.0,
+    serve_script: bool = False,
 ) -> Iterator[LiveServer]:
     """A ready server serving `config`: WBC_* variables (a mapping) or a `Settings`; the
     bundled store unless they name another. A subprocess server's output goes to `log_file`,
     else to a temporary file removed once the server stops (a pipe nobody reads would fill
     up and stall the server); either way `LiveServer.log` holds it then. `wrapper` is a
     command that execs the server's argv after its own (one that sets up a sandbox, say);
-    `extra_args` go to uvicorn. `in_process=True` needs a `Settings` (or None)."""
+    `extra_args` go to uvicorn. `serve_script=True` starts it as a user does, with the
+    README's `./scripts/serve.sh` (HOST and PORT). `in_process=True` needs a `Settings` (or
+    None)."""
     if in_process:
         if wrapper or extra_args or log_file is not None:
             raise TypeError("wrapper, extra_args and log_file are for a subprocess server")
@@ -91,7 +94,7 @@ def live_server(
             yield server
         return
     env = dict(config) if isinstance(config, Mapping) else settings_env(config) if config else {}
-    with _process_server(env, log_file, wrapper, extra_args, timeout) as server:
+    with _process_server(env, log_file, wrapper, extra_args, timeout, serve_script) as server:
         yield server
 
 
@@ -102,6 +105,7 @@ def _process_server(
     wrapper: tuple[str, ...],
     extra_args: tuple[str, ...],
     timeout: float,
+    serve_script: bool = False,
 ) -> Iterator[LiveServer]:
     temporary = log_file is None
     if log_file is None:
@@ -110,11 +114,14 @@ def _process_server(
         log_file = Path(name)
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), *extra_args]
+    if serve_script:  # HOST and PORT are its settings; it sets up .venv/ if need be
+        argv, env = [str(ROOT / "scripts" / "serve.sh")], {**env, "PORT": str(port)}
     with open(log_file, "wb") as output:
         process = subprocess.Popen(
-            [*wrapper, *argv, "--port", str(port), *extra_args],
+            [*wrapper, *argv],
             cwd=ROOT,
-            env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), **env},
+            env={**os.environ, "WBC_STORE_DIR": str(BUNDLED_STORE), "HOST": "127.0.0.1", **env},
             stdout=output,
             stderr=subprocess.STDOUT,
         )

@@ -9,12 +9,11 @@ import keras
 import numpy as np
 
 from model_core.store.entries import load_entry, write_manifest
-from model_core.store.manifest import Manifest
+from model_core.store.manifest import REPORTS_DIR, Manifest
 from training.pipeline.calibration import logits_and_features
 from training.pipeline.data import LabelledImages, list_split, load_images
 from training.pipeline.metrics import classification_report, expected_calibration_error
 from training.pipeline.plots import plot_confusion_matrix
-from training.pipeline.publish import REPORTS_DIR
 from training.studies.model_card import write_model_card
 
 # Report key -> folder under images/.

@@ -45,9 +45,10 @@ def classification_report(
     precision, recall, f1, _ = metrics.precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
     )
-    # In float64, so a probability is clipped at float64's eps (NLL at most 36), not float32's;
-    # rows summed in float32 miss 1 by more than float64 tolerates, so they are renormalised.
-    exact = probabilities.astype(np.float64)
+    # Clipped at 1e-12 as the hand-written version was (a saturated miss costs 27.6, so NLLs
+    # stay comparable with earlier reports), in float64 and renormalised: rows summed in
+    # float32 miss 1 by more than log_loss tolerates.
+    exact = np.clip(probabilities.astype(np.float64), 1e-12, 1.0)
     nll = metrics.log_loss(labels, exact / exact.sum(axis=1, keepdims=True), labels=classes)
     return {
         "count": int(len(labels)),

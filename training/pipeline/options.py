@@ -194,7 +194,8 @@ def _add_switches(parser: argparse.ArgumentParser, option: _Option, help_text: s
             dest=option.dest,
             action="store_true" if value else "store_false",
             default=option.default,
-            help=f"{option.dest} = {value} (default: %(default)s): {help_text}",
+            help=f"turn {option.dest} {'on' if value else 'off'}"
+            f"{' (the default)' if value == option.default else ''}; {option.dest}: {help_text}",
         )
 
 

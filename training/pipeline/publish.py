@@ -12,7 +12,14 @@ import keras
 import tensorflow as tf
 
 from model_core.store.entries import create_next_version_dir, sha256_file, write_manifest
-from model_core.store.manifest import MODEL_FILE, WEIGHTS_FILE, Framework, Layers, Manifest
+from model_core.store.manifest import (
+    MODEL_FILE,
+    REPORTS_DIR,
+    WEIGHTS_FILE,
+    Framework,
+    Layers,
+    Manifest,
+)
 from training.pipeline.calibration import OOD_LAYERS
 from training.pipeline.config import TrainConfig
 from training.pipeline.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LAYER
@@ -21,7 +28,6 @@ from training.pipeline.plots import plot_training_curves
 from training.pipeline.train import TrainResult
 from training.studies.model_card import write_model_card
 
-REPORTS_DIR = "reports"
 log = logging.getLogger(__name__)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from model_core.store.manifest import Calibration
 from training.pipeline.calibration import CV_REPORT_FILE, fit_temperature, logits_and_features
-from training.pipeline.config import TrainConfig
+from training.pipeline.config import LEGACY_DEFAULTS, TrainConfig
 from training.pipeline.data import DataError, class_names_of
 from training.pipeline.evaluate import softmax
 from training.pipeline.metrics import classification_report, expected_calibration_error
@@ -49,6 +49,12 @@ def _study_config(config: TrainConfig, folds: int, output_dir: Path) -> TrainCon
 def study_record(config: TrainConfig, folds: int, output_dir: Path) -> dict:
     """The training record of the study, kept with each fold's answers and in the report."""
     return _study_config(config, folds, output_dir).to_record()
+
+
+def _with_legacy_defaults(record: dict) -> dict:
+    """A saved study record with the settings it predates filled in as they were then
+    (`LEGACY_DEFAULTS`: a study made before `fold_method` existed used round-robin folds)."""
+    return (LEGACY_DEFAULTS | record) if record else record
 
 
 def train_fold(config: TrainConfig, folds: int, fold: int, output_dir: Path) -> Path:
@@ -105,6 +111,7 @@ def cross_validate(config: TrainConfig, folds: int, output_dir: Path) -> dict:
             continue
         with np.load(_fold_answers(output_dir, fold)) as answers:
             theirs = json.loads(str(answers["study"])) if "study" in answers else {}
+        theirs = _with_legacy_defaults(theirs)
         different = sorted(
             key for key in set(ours) - _WHERE_AND_HOW if ours[key] != theirs.get(key)
         )

@@ -12,8 +12,8 @@ import numpy as np
 from model_core.explainers import METHODS
 from model_core.runtime import ModelRuntime, configure_tensorflow
 from model_core.store.entries import load_entry, read_manifest, write_manifest
+from model_core.store.manifest import REPORTS_DIR
 from training.pipeline.data import FRAME_SIZE, list_originals, load_images
-from training.pipeline.publish import REPORTS_DIR
 from training.studies.explanation_quality import (
     BASELINES,
     ScoredImages,

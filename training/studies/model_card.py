@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from model_core.store.entries import list_versions
+from model_core.store.entries import EntryNotFound, list_versions
 from training.studies import model_card_checks as checks
 from training.studies import model_card_scores as scores
 from training.studies.model_card_inputs import (
@@ -76,6 +76,8 @@ def write_model_card(entry_dir: Path) -> Path:
 
 def write_all_model_cards(store_dir: Path) -> list[Path]:
     """Rewrite the card of every version of every model in the store."""
+    if not Path(store_dir).is_dir():
+        raise EntryNotFound(f"there is no model store at {store_dir}")
     models = sorted(p.name for p in Path(store_dir).iterdir() if p.is_dir())
     return [
         write_model_card(Path(store_dir) / name / str(version))

@@ -4,7 +4,7 @@ and their shapes changed over time), and the Markdown pieces every section of th
 uses.
 
 Nothing here imports TensorFlow, so a card renders wherever the manifest parses. The file
-names are the ones the writers use (`training.pipeline.publish.REPORTS_DIR`,
+names are the ones the writers use (`model_core.store.manifest.REPORTS_DIR`,
 `training.pipeline.calibration.CV_REPORT_FILE`, the studies' `write_text` calls); they are
 repeated here because importing the writers would load TensorFlow, and a test checks that
 they agree."""
@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from model_core.store.entries import read_manifest
-from model_core.store.manifest import Manifest
+from model_core.store.manifest import REPORTS_DIR, Manifest
 from training.pipeline.config import TrainConfig
 
-REPORTS_DIR = "reports"
 CV_REPORT_FILE = "cv_report.json"
 SEED_REPORT_FILE = "seed_report.json"
 EXPLANATIONS_FILE = "explanations.json"

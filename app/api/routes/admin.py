@@ -1,7 +1,7 @@
 from fastapi import APIRouter, Query
 
 from app.api.dependencies import ModelsDep
-from app.schemas import ReloadResponse
+from app.core.schemas import ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -11,7 +11,7 @@ from app.api.negotiation import accepts_png
 from app.api.routes.openapi_bodies import ERRORS, image_body
 from app.api.uploads import read_images
 from app.core.errors import NotAcceptable
-from app.schemas import ExplainMethodsResponse, ExplainOptions, ExplainResponse
+from app.core.schemas import ExplainMethodsResponse, ExplainOptions, ExplainResponse
 
 router = APIRouter(tags=["inference"])
 

@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from app.api.dependencies import ModelsDep
-from app.schemas import HealthResponse
+from app.core.schemas import HealthResponse
 
 router = APIRouter(prefix="/health", tags=["health"])
 

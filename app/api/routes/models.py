@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from app.api.dependencies import ServiceDep
-from app.schemas import ModelInfo, ModelsResponse
+from app.core.schemas import ModelInfo, ModelsResponse
 from model_core.explainers import METHODS
 
 router = APIRouter(tags=["models"])

@@ -3,7 +3,7 @@ from fastapi import APIRouter, Request
 from app.api.dependencies import ForwardTicketDep, ServiceDep, SettingsDep
 from app.api.routes.openapi_bodies import ERRORS, image_body
 from app.api.uploads import read_images
-from app.schemas import PredictResponse
+from app.core.schemas import PredictResponse
 
 router = APIRouter(tags=["inference"])
 
