@@ -15,11 +15,11 @@ import numpy as np
 import tensorflow as tf
 
 from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
-from model_core.inputs.localisation import Box
+from model_core.inputs.localisation import Box, Scale, image_scale
 from model_core.inputs.transform import mean_of_views, mirror_views, mirrored, prepare_image
 from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
 from model_core.store.entries import entry_dir, load_entry
-from model_core.store.manifest import Manifest
+from model_core.store.manifest import Localisation, Manifest
 
 log = logging.getLogger(__name__)
 # What a pass raises when the device, not the input, is at fault: out of memory, a lost or
@@ -168,11 +168,19 @@ class ModelRuntime:
             return
         self._onnx, self.backend = onnx, ONNXRUNTIME
 
-    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, Box | None]:
-        """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3] and the white
-        cell's box in `rgb`'s pixels; None when the whole frame was classified (the
-        manifest asks for no localisation, or no single cell was found)."""
-        return prepare_image(rgb, self.manifest.input_size, self.manifest.preprocessing)
+    def prepare(
+        self, rgb: np.ndarray, um_per_px: float | None = None
+    ) -> tuple[np.ndarray, Box | None]:
+        """RGB [H, W, 3] of any size (`um_per_px` micrometres per pixel, where known) -> the
+        model's float32 input [h, w, 3] and the white cell's box in `rgb`'s pixels; None when
+        the whole frame was classified (the manifest asks for no localisation, or no single
+        cell was found)."""
+        return prepare_image(rgb, self.manifest.input_size, self.manifest.preprocessing, um_per_px)
+
+    def scale_of(self, image_width: int, um_per_px: float | None) -> Scale:
+        """The scale an image `image_width` pixels wide was prepared at."""
+        localisation = self.manifest.preprocessing.localisation or Localisation.model_validate({})
+        return image_scale(image_width, localisation, um_per_px)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from model_core.explainers import METHODS
+from model_core.inputs.localisation import REFERENCE_UM_PER_PX
 from model_core.rendering import COLORMAPS
+
+PIXEL_SIZE_LIMITS_UM = (0.01, 10.0)
+PIXEL_SIZE_DESCRIPTION = (
+    "micrometres per pixel of the uploaded image(s), where known (a calibrated camera; OME's "
+    "PhysicalSizeX): the window around the cell is then cut at the size in micrometres the "
+    "model was trained on. Unset: the image is assumed to show the data set's field of view "
+    f"(its width at {REFERENCE_UM_PER_PX} um per pixel of a 320-pixel-wide frame)"
+)
+
+
+def pixel_size_field() -> Any:
+    """The `pixel_size_um` option of /predict and /explain, declared once."""
+    low, high = PIXEL_SIZE_LIMITS_UM
+    return Field(None, ge=low, le=high, description=PIXEL_SIZE_DESCRIPTION)
+
+
+class PredictOptions(BaseModel):
+    """`/predict`'s query parameters."""
+
+    pixel_size_um: float | None = pixel_size_field()
 
 
 class ExplainOptions(BaseModel):
@@ -20,6 +41,7 @@ class ExplainOptions(BaseModel):
         "separated by commas, or `all`, for one answer listing each method",
     )
     target: str | None = Field(None, description="class label or index; default: predicted")
+    pixel_size_um: float | None = pixel_size_field()
     layer: str | None = Field(None, description="layer to explain; default: the manifest's")
     alpha: float = Field(0.4, ge=0.0, le=1.0, description="overlay opacity")
     threshold: float = Field(0.2, ge=0.0, le=1.0, description="heat below it is not painted")
@@ -52,6 +74,13 @@ class ModelRef(BaseModel):
     version: int
 
 
+class PixelScale(BaseModel):
+    um_per_px: float = Field(description="micrometres per pixel of the uploaded image")
+    source: Literal["given", "assumed"] = Field(
+        description="given: the request's pixel_size_um; assumed: the data set's field of view"
+    )
+
+
 class Prediction(BaseModel):
     label: str
     class_index: int
@@ -76,6 +105,9 @@ class Prediction(BaseModel):
         "whole_frame",
         description="what was classified: the window around the white cell, "
         "or the whole frame (the model does not localise, or no single white cell was found)",
+    )
+    scale: PixelScale | None = Field(
+        None, description="the image's scale the cell was found and its window cut at"
     )
 
 

@@ -30,7 +30,7 @@ from app.engine.batching import MicroBatcher
 from app.engine.images import decode_image
 from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
 from model_core.faithfulness import KEEP_FRACTION, heat_at_input, keep_and_remove
-from model_core.inputs.localisation import Box, place_in_frame
+from model_core.inputs.localisation import Box, Scale, place_in_frame
 from model_core.rendering import (
     encode_png,
     heatmap_png,
@@ -98,7 +98,9 @@ class Classifier(Protocol):
     @property
     def model_ref(self) -> ModelRef: ...
 
-    def prediction(self, forward: Forward, cell_box: Box | None) -> Prediction: ...
+    def prediction(
+        self, forward: Forward, cell_box: Box | None, scale: Scale | None = None
+    ) -> Prediction: ...
 
     def batcher(self, run_batch: Any, stage: str) -> MicroBatcher: ...
 
@@ -130,7 +132,11 @@ class ExplanationService:
         )
         response = ExplainResponse(
             model=self.service.model_ref,
-            prediction=self.service.prediction(done.forward, done.cell_box),
+            prediction=self.service.prediction(
+                done.forward,
+                done.cell_box,
+                self.runtime.scale_of(done.image.shape[1], options.pixel_size_um),
+            ),
             method=found.method.name,
             layer=found.layer,
             target=self._target(done.forward, done.target),
@@ -172,7 +178,11 @@ class ExplanationService:
         explanations = await asyncio.gather(*(one(found) for found in done.maps))
         return ExplainMethodsResponse(
             model=self.service.model_ref,
-            prediction=self.service.prediction(done.forward, done.cell_box),
+            prediction=self.service.prediction(
+                done.forward,
+                done.cell_box,
+                self.runtime.scale_of(done.image.shape[1], options.pixel_size_um),
+            ),
             target=self._target(done.forward, done.target),
             image_size=(done.image.shape[1], done.image.shape[0]),
             cell_box=None if done.cell_box is None else list(done.cell_box),
@@ -217,7 +227,7 @@ class ExplanationService:
         with ExitStack() as expecting:
             for batcher in batchers:
                 expecting.enter_context(batcher.expecting(1))
-            image, model_input, cell_box = await self._decode(encoded_image)
+            image, model_input, cell_box = await self._decode(encoded_image, options.pixel_size_um)
             results = await asyncio.gather(
                 *(
                     batcher.submit(_ExplainItem(model_input, target, layer_methods))
@@ -266,11 +276,13 @@ class ExplanationService:
             probability=float(forward.probabilities[target]),
         )
 
-    async def _decode(self, encoded: bytes) -> tuple[np.ndarray, np.ndarray, Box | None]:
+    async def _decode(
+        self, encoded: bytes, um_per_px: float | None
+    ) -> tuple[np.ndarray, np.ndarray, Box | None]:
         def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None]:
             with self.metrics.stage("decode"):
                 image = decode_image(encoded, self.settings.max_image_pixels)
-                return image, *self.runtime.prepare(image)
+                return image, *self.runtime.prepare(image, um_per_px)
 
         return await asyncio.to_thread(decode_and_preprocess)
 
@@ -317,7 +329,9 @@ class ExplanationService:
         if cell_box is None or localisation is None:
             full = upsample(heatmap, image.shape[1], image.shape[0])
         else:  # the window's map, put back where the window was cut from
-            full = normalise(place_in_frame(heatmap, cell_box, image.shape, localisation))
+            full = normalise(
+                place_in_frame(heatmap, cell_box, image.shape, localisation, options.pixel_size_um)
+            )
         overlay_bytes = heatmap_bytes = None
         if options.output in ("overlay", "both"):
             painted = overlay(image, full, options.colormap, options.alpha, options.threshold)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from app.core.prometheus import Metrics
 from app.core.schemas import (
     ExplainOptions,
     ModelRef,
+    PixelScale,
     Prediction,
     PredictResponse,
 )
@@ -24,9 +26,12 @@ from app.engine.batching import MicroBatcher
 from app.engine.explanations import ExplanationService
 from app.engine.images import decode_image
 from app.engine.worker import LaneWorker
-from model_core.inputs.localisation import Box
+from model_core.inputs.localisation import Box, Scale
 from model_core.qualify import PredictionQualifier
 from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime
+
+Located = tuple[Forward, Box | None, Scale]
+"""One image's forward pass, with where its cell was found and the scale it was found at."""
 
 
 class InferenceService:
@@ -67,46 +72,61 @@ class InferenceService:
     def model_ref(self) -> ModelRef:
         return ModelRef(name=self.runtime.manifest.name, version=self.runtime.manifest.version)
 
-    async def predict(self, encoded_images: list[bytes]) -> PredictResponse:
-        passes = await self._forward(encoded_images)
+    async def predict(
+        self, encoded_images: list[bytes], um_per_px: float | None = None
+    ) -> PredictResponse:
+        """Classify encoded images (at `um_per_px` micrometres per pixel, where known)."""
+        passes = await self._forward(encoded_images, um_per_px)
         return PredictResponse(
-            model=self.model_ref, predictions=[self.prediction(f, box) for f, box in passes]
+            model=self.model_ref,
+            predictions=[self.prediction(f, box, scale) for f, box, scale in passes],
         )
 
-    async def classify(self, encoded_images: list[bytes]) -> list[tuple[np.ndarray, Box | None]]:
+    async def classify(
+        self, encoded_images: list[bytes], um_per_px: float | None = None
+    ) -> list[tuple[np.ndarray, Box | None]]:
         """Class probabilities and cell box of each encoded image, in order."""
-        return [(one.probabilities, box) for one, box in await self._forward(encoded_images)]
+        passes = await self._forward(encoded_images, um_per_px)
+        return [(one.probabilities, box) for one, box, _ in passes]
 
-    async def _forward(self, encoded_images: list[bytes]) -> list[tuple[Forward, Box | None]]:
+    async def _forward(
+        self, encoded_images: list[bytes], um_per_px: float | None = None
+    ) -> list[Located]:
         return await self._forward_each(
-            encoded_images, lambda encoded: decode_image(encoded, self.settings.max_image_pixels)
+            encoded_images,
+            lambda encoded: decode_image(encoded, self.settings.max_image_pixels),
+            um_per_px,
         )
 
     async def classify_pixels(
-        self, images: list[np.ndarray]
+        self, images: list[np.ndarray], um_per_px: float | None = None
     ) -> list[tuple[np.ndarray, Box | None]]:
         """Class probabilities and cell box of RGB pixel arrays [H, W, 3] (uint8, or float
         0..255) of any size, through the same preprocessing and micro-batcher as encoded
         images."""
-        passes = await self._forward_each(images, lambda image: image)
-        return [(one.probabilities, box) for one, box in passes]
+        passes = await self._forward_each(images, lambda image: image, um_per_px)
+        return [(one.probabilities, box) for one, box, _ in passes]
 
     async def _forward_each(
-        self, sources: list, to_rgb: Callable
-    ) -> list[tuple[Forward, Box | None]]:
+        self, sources: list, to_rgb: Callable, um_per_px: float | None = None
+    ) -> list[Located]:
         """Turn each source into RGB, find its cell and cut the model input off the loop,
-        then batch the passes; each pass comes back with its cell box."""
+        then batch the passes; each pass comes back with its cell box and the scale."""
 
-        def prepare(source) -> tuple[np.ndarray, Box | None]:
+        def prepare(source) -> tuple[np.ndarray, Box | None, Scale]:
             with self.metrics.stage("decode"):
-                return self.runtime.prepare(to_rgb(source))
+                rgb = to_rgb(source)
+                inputs, box = self.runtime.prepare(rgb, um_per_px)
+                return inputs, box, self.runtime.scale_of(rgb.shape[1], um_per_px)
 
         with self.forward_batcher.expecting(len(sources)):
             prepared = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
             passes = await asyncio.gather(
-                *(self.forward_batcher.submit(inputs) for inputs, _ in prepared)
+                *(self.forward_batcher.submit(inputs) for inputs, _, _ in prepared)
             )
-        return [(forward, box) for forward, (_, box) in zip(passes, prepared, strict=True)]
+        return [
+            (forward, box, scale) for forward, (_, box, scale) in zip(passes, prepared, strict=True)
+        ]
 
     async def close(self) -> None:
         await self.forward_batcher.close()
@@ -149,7 +169,9 @@ class InferenceService:
             self.metrics.batch_observer(stage),
         )
 
-    def prediction(self, forward: Forward, cell_box: Box | None) -> Prediction:
+    def prediction(
+        self, forward: Forward, cell_box: Box | None, scale: Scale | None = None
+    ) -> Prediction:
         names = self.runtime.manifest.class_names
         probabilities = forward.probabilities
         index = int(np.argmax(probabilities))
@@ -168,4 +190,5 @@ class InferenceService:
             ood_reason=quality.ood_reason,
             cell_box=None if cell_box is None else list(cell_box),
             region="whole_frame" if cell_box is None else "cell",
+            scale=None if scale is None else PixelScale(**asdict(scale)),
         )

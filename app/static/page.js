@@ -327,6 +327,9 @@
     $("confidence").textContent = `Confidence ${percent(prediction.confidence)}` + (
       calibrated == null ? " (no calibration for this model)."
         : `; calibrated confidence ${percent(calibrated)}.`);
+    const scale = prediction.scale;
+    $("scale").textContent = scale == null ? "" : `Scale ${scale.um_per_px.toPrecision(3)} µm per ` +
+      `pixel, ${scale.source === "given" ? "as given" : "assumed (the data set's field of view)"}.`;
     const ood = $("ood");
     ood.hidden = prediction.in_distribution !== false;
     ood.textContent = prediction.in_distribution === false

@@ -9,6 +9,9 @@ window is then cut from the full-resolution image. Deterministic; numpy and Open
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import cv2
 import numpy as np
 
@@ -17,16 +20,45 @@ from model_core.store.manifest import Localisation
 Box = tuple[int, int, int, int]
 """[x0, y0, x1, y1] in pixels of the image it was found in (x1, y1 exclusive)."""
 
+REFERENCE_UM_PER_PX = 0.1515
+"""Micrometres per pixel of the data set's frames at the working width (320x240): the train
+originals' red cells (VOC boxes not cut by the edge) are 49.5 px across there, and a red
+cell is about 7.5 um. The cell finder and the window work at this scale."""
 
-def _working_copy(rgb: np.ndarray, working_width: int) -> tuple[np.ndarray, float]:
-    """The image resized to `working_width` (aspect kept) and the factor back to full size."""
+
+@dataclass(frozen=True)
+class Scale:
+    """An image's scale: micrometres per pixel, and where that came from: `given` by the
+    client, or `assumed` (the image shows the data set's field of view: its width is the
+    working width at the reference scale)."""
+
+    um_per_px: float
+    source: Literal["given", "assumed"]
+
+
+def image_scale(image_width: int, spec: Localisation, given_um_per_px: float | None) -> Scale:
+    """The scale of an image `image_width` pixels wide: the client's, else assumed."""
+    if given_um_per_px is not None:
+        return Scale(float(given_um_per_px), "given")
+    return Scale(REFERENCE_UM_PER_PX * spec.working_width / max(1, image_width), "assumed")
+
+
+def working_factor(image_width: int, spec: Localisation, um_per_px: float | None) -> float:
+    """Image pixels per pixel at the working scale (the reference's); with the scale
+    assumed, exactly the image's width over the working width."""
+    if um_per_px is None:
+        return max(1, image_width) / spec.working_width
+    return REFERENCE_UM_PER_PX / float(um_per_px)
+
+
+def _working_copy(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """The image resized by 1 / `factor` (aspect kept) to the working scale."""
     height, width = rgb.shape[:2]
-    factor = width / working_width
-    if width == working_width:
-        return rgb, 1.0
-    size = (working_width, max(1, round(height / factor)))
+    if width == round(width / factor) and height == round(height / factor):
+        return rgb
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
     interpolation = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
-    return cv2.resize(rgb, size, interpolation=interpolation), factor
+    return cv2.resize(rgb, size, interpolation=interpolation)
 
 
 def nucleus_mask(rgb: np.ndarray, spec: Localisation) -> np.ndarray:
@@ -39,12 +71,16 @@ def nucleus_mask(rgb: np.ndarray, spec: Localisation) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((spec.close_size,) * 2, np.uint8))
 
 
-def find_cell(rgb: np.ndarray, spec: Localisation) -> Box | None:
-    """The white cell's box in `rgb`'s pixels (RGB uint8 [H, W, 3], any size), or None when
-    no single cell is found: nothing stained, only specks, or several cells of like size."""
+def find_cell(rgb: np.ndarray, spec: Localisation, um_per_px: float | None = None) -> Box | None:
+    """The white cell's box in `rgb`'s pixels (RGB uint8 [H, W, 3], any size, `um_per_px` if
+    known), or None when no single cell is found: nothing stained, only specks, or several
+    cells of like size."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 2:
         return None
-    working, factor = _working_copy(np.ascontiguousarray(rgb, dtype=np.uint8), spec.working_width)
+    factor = working_factor(rgb.shape[1], spec, um_per_px)
+    working = _working_copy(np.ascontiguousarray(rgb, dtype=np.uint8), factor)
+    if min(working.shape[:2]) < 2:
+        return None
     mask = nucleus_mask(working, spec)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count < 2:
@@ -52,7 +88,13 @@ def find_cell(rgb: np.ndarray, spec: Localisation) -> Box | None:
     areas = stats[1:, cv2.CC_STAT_AREA]
     order = np.argsort(areas)[::-1]
     largest = stats[1 + order[0]]
-    frame_area = working.shape[0] * working.shape[1]
+    # The least nucleus is a share of the data set's frame: an area in um^2. With the scale
+    # assumed the image is that frame (its share of the image's own area, as before).
+    frame_area = (
+        working.shape[0] * working.shape[1]
+        if um_per_px is None
+        else spec.working_width * spec.working_width * 3 / 4
+    )
     if largest[cv2.CC_STAT_AREA] < spec.min_area_fraction * frame_area:
         return None
     if count > 2 and areas[order[1]] >= spec.rival_area_ratio * areas[order[0]]:
@@ -67,22 +109,29 @@ def find_cell(rgb: np.ndarray, spec: Localisation) -> Box | None:
     return (x0, y0, x1, y1)
 
 
-def window_rect(box: Box, image_width: int, spec: Localisation) -> tuple[int, int, int]:
+def window_rect(
+    box: Box, image_width: int, spec: Localisation, um_per_px: float | None = None
+) -> tuple[int, int, int]:
     """The square classification window around `box` in the pixels of an image
-    `image_width` wide: its top-left corner (x0, y0), which may lie outside the image, and
-    its side."""
-    side = max(1, round(spec.window * image_width / spec.working_width))
+    `image_width` wide (at `um_per_px` if known): its top-left corner (x0, y0), which may lie
+    outside the image, and its side: `spec.window` pixels at the working scale, so a window
+    of fixed size in micrometres."""
+    side = max(1, round(spec.window * working_factor(image_width, spec, um_per_px)))
     centre_x, centre_y = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
     return round(centre_x - side / 2.0), round(centre_y - side / 2.0), side
 
 
 def cut_window(
-    rgb: np.ndarray, box: Box, spec: Localisation, output_size: tuple[int, int]
+    rgb: np.ndarray,
+    box: Box,
+    spec: Localisation,
+    output_size: tuple[int, int],
+    um_per_px: float | None = None,
 ) -> np.ndarray:
     """The square window around `box`, black beyond the image's edges, resized from full
     resolution to `output_size` (height, width) by area averaging: uint8 [h, w, 3] for an
     RGB frame (any [H, W, ...] array gives its own dtype and channels, e.g. a float map)."""
-    x0, y0, side = window_rect(box, rgb.shape[1], spec)
+    x0, y0, side = window_rect(box, rgb.shape[1], spec, um_per_px)
     window = np.zeros((side, side, *rgb.shape[2:]), rgb.dtype)
     height, width = rgb.shape[:2]
     src_x0, src_y0 = max(0, x0), max(0, y0)
@@ -96,12 +145,16 @@ def cut_window(
 
 
 def place_in_frame(
-    window_map: np.ndarray, box: Box, frame_shape: tuple[int, ...], spec: Localisation
+    window_map: np.ndarray,
+    box: Box,
+    frame_shape: tuple[int, ...],
+    spec: Localisation,
+    um_per_px: float | None = None,
 ) -> np.ndarray:
     """A map over the window (e.g. a heat map [h, w] at the model's input or feature size)
     put back where the window was cut from: float32 [H, W] of the frame, zero outside it."""
     height, width = frame_shape[:2]
-    x0, y0, side = window_rect(box, width, spec)
+    x0, y0, side = window_rect(box, width, spec, um_per_px)
     resized = cv2.resize(
         np.asarray(window_map, np.float32), (side, side), interpolation=cv2.INTER_LINEAR
     )

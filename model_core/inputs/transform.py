@@ -38,27 +38,36 @@ def to_model_input(
 
 
 def model_pixels(
-    rgb: np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+    rgb: np.ndarray,
+    input_size: tuple[int, int],
+    spec: Preprocessing,
+    um_per_px: float | None = None,
 ) -> tuple[np.ndarray, Box | None]:
-    """An RGB uint8 frame [H, W, 3] of any size -> the pixels the model sees before scaling
-    (float32 [h, w, 3], 0..255) and the cell box in the frame's pixels, or None when the
-    whole frame was used (no localisation in `spec`, or no single cell found)."""
+    """An RGB uint8 frame [H, W, 3] of any size (`um_per_px` micrometres per pixel where
+    known, else the data set's field of view is assumed) -> the pixels the model sees before
+    scaling (float32 [h, w, 3], 0..255) and the cell box in the frame's pixels, or None when
+    the whole frame was used (no localisation in `spec`, or no single cell found)."""
     if spec.localisation is not None:
         rgb = np.asarray(rgb)
         if rgb.dtype != np.uint8:
             rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-        box = find_cell(rgb, spec.localisation)
+        box = find_cell(rgb, spec.localisation, um_per_px)
         if box is not None:
-            return cut_window(rgb, box, spec.localisation, input_size).astype(np.float32), box
+            window = cut_window(rgb, box, spec.localisation, input_size, um_per_px)
+            return window.astype(np.float32), box
     return resize_frame(rgb, input_size, spec).numpy(), None
 
 
 def prepare_image(
-    rgb: np.ndarray, input_size: tuple[int, int], spec: Preprocessing
+    rgb: np.ndarray,
+    input_size: tuple[int, int],
+    spec: Preprocessing,
+    um_per_px: float | None = None,
 ) -> tuple[np.ndarray, Box | None]:
-    """An RGB uint8 frame [H, W, 3] of any size -> (model input float32 [h, w, 3], cell box
-    `(x0, y0, x1, y1)` in the frame's pixels or None when the whole frame was classified)."""
-    pixels, box = model_pixels(rgb, input_size, spec)
+    """An RGB uint8 frame [H, W, 3] of any size (at `um_per_px` where known) -> (model input
+    float32 [h, w, 3], cell box `(x0, y0, x1, y1)` in the frame's pixels or None when the
+    whole frame was classified)."""
+    pixels, box = model_pixels(rgb, input_size, spec, um_per_px)
     return scale_pixels(pixels, spec).astype(np.float32), box
 
 

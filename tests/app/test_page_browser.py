@@ -170,6 +170,10 @@ def test_an_example_shows_the_predict_label_and_every_method(server_url, tab, tm
     assert all(re.search(r"Layer fire\d, \d+ ms", caption) for caption in captions)
     assert tab.page.locator("#probabilities li").count() == len(model["classes"])
     assert "calibrated confidence" in tab.page.inner_text("#confidence")
+    # A 320x240 example, no scale given: the data set's field of view is assumed.
+    assert tab.page.inner_text("#scale") == (
+        "Scale 0.151 µm per pixel, assumed (the data set's field of view)."
+    )
     assert_accessible(tab.page)
     screenshot(tab.page, "example-neutrophil")
 

@@ -24,6 +24,7 @@ from app.api.protocol.schemas import (
     ResponseOutput,
 )
 from app.core.errors import InvalidImage, InvalidParameter, PayloadTooLarge, describe_validation
+from app.core.schemas import PIXEL_SIZE_LIMITS_UM
 from app.core.settings import Settings
 from app.engine.images import check_dimensions
 
@@ -119,6 +120,21 @@ def timeout_s(request: InferenceRequest) -> float | None:
             code="invalid_timeout",
         )
     return value / 1_000_000
+
+
+def pixel_size_um(request: InferenceRequest) -> float | None:
+    """The request's `pixel_size_um` parameter (micrometres per pixel of its images, as
+    /predict's query parameter), validated; None when absent."""
+    value = request.parameters.get("pixel_size_um")
+    if value is None:
+        return None
+    low, high = PIXEL_SIZE_LIMITS_UM
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidParameter(
+            f"parameters.pixel_size_um must be a number of micrometres per pixel from {low} "
+            f"to {high}; received {value!r}"
+        )
+    return float(value)
 
 
 def encode_response(

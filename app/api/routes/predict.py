@@ -1,9 +1,11 @@
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 
 from app.api.dependencies import ForwardTicketDep, ServiceDep, SettingsDep
 from app.api.routes.openapi_bodies import ERRORS, image_body
 from app.api.uploads import read_images
-from app.core.schemas import PredictResponse
+from app.core.schemas import PredictOptions, PredictResponse
 
 router = APIRouter(tags=["inference"])
 
@@ -16,6 +18,7 @@ router = APIRouter(tags=["inference"])
 )
 async def predict(
     request: Request,
+    options: Annotated[PredictOptions, Query()],
     service: ServiceDep,
     settings: SettingsDep,
     ticket: ForwardTicketDep,
@@ -26,4 +29,4 @@ async def predict(
         watch_client=False,
     )
     ticket.need(len(images))
-    return await ticket.run(service.predict(images))
+    return await ticket.run(service.predict(images, options.pixel_size_um))

@@ -18,6 +18,7 @@ from app.api.protocol.tensors import (
     output_metadata,
     output_names,
     output_tensors,
+    pixel_size_um,
     read_request,
     timeout_s,
 )
@@ -119,12 +120,13 @@ async def infer(
         output_names(service.runtime.localises),
     )
     ticket.shorten(timeout_s(inference))
+    um_per_px = pixel_size_um(inference)
     if images.encoded is not None:
         ticket.need(len(images.encoded))
-        classified = await ticket.run(service.classify(images.encoded))
+        classified = await ticket.run(service.classify(images.encoded, um_per_px))
     else:
         ticket.need(len(images.pixels or []))
-        classified = await ticket.run(service.classify_pixels(images.pixels or []))
+        classified = await ticket.run(service.classify_pixels(images.pixels or [], um_per_px))
     model = service.model_ref
     with service.metrics.stage("encode"):
         header, binary = encode_response(

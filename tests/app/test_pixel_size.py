@@ -1,0 +1,126 @@
+"""`pixel_size_um`: a client that knows its image's scale gets the cell found and its window
+cut at the size in micrometres the model was trained on, whatever the framing; every answer
+says which scale it used and where that came from."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_core.inputs.localisation import REFERENCE_UM_PER_PX
+from tests.utils.images import encode
+
+
+def _predict(client, image: Image.Image, **params) -> dict:
+    response = client.post(
+        "/predict", params=params, files={"file": ("smear.png", encode(image), "image/png")}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"][0]
+
+
+@pytest.fixture(scope="module")
+def crops(client, smears):
+    """Each example enlarged 2x (the data set's 640x480 originals' resolution), its answer
+    there, and a 200 px square crop around its cell, as an analyser exports one cell."""
+    cases = []
+    for smear in smears:
+        frame = Image.open(smear.path).convert("RGB")
+        native = frame.resize((frame.width * 2, frame.height * 2), Image.Resampling.BICUBIC)
+        whole = _predict(client, native)
+        x0, y0, x1, y1 = whole["cell_box"]
+        cx, cy, half = (x0 + x1) // 2, (y0 + y1) // 2, 100
+        left = min(max(0, cx - half), native.width - 2 * half)
+        top = min(max(0, cy - half), native.height - 2 * half)
+        crop = native.crop((left, top, left + 2 * half, top + 2 * half))
+        cases.append((smear, whole, crop))
+    return cases
+
+
+def test_an_unhinted_answer_says_its_scale_was_assumed_from_the_frame(client, smears):
+    frame = Image.open(smears[0].path).convert("RGB")
+    answer = _predict(client, frame)
+    assert answer["scale"] == {"um_per_px": pytest.approx(REFERENCE_UM_PER_PX), "source": "assumed"}
+    wider = _predict(client, frame.resize((640, 480)))
+    assert wider["scale"]["um_per_px"] == pytest.approx(REFERENCE_UM_PER_PX / 2)
+
+
+def test_the_data_sets_own_scale_given_changes_nothing(client, smears):
+    for smear in smears:
+        frame = Image.open(smear.path).convert("RGB")
+        plain = _predict(client, frame)
+        given = _predict(client, frame, pixel_size_um=REFERENCE_UM_PER_PX)
+        assert given["scale"] == {"um_per_px": REFERENCE_UM_PER_PX, "source": "given"}
+        assert given["cell_box"] == plain["cell_box"]
+        assert given["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-5)
+
+
+def test_a_tight_crop_with_its_scale_is_answered_like_its_whole_frame(client, crops):
+    """Without the scale a 200 px crop at the originals' resolution is taken for a whole
+    field of view, and its window is the nucleus alone; with it, the window is the one the
+    model was trained on, and the answer is the whole frame's."""
+    native_um_per_px = REFERENCE_UM_PER_PX / 2
+    agree = 0
+    for smear, whole, crop in crops:
+        hinted = _predict(client, crop, pixel_size_um=native_um_per_px)
+        assert hinted["scale"]["source"] == "given" and hinted["region"] == "cell"
+        x0, y0, x1, y1 = hinted["cell_box"]
+        # The same cell, found at the crop's own pixels: as large as in the whole frame.
+        assert (x1 - x0) == pytest.approx(whole["cell_box"][2] - whole["cell_box"][0], abs=6)
+        agree += hinted["label"] == whole["label"] == smear.label
+    assert agree >= len(crops) - 1, agree
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e6", "0.001", "abc"])
+def test_a_nonsense_pixel_size_is_a_422_naming_it(client, smears, value):
+    files = {"file": ("smear.jpeg", smears[0].path.read_bytes(), "image/jpeg")}
+    for route in ("/predict", "/explain"):
+        response = client.post(route, params={"pixel_size_um": value}, files=files)
+        assert response.status_code == 422, (route, value, response.text)
+        assert "pixel_size_um" in response.json()["error"]["message"]
+
+
+def _heat_area(client, crop: Image.Image, **params) -> tuple[int, dict]:
+    """Pixels of the crop the Grad-CAM map reaches (the window's map is zero outside it)."""
+    response = client.post(
+        "/explain",
+        params={"method": "gradcam", **params},
+        files={"file": ("crop.png", encode(crop), "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    heat = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"]))))
+    assert heat.shape[:2] == (crop.height, crop.width)
+    return int((heat > 0).sum()), body["prediction"]["scale"]
+
+
+def test_explain_cuts_and_places_the_window_at_the_given_scale(client, crops):
+    """Unhinted, the window on a 200 px crop is 70 px (a fixed share of the frame's width);
+    at the given scale it is 224 px, more than the crop: the map reaches far wider."""
+    _, _, crop = crops[0]
+    unhinted, assumed = _heat_area(client, crop)
+    hinted, given = _heat_area(client, crop, pixel_size_um=REFERENCE_UM_PER_PX / 2)
+    assert assumed["source"] == "assumed" and given["source"] == "given"
+    assert unhinted <= 72 * 72 and hinted > 3 * unhinted
+
+
+def test_the_v2_route_takes_the_scale_as_a_request_parameter(client, crops):
+    """The Open Inference Protocol's request `parameters` carry it: the v2 answer for a crop
+    with its scale is /predict's with the same scale; nonsense is a 400 in the protocol's
+    shape."""
+    infer = "/v2/models/wbc-squeezenet/infer"
+    _, _, crop = crops[0]
+    encoded = base64.b64encode(encode(crop)).decode()
+    inputs = [{"name": "images", "datatype": "BYTES", "shape": [1], "data": [encoded]}]
+    scale = {"pixel_size_um": REFERENCE_UM_PER_PX / 2}
+    answer = client.post(infer, json={"inputs": inputs, "parameters": scale})
+    assert answer.status_code == 200, answer.text
+    probabilities = {o["name"]: o["data"] for o in answer.json()["outputs"]}["probabilities"]
+    expected = _predict(client, crop, **scale)["probabilities"]
+    assert probabilities == pytest.approx(list(expected.values()), abs=1e-5)
+    refused = client.post(infer, json={"inputs": inputs, "parameters": {"pixel_size_um": -1}})
+    assert refused.status_code == 400 and "pixel_size_um" in refused.json()["error"]
