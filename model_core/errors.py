@@ -22,3 +22,8 @@ class DeviceFailure(ModelCoreError):
 
 class OnnxUnusable(ModelCoreError):
     """An entry's `model.onnx` is there but cannot serve: corrupt, or not this model's."""
+
+
+class ScaleOutOfReach(ModelCoreError):
+    """An image that, at the scale it was given, is too large to search for the cell at the
+    model's own scale (a wide field at low magnification: cells a few pixels across)."""

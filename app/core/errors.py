@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.paths import route_path
-from model_core.errors import DeviceFailure, ModelCoreError, UnknownLayer
+from model_core.errors import DeviceFailure, ModelCoreError, ScaleOutOfReach, UnknownLayer
 
 
 class ServiceError(Exception):
@@ -122,6 +122,8 @@ def from_core(error: ModelCoreError) -> ServiceError:
         return InvalidParameter(error.message, code="unknown_layer")
     if isinstance(error, DeviceFailure):
         return ModelUnavailable(error.message)
+    if isinstance(error, ScaleOutOfReach):
+        return InvalidParameter(error.message, code="invalid_scale")
     return ServiceError(error.message, code="model_error")
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from model_core.errors import ScaleOutOfReach
 from model_core.store.manifest import Localisation
 
 Box = tuple[int, int, int, int]
@@ -51,6 +52,12 @@ def working_factor(image_width: int, spec: Localisation, um_per_px: float | None
     return REFERENCE_UM_PER_PX / float(um_per_px)
 
 
+MAX_WORKING_PIXELS = 4_000_000
+"""The most pixels an image may have at the working scale (about 50 of the data set's
+frames): a larger one, at the scale given, would be searched for its cell at a size that
+costs seconds and hundreds of megabytes."""
+
+
 def _working_copy(rgb: np.ndarray, factor: float) -> np.ndarray:
     """The image resized by 1 / `factor` (aspect kept) to the working scale."""
     height, width = rgb.shape[:2]
@@ -78,6 +85,14 @@ def find_cell(rgb: np.ndarray, spec: Localisation, um_per_px: float | None = Non
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 2:
         return None
     factor = working_factor(rgb.shape[1], spec, um_per_px)
+    working_pixels = rgb.shape[0] * rgb.shape[1] / factor**2
+    if um_per_px is not None and working_pixels > MAX_WORKING_PIXELS:
+        raise ScaleOutOfReach(
+            f"at {um_per_px:g} um per pixel this {rgb.shape[1]}x{rgb.shape[0]} image is "
+            f"{working_pixels / 1e6:.0f} megapixels at the model's scale "
+            f"({REFERENCE_UM_PER_PX} um per pixel); the limit is {MAX_WORKING_PIXELS / 1e6:g}: "
+            "send a smaller field, or check pixel_size_um"
+        )
     working = _working_copy(np.ascontiguousarray(rgb, dtype=np.uint8), factor)
     if min(working.shape[:2]) < 2:
         return None

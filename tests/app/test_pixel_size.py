@@ -124,3 +124,14 @@ def test_the_v2_route_takes_the_scale_as_a_request_parameter(client, crops):
     assert probabilities == pytest.approx(list(expected.values()), abs=1e-5)
     refused = client.post(infer, json={"inputs": inputs, "parameters": {"pixel_size_um": -1}})
     assert refused.status_code == 400 and "pixel_size_um" in refused.json()["error"]
+
+
+def test_a_scale_that_would_blow_the_image_up_is_a_422_before_any_search(client):
+    """10 um per pixel makes a 1000x1000 field 66x wider at the model's scale (4,400
+    megapixels): refused by name, not searched."""
+    field = Image.new("RGB", (1000, 1000), (225, 180, 200))
+    files = {"file": ("field.png", encode(field), "image/png")}
+    response = client.post("/predict", params={"pixel_size_um": 10}, files=files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_scale" and "pixel_size_um" in error["message"]
