@@ -170,17 +170,15 @@ class ModelRuntime:
 
     def prepare(
         self, rgb: np.ndarray, um_per_px: float | None = None
-    ) -> tuple[np.ndarray, Box | None]:
+    ) -> tuple[np.ndarray, Box | None, Scale]:
         """RGB [H, W, 3] of any size (`um_per_px` micrometres per pixel, where known) -> the
-        model's float32 input [h, w, 3] and the white cell's box in `rgb`'s pixels; None when
-        the whole frame was classified (the manifest asks for no localisation, or no single
-        cell was found)."""
-        return prepare_image(rgb, self.manifest.input_size, self.manifest.preprocessing, um_per_px)
-
-    def scale_of(self, image_width: int, um_per_px: float | None) -> Scale:
-        """The scale an image `image_width` pixels wide was prepared at."""
-        localisation = self.manifest.preprocessing.localisation or Localisation.model_validate({})
-        return image_scale(image_width, localisation, um_per_px)
+        model's float32 input [h, w, 3], the white cell's box in `rgb`'s pixels (None when
+        the whole frame was classified: the manifest asks for no localisation, or no single
+        cell was found) and the scale the image was taken at."""
+        preprocessing = self.manifest.preprocessing
+        inputs, box = prepare_image(rgb, self.manifest.input_size, preprocessing, um_per_px)
+        localisation = preprocessing.localisation or Localisation.model_validate({})
+        return inputs, box, image_scale(rgb.shape[1], localisation, um_per_px)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""

@@ -81,6 +81,7 @@ class _ImageMaps:
     image: np.ndarray  # the upload, RGB at its own size
     model_input: np.ndarray
     cell_box: Box | None  # where the model input was cut from; None: the whole frame
+    scale: Scale  # the scale the cell was found and the window cut at
     forward: Forward
     target: int
     maps: list[_MethodMap]
@@ -135,7 +136,7 @@ class ExplanationService:
             prediction=self.service.prediction(
                 done.forward,
                 done.cell_box,
-                self.runtime.scale_of(done.image.shape[1], options.pixel_size_um),
+                done.scale,
             ),
             method=found.method.name,
             layer=found.layer,
@@ -181,7 +182,7 @@ class ExplanationService:
             prediction=self.service.prediction(
                 done.forward,
                 done.cell_box,
-                self.runtime.scale_of(done.image.shape[1], options.pixel_size_um),
+                done.scale,
             ),
             target=self._target(done.forward, done.target),
             image_size=(done.image.shape[1], done.image.shape[0]),
@@ -227,7 +228,9 @@ class ExplanationService:
         with ExitStack() as expecting:
             for batcher in batchers:
                 expecting.enter_context(batcher.expecting(1))
-            image, model_input, cell_box = await self._decode(encoded_image, options.pixel_size_um)
+            image, model_input, cell_box, scale = await self._decode(
+                encoded_image, options.pixel_size_um
+            )
             results = await asyncio.gather(
                 *(
                     batcher.submit(_ExplainItem(model_input, target, layer_methods))
@@ -248,7 +251,8 @@ class ExplanationService:
             )
             for method in methods
         ]
-        return _ImageMaps(image, model_input, cell_box, results[0].forward, results[0].target, maps)
+        forward, target = results[0].forward, results[0].target
+        return _ImageMaps(image, model_input, cell_box, scale, forward, target, maps)
 
     def _explain_batcher(self, layer: str) -> MicroBatcher[_ExplainItem, _MapResult]:
         batcher = self._batchers.get(layer)
@@ -278,8 +282,8 @@ class ExplanationService:
 
     async def _decode(
         self, encoded: bytes, um_per_px: float | None
-    ) -> tuple[np.ndarray, np.ndarray, Box | None]:
-        def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None]:
+    ) -> tuple[np.ndarray, np.ndarray, Box | None, Scale]:
+        def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None, Scale]:
             with self.metrics.stage("decode"):
                 image = decode_image(encoded, self.settings.max_image_pixels)
                 return image, *self.runtime.prepare(image, um_per_px)

@@ -115,9 +115,7 @@ class InferenceService:
 
         def prepare(source) -> tuple[np.ndarray, Box | None, Scale]:
             with self.metrics.stage("decode"):
-                rgb = to_rgb(source)
-                inputs, box = self.runtime.prepare(rgb, um_per_px)
-                return inputs, box, self.runtime.scale_of(rgb.shape[1], um_per_px)
+                return self.runtime.prepare(to_rgb(source), um_per_px)
 
         with self.forward_batcher.expecting(len(sources)):
             prepared = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))

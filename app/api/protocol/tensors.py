@@ -24,7 +24,7 @@ from app.api.protocol.schemas import (
     ResponseOutput,
 )
 from app.core.errors import InvalidImage, InvalidParameter, PayloadTooLarge, describe_validation
-from app.core.schemas import PIXEL_SIZE_LIMITS_UM
+from app.core.schemas import PredictOptions
 from app.core.settings import Settings
 from app.engine.images import check_dimensions
 
@@ -123,18 +123,17 @@ def timeout_s(request: InferenceRequest) -> float | None:
 
 
 def pixel_size_um(request: InferenceRequest) -> float | None:
-    """The request's `pixel_size_um` parameter (micrometres per pixel of its images, as
-    /predict's query parameter), validated; None when absent."""
-    value = request.parameters.get("pixel_size_um")
-    if value is None:
-        return None
-    low, high = PIXEL_SIZE_LIMITS_UM
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidParameter(
-            f"parameters.pixel_size_um must be a number of micrometres per pixel from {low} "
-            f"to {high}; received {value!r}"
+    """The request's `pixel_size_um` parameter (micrometres per pixel of its images),
+    validated by /predict's own declaration of it; None when absent."""
+    try:
+        options = PredictOptions.model_validate(
+            {"pixel_size_um": request.parameters.get("pixel_size_um")}, strict=True
         )
-    return float(value)
+    except ValidationError as error:
+        raise InvalidParameter(
+            f"parameters.{describe_validation(error.errors(include_url=False))}"
+        ) from error
+    return options.pixel_size_um
 
 
 def encode_response(
