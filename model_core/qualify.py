@@ -11,8 +11,8 @@ import numpy as np
 from model_core.store.manifest import Manifest
 
 NO_CELL_REASON = (
-    "no single white cell was found (nothing stained like a nucleus, or several cells of "
-    "like size), so the whole frame was classified; this model was trained on the window "
+    "no single white cell was found (nothing stained like a nucleus of a cell's size), so the "
+    "whole frame was classified; this model was trained on the window "
     "around one white cell, so treat the prediction with suspicion"
 )
 

@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
-from model_core.inputs.localisation import Box, Scale, image_scale
-from model_core.inputs.transform import mean_of_views, mirror_views, mirrored, prepare_image
+from model_core.inputs.localisation import Box, Scale, field_of_view_scale
+from model_core.inputs.scale import image_scale
+from model_core.inputs.transform import mean_of_views, mirror_views, mirrored, prepare_cells
 from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
 from model_core.store.entries import entry_dir, load_entry
 from model_core.store.manifest import Localisation, Manifest
@@ -53,6 +54,16 @@ class Forward:
 
     def row(self, index: int) -> Forward:
         return Forward(self.probabilities[index], self.logits[index], self.features[index])
+
+
+@dataclass
+class PreparedImage:
+    """An image made ready for the model: each cell's input and box, and its scale."""
+
+    cells: list[tuple[np.ndarray, Box | None]]
+    """(model input float32 [h, w, 3], box) per white cell, the main (largest) first; one
+    whole-frame input with box None where no cell was found."""
+    scale: Scale
 
 
 @dataclass
@@ -169,20 +180,25 @@ class ModelRuntime:
         self._onnx, self.backend = onnx, ONNXRUNTIME
 
     def prepare(
-        self, rgb: np.ndarray, um_per_px: float | None = None
-    ) -> tuple[np.ndarray, Box | None, Scale]:
+        self, rgb: np.ndarray, um_per_px: float | None = None, max_cells: int = 1
+    ) -> PreparedImage:
         """RGB [H, W, 3] of any size (`um_per_px` micrometres per pixel, where known) -> the
-        model's float32 input [h, w, 3], the white cell's box in `rgb`'s pixels (None when
-        the whole frame was classified: the manifest asks for no localisation, or no single
-        cell was found) and the scale the image was taken at."""
+        model's float32 input [h, w, 3] and box in `rgb`'s pixels of each white cell (at most
+        `max_cells`, largest first; one whole-frame input with box None when the manifest
+        asks for no localisation or no cell was found), and the scale they were cut at."""
         preprocessing = self.manifest.preprocessing
-        inputs, box = prepare_image(rgb, self.manifest.input_size, preprocessing, um_per_px)
         localisation = preprocessing.localisation or Localisation.model_validate({})
-        return inputs, box, image_scale(rgb.shape[1], localisation, um_per_px)
+        scale = (
+            image_scale(rgb, localisation, um_per_px)
+            if preprocessing.localisation is not None
+            else Scale(field_of_view_scale(rgb.shape[1], localisation), "assumed", True)
+        )
+        cells = prepare_cells(rgb, self.manifest.input_size, preprocessing, scale.hint, max_cells)
+        return PreparedImage(cells, scale)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""
-        return self.prepare(rgb)[0]
+        return self.prepare(rgb).cells[0][0]
 
     @property
     def localises(self) -> bool:

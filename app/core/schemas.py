@@ -14,8 +14,9 @@ PIXEL_SIZE_LIMITS_UM = (0.01, 10.0)
 PIXEL_SIZE_DESCRIPTION = (
     "micrometres per pixel of the uploaded image(s), where known (a calibrated camera; OME's "
     "PhysicalSizeX): the window around the cell is then cut at the size in micrometres the "
-    "model was trained on. Unset: the image is assumed to show the data set's field of view "
-    f"(its width at {REFERENCE_UM_PER_PX} um per pixel of a 320-pixel-wide frame)"
+    "model was trained on. Unset: it is measured from the image's red cells (about 7.5 um "
+    "across), or else assumed (the data set's field of view: a 320-pixel-wide frame at "
+    f"{REFERENCE_UM_PER_PX} um per pixel; a tight crop: a cell of typical size)"
 )
 
 
@@ -42,6 +43,13 @@ class ExplainOptions(BaseModel):
     )
     target: str | None = Field(None, description="class label or index; default: predicted")
     pixel_size_um: float | None = pixel_size_field()
+    cell: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="which white cell to explain: its index in /predict's `cells` (0: the "
+        "main, largest cell)",
+    )
     layer: str | None = Field(None, description="layer to explain; default: the manifest's")
     alpha: float = Field(0.4, ge=0.0, le=1.0, description="overlay opacity")
     threshold: float = Field(0.2, ge=0.0, le=1.0, description="heat below it is not painted")
@@ -76,12 +84,16 @@ class ModelRef(BaseModel):
 
 class PixelScale(BaseModel):
     um_per_px: float = Field(description="micrometres per pixel of the uploaded image")
-    source: Literal["given", "assumed"] = Field(
-        description="given: the request's pixel_size_um; assumed: the data set's field of view"
+    source: Literal["given", "measured", "assumed"] = Field(
+        description="given: the request's pixel_size_um; measured: from the image's red cells; "
+        "assumed: nothing to measure it by (the data set's field of view, or for a tight crop "
+        "a white cell of typical size)"
     )
 
 
-class Prediction(BaseModel):
+class CellPrediction(BaseModel):
+    """The answer for one white cell (or, where none was found, for the whole frame)."""
+
     label: str
     class_index: int
     confidence: float = Field(description="probability of the predicted class")
@@ -106,8 +118,19 @@ class Prediction(BaseModel):
         description="what was classified: the window around the white cell, "
         "or the whole frame (the model does not localise, or no single white cell was found)",
     )
+
+
+class Prediction(CellPrediction):
+    """One image's answer: the main (largest) white cell's fields, every cell in `cells`."""
+
     scale: PixelScale | None = Field(
         None, description="the image's scale the cell was found and its window cut at"
+    )
+    cells: list[CellPrediction] = Field(
+        default_factory=list,
+        description="every white cell found, largest first (the first is the one the "
+        "top-level fields answer for); empty when the whole frame was classified. "
+        "/explain?cell=<index> explains one",
     )
 
 

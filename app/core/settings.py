@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     """Largest request body accepted, in bytes (413 beyond)."""
     max_image_pixels: int = Field(default=25_000_000, gt=0)
     """Largest image accepted, width x height, checked from the header before decoding."""
+    max_cells_per_image: int = Field(default=16, gt=0, le=256)
+    """White cells classified per image, largest first (each is one more model input)."""
     max_request_images: int = Field(
         default=32, gt=0, validation_alias=_also_deprecated("max_request_images")
     )

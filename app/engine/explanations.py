@@ -128,9 +128,7 @@ class ExplanationService:
         evidence = None
         if options.faithfulness:
             evidence = await self._faithfulness(done, found.heatmap)
-        overlay_bytes, heatmap_bytes, _ = await self._render_timed(
-            done.image, done.cell_box, found, options
-        )
+        overlay_bytes, heatmap_bytes, _ = await self._render_timed(done, found, options)
         response = ExplainResponse(
             model=self.service.model_ref,
             prediction=self.service.prediction(
@@ -164,9 +162,7 @@ class ExplanationService:
             evidence = None
             if options.faithfulness:
                 evidence = await self._faithfulness(done, found.heatmap)
-            overlay_bytes, heatmap_bytes, seconds = await self._render_timed(
-                done.image, done.cell_box, found, options
-            )
+            overlay_bytes, heatmap_bytes, seconds = await self._render_timed(done, found, options)
             return MethodExplanation(
                 method=found.method.name,
                 layer=found.layer,
@@ -229,7 +225,7 @@ class ExplanationService:
             for batcher in batchers:
                 expecting.enter_context(batcher.expecting(1))
             image, model_input, cell_box, scale = await self._decode(
-                encoded_image, options.pixel_size_um
+                encoded_image, options.pixel_size_um, options.cell
             )
             results = await asyncio.gather(
                 *(
@@ -263,13 +259,13 @@ class ExplanationService:
         return batcher
 
     async def _render_timed(
-        self, image: np.ndarray, cell_box: Box | None, found: _MethodMap, options: ExplainOptions
+        self, done: _ImageMaps, found: _MethodMap, options: ExplainOptions
     ) -> tuple[bytes | None, bytes | None, float]:
         async with self._render_slots:
             with self.metrics.stage("encode"):
                 started = perf_counter()
                 overlay_bytes, heatmap_bytes = await asyncio.to_thread(
-                    self._render, image, cell_box, found.heatmap, options
+                    self._render, done.image, done.cell_box, done.scale, found.heatmap, options
                 )
                 return overlay_bytes, heatmap_bytes, perf_counter() - started
 
@@ -281,12 +277,23 @@ class ExplanationService:
         )
 
     async def _decode(
-        self, encoded: bytes, um_per_px: float | None
+        self, encoded: bytes, um_per_px: float | None, cell: int = 0
     ) -> tuple[np.ndarray, np.ndarray, Box | None, Scale]:
+        """The upload decoded, and the model input, box and scale of its cell `cell` (0: the
+        main, largest; the order of /predict's `cells`)."""
+
         def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None, Scale]:
             with self.metrics.stage("decode"):
                 image = decode_image(encoded, self.settings.max_image_pixels)
-                return image, *self.runtime.prepare(image, um_per_px)
+                prepared = self.runtime.prepare(image, um_per_px, max_cells=cell + 1)
+                if cell >= len(prepared.cells) or (cell > 0 and prepared.cells[0][1] is None):
+                    found = 0 if prepared.cells[0][1] is None else len(prepared.cells)
+                    raise InvalidParameter(
+                        f"cell={cell}, but {found} white cell(s) were found in this image "
+                        "(cells are numbered from 0, largest first, as /predict lists them)"
+                    )
+                model_input, box = prepared.cells[cell]
+                return image, model_input, box, prepared.scale
 
         return await asyncio.to_thread(decode_and_preprocess)
 
@@ -327,14 +334,19 @@ class ExplanationService:
         return results
 
     def _render(
-        self, image: np.ndarray, cell_box: Box | None, heatmap: np.ndarray, options: ExplainOptions
+        self,
+        image: np.ndarray,
+        cell_box: Box | None,
+        scale: Scale,
+        heatmap: np.ndarray,
+        options: ExplainOptions,
     ) -> tuple[bytes | None, bytes | None]:
         localisation = self.runtime.manifest.preprocessing.localisation
         if cell_box is None or localisation is None:
             full = upsample(heatmap, image.shape[1], image.shape[0])
         else:  # the window's map, put back where the window was cut from
             full = normalise(
-                place_in_frame(heatmap, cell_box, image.shape, localisation, options.pixel_size_um)
+                place_in_frame(heatmap, cell_box, image.shape, localisation, scale.hint)
             )
         overlay_bytes = heatmap_bytes = None
         if options.output in ("overlay", "both"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 
 import cv2
 import numpy as np
@@ -14,6 +13,7 @@ import numpy as np
 from app.core.logs import log_event
 from app.core.prometheus import Metrics
 from app.core.schemas import (
+    CellPrediction,
     ExplainOptions,
     ModelRef,
     PixelScale,
@@ -28,10 +28,12 @@ from app.engine.images import decode_image
 from app.engine.worker import LaneWorker
 from model_core.inputs.localisation import Box, Scale
 from model_core.qualify import PredictionQualifier
-from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime
+from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime, PreparedImage
 
-Located = tuple[Forward, Box | None, Scale]
-"""One image's forward pass, with where its cell was found and the scale it was found at."""
+CellPass = tuple[Forward, Box | None]
+"""One cell's forward pass and its box (None: the whole frame)."""
+Located = tuple[list[CellPass], Scale]
+"""One image's cells' passes, the main (largest) first, and the scale they were found at."""
 
 
 class InferenceService:
@@ -79,15 +81,15 @@ class InferenceService:
         passes = await self._forward(encoded_images, um_per_px)
         return PredictResponse(
             model=self.model_ref,
-            predictions=[self.prediction(f, box, scale) for f, box, scale in passes],
+            predictions=[self.image_prediction(cells, scale) for cells, scale in passes],
         )
 
     async def classify(
         self, encoded_images: list[bytes], um_per_px: float | None = None
     ) -> list[tuple[np.ndarray, Box | None]]:
-        """Class probabilities and cell box of each encoded image, in order."""
+        """Class probabilities and box of each encoded image's main cell, in order."""
         passes = await self._forward(encoded_images, um_per_px)
-        return [(one.probabilities, box) for one, box, _ in passes]
+        return [(cells[0][0].probabilities, cells[0][1]) for cells, _ in passes]
 
     async def _forward(
         self, encoded_images: list[bytes], um_per_px: float | None = None
@@ -105,25 +107,26 @@ class InferenceService:
         0..255) of any size, through the same preprocessing and micro-batcher as encoded
         images."""
         passes = await self._forward_each(images, lambda image: image, um_per_px)
-        return [(one.probabilities, box) for one, box, _ in passes]
+        return [(cells[0][0].probabilities, cells[0][1]) for cells, _ in passes]
 
     async def _forward_each(
         self, sources: list, to_rgb: Callable, um_per_px: float | None = None
     ) -> list[Located]:
-        """Turn each source into RGB, find its cell and cut the model input off the loop,
-        then batch the passes; each pass comes back with its cell box and the scale."""
+        """Turn each source into RGB, find its cells and cut their model inputs off the
+        loop, then batch the passes; each image's passes come back with their boxes and the
+        image's scale."""
+        max_cells = self.settings.max_cells_per_image
 
-        def prepare(source) -> tuple[np.ndarray, Box | None, Scale]:
+        def prepare(source) -> PreparedImage:
             with self.metrics.stage("decode"):
-                return self.runtime.prepare(to_rgb(source), um_per_px)
+                return self.runtime.prepare(to_rgb(source), um_per_px, max_cells)
 
         with self.forward_batcher.expecting(len(sources)):
             prepared = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
-            passes = await asyncio.gather(
-                *(self.forward_batcher.submit(inputs) for inputs, _, _ in prepared)
-            )
+            inputs = [model_input for image in prepared for model_input, _ in image.cells]
+            passes = iter(await asyncio.gather(*(self.forward_batcher.submit(i) for i in inputs)))
         return [
-            (forward, box, scale) for forward, (_, box, scale) in zip(passes, prepared, strict=True)
+            ([(next(passes), box) for _, box in image.cells], image.scale) for image in prepared
         ]
 
     async def close(self) -> None:
@@ -167,9 +170,25 @@ class InferenceService:
             self.metrics.batch_observer(stage),
         )
 
+    def image_prediction(self, cells: list[CellPass], scale: Scale) -> Prediction:
+        """An image's answer: its main cell's fields, and every cell's in `cells`."""
+        answers = [self.cell_prediction(forward, box) for forward, box in cells]
+        return Prediction(
+            **answers[0].model_dump(),
+            scale=_pixel_scale(scale),
+            cells=answers if cells[0][1] is not None else [],
+        )
+
     def prediction(
         self, forward: Forward, cell_box: Box | None, scale: Scale | None = None
     ) -> Prediction:
+        """The answer for one cell (or the whole frame) of an image at `scale`."""
+        answer = self.cell_prediction(forward, cell_box)
+        return Prediction(
+            **answer.model_dump(), scale=None if scale is None else _pixel_scale(scale)
+        )
+
+    def cell_prediction(self, forward: Forward, cell_box: Box | None) -> CellPrediction:
         names = self.runtime.manifest.class_names
         probabilities = forward.probabilities
         index = int(np.argmax(probabilities))
@@ -177,7 +196,7 @@ class InferenceService:
         quality = self.qualifier.qualify(
             forward.logits, features, cell_missing=self.runtime.localises and cell_box is None
         )
-        return Prediction(
+        return CellPrediction(
             label=names[index],
             class_index=index,
             confidence=float(probabilities[index]),
@@ -188,5 +207,8 @@ class InferenceService:
             ood_reason=quality.ood_reason,
             cell_box=None if cell_box is None else list(cell_box),
             region="whole_frame" if cell_box is None else "cell",
-            scale=None if scale is None else PixelScale(**asdict(scale)),
         )
+
+
+def _pixel_scale(scale: Scale) -> PixelScale:
+    return PixelScale(um_per_px=scale.um_per_px, source=scale.source)

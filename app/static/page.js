@@ -273,6 +273,8 @@
     $("explanations").hidden = true;
     $("methods").replaceChildren();
     $("cell-box").hidden = true;
+    $("cell-marks").replaceChildren();
+    $("cell").replaceChildren(new Option("Main cell", "0"));
   }
 
   async function analyse() {
@@ -329,7 +331,13 @@
         : `; calibrated confidence ${percent(calibrated)}.`);
     const scale = prediction.scale;
     $("scale").textContent = scale == null ? "" : `Scale ${scale.um_per_px.toPrecision(3)} µm per ` +
-      `pixel, ${scale.source === "given" ? "as given" : "assumed (the data set's field of view)"}.`;
+      `pixel, ${SCALE_SOURCES[scale.source] || scale.source}.`;
+    const cells = prediction.cells || [];
+    const chooser = $("cell");
+    const chosen = chooser.value;
+    chooser.replaceChildren(...(cells.length ? cells : [prediction]).map((cell, index) =>
+      new Option(`Cell ${index + 1}: ${cell.label}` + (index === 0 ? " (main)" : ""), String(index))));
+    chooser.value = chosen < chooser.options.length ? chosen : "0";
     const ood = $("ood");
     ood.hidden = prediction.in_distribution !== false;
     ood.textContent = prediction.in_distribution === false
@@ -363,19 +371,57 @@
     drawCellBox();
   }
 
+  const SCALE_SOURCES = {
+    given: "as given",
+    measured: "measured from the red cells",
+    assumed: "assumed (no red cells to measure it by)",
+  };
+
   function percent(probability) {
     return `${(probability * 100).toFixed(1)}%`;
   }
 
   // The model's box around the white cell, in the uploaded image's pixels, when it gives one.
+  // The explained cell's box once explained, else the main cell's.
   function cellBox() {
     const prediction = state.prediction;
     const first = state.explanations[0];
-    return (prediction && prediction.cell_box) || (first && first.prediction &&
-      first.prediction.cell_box) || (first && first.cell_box) || null;
+    return (first && first.cell_box) || (prediction && prediction.cell_box) || null;
+  }
+
+  // Every cell found, with its label; clicking one explains it.
+  function drawCellMarks() {
+    const preview = $("preview");
+    const marks = $("cell-marks");
+    const width = preview.naturalWidth;
+    const height = preview.naturalHeight;
+    const cells = (state.prediction && state.prediction.cells) || [];
+    marks.replaceChildren();
+    if (!width || !height || cells.length < 2) return;
+    cells.forEach((cell, index) => {
+      const [x0, y0, x1, y1] = cell.cell_box;
+      const mark = document.createElement("button");
+      mark.type = "button";
+      mark.className = "cell-mark";
+      mark.dataset.index = String(index);
+      Object.assign(mark.style, {
+        left: `${(100 * x0) / width}%`, top: `${(100 * y0) / height}%`,
+        width: `${(100 * (x1 - x0)) / width}%`, height: `${(100 * (y1 - y0)) / height}%`,
+      });
+      const label = document.createElement("span");
+      label.textContent = `${index + 1}: ${cell.label}`;
+      mark.append(label);
+      mark.setAttribute("aria-label", `Explain cell ${index + 1}, ${cell.label}`);
+      mark.addEventListener("click", () => {
+        $("cell").value = String(index);
+        refreshExplanations();
+      });
+      marks.append(mark);
+    });
   }
 
   function drawCellBox() {
+    drawCellMarks();
     const box = cellBox();
     const preview = $("preview");
     const element = $("cell-box");
@@ -403,6 +449,7 @@
       alpha: Number($("alpha").value),
       threshold: Number($("threshold").value),
       colormap: $("colormap").value,
+      cell: Number($("cell").value || 0),
     };
   }
 
@@ -414,6 +461,7 @@
     const query = new URLSearchParams({ method: "all", output: "both", alpha: params.alpha,
       threshold: params.threshold, colormap: params.colormap });
     if (params.target) query.set("target", params.target);
+    if (params.cell) query.set("cell", String(params.cell));
     const started = performance.now();
     const body = await api(`/explain?${query}`, imageForm(state.image));
     if (run !== state.run || explainRun !== state.explainRun) return;
@@ -426,6 +474,7 @@
   }
 
   function showExplanations() {
+    drawCellBox();
     const view = document.querySelector('input[name="view"]:checked').value;
     const list = $("methods");
     list.replaceChildren();
@@ -511,7 +560,7 @@
     state.controlTimer = setTimeout(refreshExplanations, CONTROL_DELAY_MS);
   }
 
-  for (const id of ["target", "alpha", "threshold", "colormap"]) {
+  for (const id of ["target", "cell", "alpha", "threshold", "colormap"]) {
     $(id).addEventListener("change", scheduleRefresh);
   }
   for (const id of ["alpha", "threshold"]) {

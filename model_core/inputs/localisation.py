@@ -30,18 +30,25 @@ cell is about 7.5 um. The cell finder and the window work at this scale."""
 @dataclass(frozen=True)
 class Scale:
     """An image's scale: micrometres per pixel, and where that came from: `given` by the
-    client, or `assumed` (the image shows the data set's field of view: its width is the
-    working width at the reference scale)."""
+    client, `measured` from its red cells (model_core.inputs.scale), or `assumed` (nothing
+    to measure it by)."""
 
     um_per_px: float
-    source: Literal["given", "assumed"]
+    source: Literal["given", "measured", "assumed"]
+    field_of_view: bool = False
+    """The image shows the data set's field of view (its width is the working width at the
+    reference scale): the cell is found as on the data set's own frames."""
+
+    @property
+    def hint(self) -> float | None:
+        """What the localiser is told: None for the data set's field of view, else the
+        micrometres per pixel."""
+        return None if self.field_of_view else self.um_per_px
 
 
-def image_scale(image_width: int, spec: Localisation, given_um_per_px: float | None) -> Scale:
-    """The scale of an image `image_width` pixels wide: the client's, else assumed."""
-    if given_um_per_px is not None:
-        return Scale(float(given_um_per_px), "given")
-    return Scale(REFERENCE_UM_PER_PX * spec.working_width / max(1, image_width), "assumed")
+def field_of_view_scale(image_width: int, spec: Localisation) -> float:
+    """Micrometres per pixel of an image that shows the data set's field of view."""
+    return REFERENCE_UM_PER_PX * spec.working_width / max(1, image_width)
 
 
 def working_factor(image_width: int, spec: Localisation, um_per_px: float | None) -> float:
@@ -78,12 +85,14 @@ def nucleus_mask(rgb: np.ndarray, spec: Localisation) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((spec.close_size,) * 2, np.uint8))
 
 
-def find_cell(rgb: np.ndarray, spec: Localisation, um_per_px: float | None = None) -> Box | None:
-    """The white cell's box in `rgb`'s pixels (RGB uint8 [H, W, 3], any size, `um_per_px` if
-    known), or None when no single cell is found: nothing stained, only specks, or several
-    cells of like size."""
+def find_cells(rgb: np.ndarray, spec: Localisation, um_per_px: float | None = None) -> list[Box]:
+    """Every white cell's box in `rgb`'s pixels (RGB uint8 [H, W, 3], any size, `um_per_px` if
+    known), largest nucleus first; empty when nothing is stained like a nucleus of a cell's
+    size. A cell's nucleus may be in pieces (a neutrophil's lobes): pieces closer than
+    `spec.lobe_gap_um` are one cell. Pieces too small to be a nucleus (platelets, stain
+    specks) are no cell, alone or grouped."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 2:
-        return None
+        return []
     factor = working_factor(rgb.shape[1], spec, um_per_px)
     working_pixels = rgb.shape[0] * rgb.shape[1] / factor**2
     if um_per_px is not None and working_pixels > MAX_WORKING_PIXELS:
@@ -95,14 +104,8 @@ def find_cell(rgb: np.ndarray, spec: Localisation, um_per_px: float | None = Non
         )
     working = _working_copy(np.ascontiguousarray(rgb, dtype=np.uint8), factor)
     if min(working.shape[:2]) < 2:
-        return None
+        return []
     mask = nucleus_mask(working, spec)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count < 2:
-        return None
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    order = np.argsort(areas)[::-1]
-    largest = stats[1 + order[0]]
     # The least nucleus is a share of the data set's frame: an area in um^2. With the scale
     # assumed the image is that frame (its share of the image's own area, as before).
     frame_area = (
@@ -110,18 +113,67 @@ def find_cell(rgb: np.ndarray, spec: Localisation, um_per_px: float | None = Non
         if um_per_px is None
         else spec.working_width * spec.working_width * 3 / 4
     )
-    if largest[cv2.CC_STAT_AREA] < spec.min_area_fraction * frame_area:
-        return None
-    if count > 2 and areas[order[1]] >= spec.rival_area_ratio * areas[order[0]]:
-        return None  # two cells of like size: which one the label means is unknown
-    x, y, w, h = (int(v) for v in largest[:4])
-    # The nucleus box grown by the margin approximates the cell with its cytoplasm.
+    least_area = spec.min_area_fraction * frame_area
+    boxes = [
+        _cell_box(nucleus_box, spec, factor, rgb.shape)
+        for nucleus_box in _nucleus_groups(mask, spec, least_area)
+    ]
+    return boxes
+
+
+MAX_LOBES, MAX_ELONGATION = 3, 3.0
+"""A cell's largest nucleus piece is at least 1 / MAX_LOBES of the least nucleus area, and
+its pieces' box is at most MAX_ELONGATION times longer than wide."""
+
+
+def _nucleus_groups(mask: np.ndarray, spec: Localisation, least_area: float) -> list[Box]:
+    """Boxes (working pixels) of the groups of nucleus pieces at least `least_area` in all,
+    largest first; pieces within `spec.lobe_gap_um` of each other are one group."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return []
+    gap = max(1, round(spec.lobe_gap_um / REFERENCE_UM_PER_PX))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap + 1, gap + 1))
+    _, groups = cv2.connectedComponents(cv2.dilate(mask, kernel), connectivity=8)
+    # Each piece's group, read at one of its own pixels (its top-left run's first pixel).
+    piece_group = np.zeros(count, np.int32)
+    for piece in range(1, count):
+        x, y, w, _h, _a = stats[piece]
+        row = labels[y, x : x + w]
+        piece_group[piece] = groups[y, x + int(np.argmax(row == piece))]
+    areas = np.bincount(piece_group[1:], weights=stats[1:, cv2.CC_STAT_AREA])
+    found = []
+    for group in np.flatnonzero(areas >= max(least_area, 1)):
+        pieces = 1 + np.flatnonzero(piece_group[1:] == group)
+        if stats[pieces, cv2.CC_STAT_AREA].max() < least_area / MAX_LOBES:
+            continue  # specks in a row (text, debris), no piece the size of a lobe
+        x0 = int(stats[pieces, cv2.CC_STAT_LEFT].min())
+        y0 = int(stats[pieces, cv2.CC_STAT_TOP].min())
+        x1 = int((stats[pieces, cv2.CC_STAT_LEFT] + stats[pieces, cv2.CC_STAT_WIDTH]).max())
+        y1 = int((stats[pieces, cv2.CC_STAT_TOP] + stats[pieces, cv2.CC_STAT_HEIGHT]).max())
+        if max(x1 - x0, y1 - y0) > MAX_ELONGATION * min(x1 - x0, y1 - y0):
+            continue  # a streak, not a nucleus
+        found.append((float(areas[group]), (x0, y0, x1, y1)))
+    return [box for _, box in sorted(found, key=lambda item: -item[0])]
+
+
+def _cell_box(nucleus: Box, spec: Localisation, factor: float, shape: tuple[int, ...]) -> Box:
+    """The nucleus box (working pixels) grown by the margin, which approximates the cell with
+    its cytoplasm, in the full image's pixels and inside it."""
+    x, y = nucleus[0], nucleus[1]
+    w, h = nucleus[2] - x, nucleus[3] - y
     margin_x, margin_y = spec.box_margin * w, spec.box_margin * h
     box = np.array([x - margin_x, y - margin_y, x + w + margin_x, y + h + margin_y]) * factor
-    full_height, full_width = rgb.shape[:2]
+    full_height, full_width = shape[:2]
     x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
     x1, y1 = min(full_width, int(np.ceil(box[2]))), min(full_height, int(np.ceil(box[3])))
     return (x0, y0, x1, y1)
+
+
+def find_cell(rgb: np.ndarray, spec: Localisation, um_per_px: float | None = None) -> Box | None:
+    """The main white cell's box (the largest nucleus, `find_cells`'s first), or None."""
+    cells = find_cells(rgb, spec, um_per_px)
+    return cells[0] if cells else None
 
 
 def window_rect(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from model_core.inputs.localisation import Box, cut_window, find_cell
+from model_core.inputs.localisation import Box, cut_window, find_cells
 from model_core.store.manifest import Preprocessing
 
 
@@ -37,25 +37,58 @@ def to_model_input(
     return scale_pixels(resize_frame(rgb, input_size, spec), spec)
 
 
+def cell_pixels(
+    rgb: np.ndarray,
+    input_size: tuple[int, int],
+    spec: Preprocessing,
+    um_per_px: float | None = None,
+    max_cells: int = 1,
+) -> list[tuple[np.ndarray, Box | None]]:
+    """An RGB uint8 frame [H, W, 3] of any size (`um_per_px` micrometres per pixel where
+    known, else the data set's field of view is assumed) -> for each white cell, largest
+    first and at most `max_cells`, the pixels the model sees before scaling (float32
+    [h, w, 3], 0..255) and the cell's box in the frame's pixels; or the whole frame, once,
+    with box None (no localisation in `spec`, or no cell found)."""
+    if spec.localisation is not None:
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8:
+            rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        boxes = find_cells(rgb, spec.localisation, um_per_px)[: max(1, max_cells)]
+        if boxes:
+            return [
+                (
+                    cut_window(rgb, box, spec.localisation, input_size, um_per_px).astype(
+                        np.float32
+                    ),
+                    box,
+                )
+                for box in boxes
+            ]
+    return [(resize_frame(rgb, input_size, spec).numpy(), None)]
+
+
 def model_pixels(
     rgb: np.ndarray,
     input_size: tuple[int, int],
     spec: Preprocessing,
     um_per_px: float | None = None,
 ) -> tuple[np.ndarray, Box | None]:
-    """An RGB uint8 frame [H, W, 3] of any size (`um_per_px` micrometres per pixel where
-    known, else the data set's field of view is assumed) -> the pixels the model sees before
-    scaling (float32 [h, w, 3], 0..255) and the cell box in the frame's pixels, or None when
-    the whole frame was used (no localisation in `spec`, or no single cell found)."""
-    if spec.localisation is not None:
-        rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8:
-            rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-        box = find_cell(rgb, spec.localisation, um_per_px)
-        if box is not None:
-            window = cut_window(rgb, box, spec.localisation, input_size, um_per_px)
-            return window.astype(np.float32), box
-    return resize_frame(rgb, input_size, spec).numpy(), None
+    """`cell_pixels` of the main (largest) cell alone: what training sees of a frame."""
+    return cell_pixels(rgb, input_size, spec, um_per_px)[0]
+
+
+def prepare_cells(
+    rgb: np.ndarray,
+    input_size: tuple[int, int],
+    spec: Preprocessing,
+    um_per_px: float | None = None,
+    max_cells: int = 1,
+) -> list[tuple[np.ndarray, Box | None]]:
+    """`cell_pixels` scaled: (model input float32 [h, w, 3], cell box or None) per cell."""
+    return [
+        (scale_pixels(pixels, spec).astype(np.float32), box)
+        for pixels, box in cell_pixels(rgb, input_size, spec, um_per_px, max_cells)
+    ]
 
 
 def prepare_image(
@@ -65,10 +98,9 @@ def prepare_image(
     um_per_px: float | None = None,
 ) -> tuple[np.ndarray, Box | None]:
     """An RGB uint8 frame [H, W, 3] of any size (at `um_per_px` where known) -> (model input
-    float32 [h, w, 3], cell box `(x0, y0, x1, y1)` in the frame's pixels or None when the
-    whole frame was classified)."""
-    pixels, box = model_pixels(rgb, input_size, spec, um_per_px)
-    return scale_pixels(pixels, spec).astype(np.float32), box
+    float32 [h, w, 3], main cell box `(x0, y0, x1, y1)` in the frame's pixels or None when
+    the whole frame was classified)."""
+    return prepare_cells(rgb, input_size, spec, um_per_px)[0]
 
 
 def decode_jpeg(encoded: tf.Tensor) -> tf.Tensor:

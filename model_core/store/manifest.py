@@ -20,7 +20,7 @@ RETIRED_FIELDS = {"preprocessing": ("color_mode",), "layers": ("probabilities",)
 
 class Localisation(BaseModel):
     """How the white cell is found and the classification window cut around it
-    (model_core.inputs.localisation): the largest component of a nucleus-colour mask."""
+    (model_core.inputs.localisation): groups of a nucleus-colour mask, the largest first."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,10 +39,16 @@ class Localisation(BaseModel):
     close_size: int = Field(7, ge=1)
     """...of the closing (joins a nucleus's lobes)."""
     min_area_fraction: float = Field(0.005, ge=0, le=1)
-    """The largest component must cover at least this share of the frame to be a cell."""
+    """A cell's nucleus covers at least this share of the data set's frame (an area in um^2)."""
     rival_area_ratio: float = Field(0.9, gt=0)
-    """A second component at least this share of the largest's area means several cells
-    (no single cell found); above 1, never."""
+    """Read from entries of before every cell was found (v1-v8), and no longer used: a second
+    nucleus of like size meant no single cell, and the whole frame was classified."""
+    red_cell_radius_px: float = Field(24.89, gt=0)
+    """The data set's typical red-cell radius at the working width (measured once on the
+    train originals by training/studies/scale_report.py): the ruler an image's own red cells
+    are read against to measure its scale (model_core.inputs.scale)."""
+    lobe_gap_um: float = Field(1.5, ge=0)
+    """Nucleus pieces closer than this (micrometres) are one cell's (a neutrophil's lobes)."""
     box_margin: float = Field(0.15, ge=0)
     """The reported cell box is the nucleus box grown by this share of its size per side."""
     window: int = Field(112, ge=8)

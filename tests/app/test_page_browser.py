@@ -170,9 +170,9 @@ def test_an_example_shows_the_predict_label_and_every_method(server_url, tab, tm
     assert all(re.search(r"Layer fire\d, \d+ ms", caption) for caption in captions)
     assert tab.page.locator("#probabilities li").count() == len(model["classes"])
     assert "calibrated confidence" in tab.page.inner_text("#confidence")
-    # A 320x240 example, no scale given: the data set's field of view is assumed.
+    # A 320x240 example, no scale given: its red cells measure the data set's field of view.
     assert tab.page.inner_text("#scale") == (
-        "Scale 0.151 µm per pixel, assumed (the data set's field of view)."
+        "Scale 0.151 µm per pixel, measured from the red cells."
     )
     assert_accessible(tab.page)
     screenshot(tab.page, "example-neutrophil")
@@ -266,6 +266,32 @@ def test_an_unusual_image_is_flagged_and_the_cell_box_drawn(server_url, tab, tmp
     assert "cell box" in tab.page.get_attribute("#preview", "alt")
     screenshot(tab.page, "out-of-distribution-with-cell-box")
     assert tab.page_errors == []
+
+
+def test_every_cell_is_drawn_with_its_label_and_can_be_explained(server_url, tab, tmp_path):
+    """Two example smears side by side: two cells, each boxed with its label; choosing the
+    second explains it (its box becomes the explained one)."""
+    field = Image.new("RGB", (640, 240))
+    field.paste(Image.open(EXAMPLES / "eosinophil-1.jpeg").convert("RGB"), (0, 0))
+    field.paste(Image.open(EXAMPLES / "lymphocyte-1.jpeg").convert("RGB"), (320, 0))
+    path = tmp_path / "two-cells.png"
+    path.write_bytes(encode(field))
+    tab.open(server_url)
+    tab.choose_file(path)
+    tab.wait_for_results()
+    marks = tab.page.locator("#cell-marks .cell-mark")
+    assert marks.count() >= 2
+    labels = marks.all_inner_texts()
+    assert labels[0].startswith("1: ") and labels[1].startswith("2: ")
+    assert tab.page.locator("#cell option").count() == marks.count()
+    first_box = tab.page.eval_on_selector("#cell-box", "box => box.style.left")
+    before = tab.pictures()
+    tab.page.select_option("#cell", "1")
+    tab.wait_for_new_pictures(before)
+    assert tab.page.eval_on_selector("#cell-box", "box => box.style.left") != first_box
+    screenshot(tab.page, "two-cells-second-explained")
+    assert_accessible(tab.page)
+    tab.assert_clean()
 
 
 def test_the_target_and_controls_change_the_pictures(server_url, tab):

@@ -7,7 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from model_core.inputs.localisation import cut_window, find_cell, place_in_frame, window_rect
+from model_core.inputs.localisation import (
+    REFERENCE_UM_PER_PX,
+    cut_window,
+    find_cell,
+    find_cells,
+    place_in_frame,
+    window_rect,
+)
 from model_core.inputs.transform import prepare_image, to_model_input
 from model_core.store.entries import read_manifest, write_manifest
 from model_core.store.manifest import Localisation, Manifest, Preprocessing
@@ -61,12 +68,15 @@ def test_degenerate_arrays_have_no_cell(shape):
     assert find_cell(np.zeros(shape, np.uint8), SPEC) is None
 
 
-def test_two_cells_of_like_size_are_no_single_cell():
+def test_two_cells_of_like_size_are_both_found():
     _, rgb, _ = _examples()[0]
     frame = np.full((240, 640, 3), (230, 180, 190), np.uint8)
     frame[:, :320] = rgb
     frame[:, 320:] = rgb  # the same cell twice
-    assert find_cell(frame, SPEC) is None
+    one, two = find_cells(frame, SPEC, REFERENCE_UM_PER_PX)
+    assert sorted([one[0] < 320, two[0] < 320]) == [False, True]
+    assert (one[2] - one[0]) == pytest.approx(two[2] - two[0], abs=2)
+    assert find_cell(frame, SPEC, REFERENCE_UM_PER_PX) == one
 
 
 def test_the_window_is_cut_at_full_resolution_with_black_beyond_the_edges():

@@ -1,0 +1,285 @@
+"""Measure a smear's scale from its red cells: the typical red-cell radius in pixels.
+
+Red cells are the ruler every blood smear carries (about 7.5 um across, a narrow spread), so
+their radius in pixels says how big the field of view is, whatever the camera or resizing.
+A scale-free guess comes first: the stained cells are darker in green than the glass
+(Otsu's threshold at <=160 px, pallors filled), and a high percentile of the distance
+transform inside them is the inscribed radius of the larger cells. The rims are then found
+with OpenCV's circle Hough transform on the lightness channel at the size that brings the
+guess to WORKING_RADIUS, with a narrow range of radii; circles centred on the white cell's
+nucleus are dropped, each circle's rim radius is fitted to sub-pixel precision on rays from
+its centre (Hough radii are whole pixels), and the pass reruns centred on their median until
+it settles. The estimate is that median. Quality falls to 0 on noise, grey and unstained
+images. Train originals: 79-85% of frames within 10%, median error 4.3-5.0%, at any scale
+or in a wider field; crops of 150-250 px mostly get None (too few whole rims). numpy and
+OpenCV only; deterministic. Measured by training/studies/scale_report.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from model_core.inputs.localisation import (
+    REFERENCE_UM_PER_PX,
+    Scale,
+    field_of_view_scale,
+    find_cells,
+    nucleus_mask,
+)
+from model_core.store.manifest import Localisation
+
+GUESS_SIDE = 160
+"""The size guess works with the longer side at most this many pixels."""
+GUESS_QUANTILE, GUESS_CALIBRATION = 95.0, 0.92
+"""The guess: this percentile of the red-stain mask's distance transform (the inscribed
+radius of the larger cells), divided by its median ratio to the radius on the train smears."""
+HOLE_FRACTION = 0.2
+"""Holes in the mask under this fraction of their blob's area are pallors, filled."""
+WORKING_RADIUS = 12.0
+"""The fine pass resizes the image so that red cells are about this radius in pixels (the
+Hough transform's cost grows with the radius; the rim fit gives sub-pixel radii)."""
+MAX_UPSCALE = 2.0
+"""Small images are enlarged at most this much to bring red cells to the working size."""
+EDGE_THRESHOLD = 60
+"""Canny's upper threshold on the lightness channel (the Hough transform's param1)."""
+VOTES = 0.8
+"""Accumulator votes a centre needs, per pixel of the working radius."""
+LOW, HIGH, SPACING = 0.8, 1.25, 0.5
+"""The fine pass's radius range and least centre spacing, relative to the current guess."""
+RIM_RANGE, RIM_STEPS, RIM_RAYS = (0.55, 1.6), 40, 24
+"""Each circle's rim is searched over this range of its Hough radius, on this many rays."""
+FINE_PASSES = 3
+"""Fine passes, each centred on the last one's rim radius, until it moves under 3%."""
+MIN_CIRCLES = 2
+"""Fewer red-cell circles than this: no estimate."""
+CALIBRATION = 1.105
+"""Rim radius -> red-cell radius as the VOC boxes of the train originals measure it."""
+STAIN_CONTRAST = 5.0
+"""Red cells this much redder (Lab a*) than the glass count as fully stained (quality)."""
+NUCLEUS = Localisation.model_validate({})
+"""The white cell's nucleus colour, as the localiser finds it (its defaults)."""
+
+
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """The typical red-cell radius of a smear, in the pixels of the image it was measured in."""
+
+    radius_px: float
+    cells: int
+    """How many red-cell circles it rests on (a cell may give two: its rim and its pallor)."""
+    spread: float
+    """Relative spread of their radii: median |r / radius - 1|."""
+    quality: float
+    """0..1: red-stained, smooth and agreeing circles (median 0.96 on the train smears, 0 on
+    pixel noise or grey images); below 0.25 treat the estimate as unreliable."""
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray | None:
+    """An RGB uint8 [H, W, 3] view of `image` (grey [H, W] or [H, W, 1], RGBA, or floats
+    0..255), or None when it is not an image at least 8 pixels on each side."""
+    pixels = np.asarray(image)
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 3, 4):
+        pixels = pixels[..., :3] if pixels.shape[2] != 1 else pixels[..., 0]
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 8:
+        return None
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(np.nan_to_num(pixels.astype(np.float32)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels)
+
+
+def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
+    if abs(scale - 1.0) < 1e-3:
+        return rgb
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def _circles(rgb: np.ndarray, low: float, high: float, votes: float, spacing: float) -> np.ndarray:
+    """Circles [N, 3] (x, y, r) with radii in [low, high], centres at least `spacing` apart
+    and at least `votes` rim pixels, whose centre is not on a white cell's nucleus."""
+    lightness = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0], (3, 3), 0)
+    found = cv2.HoughCircles(
+        lightness,
+        cv2.HOUGH_GRADIENT,
+        dp=1,
+        minDist=spacing,
+        param1=EDGE_THRESHOLD,
+        param2=max(4.0, votes),
+        minRadius=max(1, int(np.floor(low))),
+        maxRadius=max(2, int(np.ceil(high))),
+    )
+    if found is None:
+        return np.zeros((0, 3), np.float32)
+    circles = found[0]
+    nucleus = cv2.dilate(nucleus_mask(rgb, NUCLEUS), np.ones((5, 5), np.uint8))
+    x = np.clip(circles[:, 0].astype(int), 0, rgb.shape[1] - 1)
+    y = np.clip(circles[:, 1].astype(int), 0, rgb.shape[0] - 1)
+    return circles[nucleus[y, x] == 0]
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """`mask` with its small holes (the red cells' pale centres) filled."""
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return mask
+    areas = np.array([cv2.contourArea(contour) for contour in contours])
+    parents = hierarchy[0][:, 3]
+    holes = [
+        contours[int(i)]
+        for i in np.flatnonzero(parents >= 0)
+        if areas[i] < HOLE_FRACTION * areas[parents[i]]
+    ]
+    return cv2.drawContours(mask.copy(), holes, -1, 1, -1)
+
+
+def _size_guess(rgb: np.ndarray) -> float | None:
+    """A rough red-cell radius in `rgb`'s pixels, scale-free: the stained cells are darker in
+    green than the glass (Otsu's threshold), and the larger distances to the glass inside
+    them are their inscribed radii."""
+    scale = min(1.0, GUESS_SIDE / max(rgb.shape[:2]))
+    green = np.ascontiguousarray(_resized(rgb, scale)[..., 1])
+    _, mask = cv2.threshold(green, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    distance = cv2.distanceTransform(_filled(mask), cv2.DIST_L2, 3)
+    inside = distance[distance > 0]
+    if inside.size < 20:
+        return None
+    guess = float(np.percentile(inside, GUESS_QUANTILE)) / GUESS_CALIBRATION / scale
+    return guess if guess >= 2 else None
+
+
+def _rim_radii(rgb: np.ndarray, circles: np.ndarray) -> np.ndarray:
+    """Sub-pixel radii [N] of the circles' rims: where the lightness, averaged over rays from
+    each centre, rises fastest (cell to glass), refined by a parabola through the peak."""
+    lightness = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0], (3, 3), 0)
+    relative = np.linspace(*RIM_RANGE, RIM_STEPS, dtype=np.float32)
+    angles = np.linspace(0, 2 * np.pi, RIM_RAYS, endpoint=False, dtype=np.float32)
+    radii = circles[:, 2, None, None] * relative[None, :, None]
+    x = (circles[:, 0, None, None] + radii * np.cos(angles)).reshape(len(circles), -1)
+    y = (circles[:, 1, None, None] + radii * np.sin(angles)).reshape(len(circles), -1)
+    samples = cv2.remap(
+        lightness.astype(np.float32), x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    rise = np.diff(samples.reshape(len(circles), RIM_STEPS, RIM_RAYS).mean(axis=2), axis=1)
+    peak = np.clip(rise.argmax(axis=1), 1, RIM_STEPS - 3)
+    rows = np.arange(len(circles))
+    before, at, after = rise[rows, peak - 1], rise[rows, peak], rise[rows, peak + 1]
+    curvature = before - 2 * at + after
+    safe = np.where(np.abs(curvature) > 1e-6, curvature, -1.0)
+    offset = np.clip(np.where(np.abs(curvature) > 1e-6, 0.5 * (before - after) / safe, 0), -1, 1)
+    step = relative[1] - relative[0]
+    return circles[:, 2] * (relative[0] + (peak + 0.5 + offset) * step)
+
+
+def _fine_circles(
+    rgb: np.ndarray, guess: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """Red-cell circles [N, 3] (x, y, r) and their rim radii [N], found at the size that
+    brings `guess` to WORKING_RADIUS, then again at the size their median rim radius gives
+    while it moves by 3% or more; in the pixels of the working image returned with them, and
+    its scale."""
+    found = None
+    for _ in range(FINE_PASSES):
+        scale = min(MAX_UPSCALE, WORKING_RADIUS / guess)
+        expected = guess * scale
+        working = _resized(rgb, scale)
+        circles = _circles(
+            working, LOW * expected, HIGH * expected, VOTES * expected, SPACING * expected
+        )
+        if len(circles) < MIN_CIRCLES:
+            return found
+        rims = _rim_radii(working, circles)
+        found = circles, rims, working, scale
+        previous, guess = guess, float(np.median(rims)) / scale
+        if abs(guess / previous - 1) < 0.03:
+            break
+    return found
+
+
+def stain_contrast(rgb: np.ndarray, circles: np.ndarray) -> float:
+    """How much redder (Lab a*) the circles' bodies are than the glass (the brightest tenth
+    of the image): about 8 on a stained smear, near 0 on noise or a grey image."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    lightness, redness = lab[..., 0], lab[..., 1].astype(np.float32)
+    glass = float(np.median(redness[lightness >= np.percentile(lightness, 90)]))
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    x = circles[:, :1] + 0.7 * circles[:, 2:] * np.cos(angles)
+    y = circles[:, 1:2] + 0.7 * circles[:, 2:] * np.sin(angles)
+    inside = (x >= 0) & (y >= 0) & (x < rgb.shape[1]) & (y < rgb.shape[0])
+    if not inside.any():
+        return 0.0
+    return float(np.median(redness[y[inside].astype(int), x[inside].astype(int)])) - glass
+
+
+def smoothness(rgb: np.ndarray) -> float:
+    """Correlation of the lightness of horizontally adjacent pixels: near 1 in a smear at the
+    working size (cells span many pixels), near 0 in pixel noise."""
+    lightness = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    left, right = lightness[:, :-1].ravel(), lightness[:, 1:].ravel()
+    if left.size < 2 or left.std() < 1e-3 or right.std() < 1e-3:
+        return 0.0
+    return float(np.corrcoef(left, right)[0, 1])
+
+
+def red_cell_radius_px(image: np.ndarray) -> ScaleEstimate | None:
+    """The typical red-cell radius of a smear (RGB uint8 [H, W, 3], any size; grey accepted)
+    in its pixels, or None when too few red cells are visible to measure it. Noise and grey
+    images may give an estimate, of quality near 0."""
+    rgb = as_rgb(image)
+    guess = None if rgb is None else _size_guess(rgb)
+    found = None if rgb is None or guess is None else _fine_circles(rgb, guess)
+    if found is None:
+        return None
+    circles, rims, working, scale = found
+    radii = rims / scale
+    radius = float(np.median(radii))
+    spread = float(np.median(np.abs(radii / radius - 1)))
+    quality = (
+        np.clip(stain_contrast(working, circles) / STAIN_CONTRAST, 0, 1)
+        * np.clip((0.4 - spread) / 0.2, 0, 1)
+        * np.clip((smoothness(working) - 0.5) / 0.4, 0, 1)
+        * min(1.0, len(radii) / 6)
+    )
+    return ScaleEstimate(CALIBRATION * radius, len(radii), spread, float(quality))
+
+
+MIN_QUALITY = 0.25
+"""An estimate of lower quality does not measure the scale."""
+FIELD_OF_VIEW_TOLERANCE = 0.2
+"""A measured scale this close to the data set's field of view (relative) is taken as that
+field: the estimate's own error on the train frames (80% within 10%, 95% within 20%) would
+otherwise move the window of frames that are the data set's, which v1-v8 were trained on."""
+TYPICAL_CELL_SIDE, MOST_CELL_SIDE = 94.0, 150.0
+"""The main white cell's box on the data set's train frames, at the working width: its
+median side (sqrt of its area) in pixels, and a side that fewer than 1% exceed."""
+
+
+def image_scale(rgb: np.ndarray, spec: Localisation, given_um_per_px: float | None) -> Scale:
+    """The scale of an RGB image: the client's where given; else measured from its red cells
+    against the data set's (`spec.red_cell_radius_px`); else assumed: the data set's field of
+    view, unless its white cell would then be larger than any in the data set (a tight crop
+    of one cell), in which case the cell's size is taken as typical."""
+    if given_um_per_px is not None:
+        return Scale(float(given_um_per_px), "given")
+    field = field_of_view_scale(rgb.shape[1], spec)
+    cells = find_cells(rgb, spec)
+    # The main cell's side in working pixels were the image the data set's field of view.
+    side = 0.0
+    if cells:
+        x0, y0, x1, y1 = cells[0]
+        side = float(np.sqrt((x1 - x0) * (y1 - y0))) * spec.working_width / max(1, rgb.shape[1])
+    estimate = red_cell_radius_px(rgb)
+    if estimate is not None and estimate.quality >= MIN_QUALITY:
+        measured = REFERENCE_UM_PER_PX * spec.red_cell_radius_px / estimate.radius_px
+        if abs(measured / field - 1) <= FIELD_OF_VIEW_TOLERANCE and side <= MOST_CELL_SIDE:
+            return Scale(field, "measured", field_of_view=True)
+        if side * field / measured <= MOST_CELL_SIDE:  # else the ruler misread: a crop
+            return Scale(measured, "measured")
+    if side > MOST_CELL_SIDE:
+        return Scale(field * TYPICAL_CELL_SIDE / side, "assumed")
+    return Scale(field, "assumed", field_of_view=True)
