@@ -382,11 +382,16 @@
   }
 
   // The model's box around the white cell, in the uploaded image's pixels, when it gives one.
-  // The explained cell's box once explained, else the main cell's.
+  // The box of the cell chosen for explaining (the main cell's by default), as /predict
+  // gave it, else as the explanation did.
   function cellBox() {
     const prediction = state.prediction;
     const first = state.explanations[0];
-    return (first && first.cell_box) || (prediction && prediction.cell_box) || null;
+    const index = Number($("cell").value || 0);
+    const cells = (prediction && prediction.cells) || [];
+    if (index === 0 && prediction && prediction.cell_box) return prediction.cell_box;
+    if (cells[index]) return cells[index].cell_box;
+    return (first && first.cell_box) || null;
   }
 
   // Every cell found, with its label; clicking one explains it.
