@@ -17,8 +17,15 @@ import tensorflow as tf
 from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
 from model_core.inputs.localisation import Box, Scale, field_of_view_scale
 from model_core.inputs.scale import image_scale
-from model_core.inputs.transform import mean_of_views, mirror_views, mirrored, prepare_cells
+from model_core.inputs.transform import (
+    mean_of_views,
+    mirror_views,
+    mirrored,
+    normalise_colour,
+    prepare_cells,
+)
 from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
+from model_core.review import ImageFacts
 from model_core.store.entries import entry_dir, load_entry
 from model_core.store.manifest import Localisation, Manifest
 
@@ -63,7 +70,13 @@ class PreparedImage:
     cells: list[tuple[np.ndarray, Box | None]]
     """(model input float32 [h, w, 3], box) per white cell, the main (largest) first; one
     whole-frame input with box None where no cell was found."""
-    scale: Scale
+    facts: ImageFacts
+    """Its size, the scale the cells were cut at and whether its colour was balanced."""
+
+    @property
+    def scale(self) -> Scale:
+        assert self.facts.scale is not None  # prepare always measures it
+        return self.facts.scale
 
 
 @dataclass
@@ -188,13 +201,15 @@ class ModelRuntime:
         asks for no localisation or no cell was found), and the scale they were cut at."""
         preprocessing = self.manifest.preprocessing
         localisation = preprocessing.localisation or Localisation.model_validate({})
+        rgb, white_balanced = normalise_colour(rgb, preprocessing)
         scale = (
             image_scale(rgb, localisation, um_per_px)
             if preprocessing.localisation is not None
             else Scale(field_of_view_scale(rgb.shape[1], localisation), "assumed", True)
         )
         cells = prepare_cells(rgb, self.manifest.input_size, preprocessing, scale.hint, max_cells)
-        return PreparedImage(cells, scale)
+        height, width = rgb.shape[:2]
+        return PreparedImage(cells, ImageFacts(width, height, scale, white_balanced))
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""

@@ -4,10 +4,12 @@ as in the tests, never share or collide)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from model_core.review import REASONS
 
 STAGES = ("decode", "queue", "inference", "explanation", "encode")
 # Seconds: from a sub-millisecond queue wait to a slow explanation batch on a CPU.
@@ -114,12 +116,34 @@ class Metrics:
             ["queue", "reason"],
             registry=registry,
         )
+        self.answers = Counter(
+            "wbc_answers",
+            "Answers given (one per cell classified), by whether they were flagged for review",
+            ["review"],
+            registry=registry,
+        )
+        self.reviews = Counter(
+            "wbc_review_reasons",
+            "Answers flagged for review, by reason (an answer may have several)",
+            ["reason"],
+            registry=registry,
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage)  # every stage shows from the start, at zero
+        for reason in REASONS:
+            self.reviews.labels(reason)
+        for flagged in ("true", "false"):
+            self.answers.labels(flagged)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.request_seconds.labels(method, route).observe(seconds)
+
+    def count_review(self, reasons: Sequence[str]) -> None:
+        """One answer, flagged for review for `reasons` (none: accepted)."""
+        self.answers.labels("true" if reasons else "false").inc()
+        for reason in reasons:
+            self.reviews.labels(reason).inc()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from model_core.explainers import METHODS
 from model_core.inputs.localisation import REFERENCE_UM_PER_PX
 from model_core.rendering import COLORMAPS
+from model_core.review import REASONS, ReviewReason
 
 PIXEL_SIZE_LIMITS_UM = (0.01, 10.0)
 PIXEL_SIZE_DESCRIPTION = (
@@ -118,6 +119,16 @@ class CellPrediction(BaseModel):
         description="what was classified: the window around the white cell, "
         "or the whole frame (the model does not localise, or no single white cell was found)",
     )
+    review: bool = Field(
+        False,
+        description="true: a person should look at this answer before it is used "
+        "(`review_reasons` says why); false: it can be accepted as it is",
+    )
+    review_reasons: list[ReviewReason] = Field(
+        default_factory=list,
+        description="why `review` is true, empty when it is false: "
+        + "; ".join(f"{key}: {text}" for key, text in REASONS.items()),
+    )
 
 
 class Prediction(CellPrediction):
@@ -125,6 +136,13 @@ class Prediction(CellPrediction):
 
     scale: PixelScale | None = Field(
         None, description="the image's scale the cell was found and its window cut at"
+    )
+    white_balance: Literal["applied", "no_background"] | None = Field(
+        None,
+        description="applied: the image was white-balanced by its background (the glass) to "
+        "the training smears' before anything else, so a camera's colour cast and exposure "
+        "are taken out; no_background: no glass was found (a tight crop), the image was used "
+        "as it came; null: the model does not balance colour",
     )
     cells: list[CellPrediction] = Field(
         default_factory=list,
@@ -211,6 +229,25 @@ class ExplainMethodsResponse(BaseModel):
     )
 
 
+class ReviewInfo(BaseModel):
+    """How this model decides that a person should look at an answer."""
+
+    reasons: dict[ReviewReason, str] = Field(description="every reason an answer is flagged for")
+    min_calibrated_confidence: float | None = Field(
+        None, description="answers below it are `low_confidence`; null: not fitted"
+    )
+    target_accuracy: float | None = Field(
+        None, description="the accuracy asked of accepted answers where it was fitted"
+    )
+    expected_coverage: float | None = Field(
+        None, description="the share of answers accepted there (confidence alone)"
+    )
+    expected_accuracy: float | None = Field(
+        None, description="the accuracy of those accepted answers"
+    )
+    fitted_on: str | None = None
+
+
 class ModelInfo(BaseModel):
     name: str
     version: int
@@ -231,6 +268,7 @@ class ModelInfo(BaseModel):
     )
     created_at: str
     metrics: dict
+    review: ReviewInfo
 
 
 class ModelsResponse(BaseModel):

@@ -39,6 +39,7 @@ from model_core.rendering import (
     overlay,
     upsample,
 )
+from model_core.review import ImageFacts
 from model_core.runtime import Forward, Gradients, ModelRuntime
 
 
@@ -81,7 +82,7 @@ class _ImageMaps:
     image: np.ndarray  # the upload, RGB at its own size
     model_input: np.ndarray
     cell_box: Box | None  # where the model input was cut from; None: the whole frame
-    scale: Scale  # the scale the cell was found and the window cut at
+    facts: ImageFacts  # its size, the scale the cell was found and cut at, its colour balance
     forward: Forward
     target: int
     maps: list[_MethodMap]
@@ -100,7 +101,7 @@ class Classifier(Protocol):
     def model_ref(self) -> ModelRef: ...
 
     def prediction(
-        self, forward: Forward, cell_box: Box | None, scale: Scale | None = None
+        self, forward: Forward, cell_box: Box | None, facts: ImageFacts
     ) -> Prediction: ...
 
     def batcher(self, run_batch: Any, stage: str) -> MicroBatcher: ...
@@ -134,7 +135,7 @@ class ExplanationService:
             prediction=self.service.prediction(
                 done.forward,
                 done.cell_box,
-                done.scale,
+                done.facts,
             ),
             method=found.method.name,
             layer=found.layer,
@@ -178,7 +179,7 @@ class ExplanationService:
             prediction=self.service.prediction(
                 done.forward,
                 done.cell_box,
-                done.scale,
+                done.facts,
             ),
             target=self._target(done.forward, done.target),
             image_size=(done.image.shape[1], done.image.shape[0]),
@@ -224,7 +225,7 @@ class ExplanationService:
         with ExitStack() as expecting:
             for batcher in batchers:
                 expecting.enter_context(batcher.expecting(1))
-            image, model_input, cell_box, scale = await self._decode(
+            image, model_input, cell_box, facts = await self._decode(
                 encoded_image, options.pixel_size_um, options.cell
             )
             results = await asyncio.gather(
@@ -248,7 +249,7 @@ class ExplanationService:
             for method in methods
         ]
         forward, target = results[0].forward, results[0].target
-        return _ImageMaps(image, model_input, cell_box, scale, forward, target, maps)
+        return _ImageMaps(image, model_input, cell_box, facts, forward, target, maps)
 
     def _explain_batcher(self, layer: str) -> MicroBatcher[_ExplainItem, _MapResult]:
         batcher = self._batchers.get(layer)
@@ -265,7 +266,12 @@ class ExplanationService:
             with self.metrics.stage("encode"):
                 started = perf_counter()
                 overlay_bytes, heatmap_bytes = await asyncio.to_thread(
-                    self._render, done.image, done.cell_box, done.scale, found.heatmap, options
+                    self._render,
+                    done.image,
+                    done.cell_box,
+                    done.facts.scale,
+                    found.heatmap,
+                    options,
                 )
                 return overlay_bytes, heatmap_bytes, perf_counter() - started
 
@@ -278,11 +284,11 @@ class ExplanationService:
 
     async def _decode(
         self, encoded: bytes, um_per_px: float | None, cell: int = 0
-    ) -> tuple[np.ndarray, np.ndarray, Box | None, Scale]:
-        """The upload decoded, and the model input, box and scale of its cell `cell` (0: the
+    ) -> tuple[np.ndarray, np.ndarray, Box | None, ImageFacts]:
+        """The upload decoded, and the model input, box and facts of its cell `cell` (0: the
         main, largest; the order of /predict's `cells`)."""
 
-        def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None, Scale]:
+        def decode_and_preprocess() -> tuple[np.ndarray, np.ndarray, Box | None, ImageFacts]:
             with self.metrics.stage("decode"):
                 image = decode_image(encoded, self.settings.max_image_pixels)
                 prepared = self.runtime.prepare(image, um_per_px, max_cells=cell + 1)
@@ -293,7 +299,7 @@ class ExplanationService:
                         "(cells are numbered from 0, largest first, as /predict lists them)"
                     )
                 model_input, box = prepared.cells[cell]
-                return image, model_input, box, prepared.scale
+                return image, model_input, box, prepared.facts
 
         return await asyncio.to_thread(decode_and_preprocess)
 
@@ -337,7 +343,7 @@ class ExplanationService:
         self,
         image: np.ndarray,
         cell_box: Box | None,
-        scale: Scale,
+        scale: Scale | None,
         heatmap: np.ndarray,
         options: ExplainOptions,
     ) -> tuple[bytes | None, bytes | None]:
@@ -346,7 +352,13 @@ class ExplanationService:
             full = upsample(heatmap, image.shape[1], image.shape[0])
         else:  # the window's map, put back where the window was cut from
             full = normalise(
-                place_in_frame(heatmap, cell_box, image.shape, localisation, scale.hint)
+                place_in_frame(
+                    heatmap,
+                    cell_box,
+                    image.shape,
+                    localisation,
+                    None if scale is None else scale.hint,
+                )
             )
         overlay_bytes = heatmap_bytes = None
         if options.output in ("overlay", "both"):

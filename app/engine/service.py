@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -26,14 +27,26 @@ from app.engine.batching import MicroBatcher
 from app.engine.explanations import ExplanationService
 from app.engine.images import decode_image
 from app.engine.worker import LaneWorker
-from model_core.inputs.localisation import Box, Scale
-from model_core.qualify import PredictionQualifier
+from model_core.inputs.localisation import Box
+from model_core.qualify import PredictionQualifier, Qualification
+from model_core.review import ImageFacts, ReviewReason, review_reasons
 from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime, PreparedImage
 
 CellPass = tuple[Forward, Box | None]
 """One cell's forward pass and its box (None: the whole frame)."""
-Located = tuple[list[CellPass], Scale]
-"""One image's cells' passes, the main (largest) first, and the scale they were found at."""
+
+
+class MainCell(NamedTuple):
+    """What the Open Inference Protocol answers of an image: its main cell's."""
+
+    probabilities: np.ndarray
+    box: Box | None
+    review: bool
+
+
+Located = tuple[list[CellPass], ImageFacts]
+"""One image's cells' passes, the main (largest) first, and what the transform learnt of the
+image (its size, the scale they were found at, its colour balance)."""
 
 
 class InferenceService:
@@ -81,15 +94,15 @@ class InferenceService:
         passes = await self._forward(encoded_images, um_per_px)
         return PredictResponse(
             model=self.model_ref,
-            predictions=[self.image_prediction(cells, scale) for cells, scale in passes],
+            predictions=[self.image_prediction(cells, facts) for cells, facts in passes],
         )
 
     async def classify(
         self, encoded_images: list[bytes], um_per_px: float | None = None
-    ) -> list[tuple[np.ndarray, Box | None]]:
-        """Class probabilities and box of each encoded image's main cell, in order."""
+    ) -> list[MainCell]:
+        """Class probabilities, box and review flag of each encoded image's main cell."""
         passes = await self._forward(encoded_images, um_per_px)
-        return [(cells[0][0].probabilities, cells[0][1]) for cells, _ in passes]
+        return [self.main_cell(located) for located in passes]
 
     async def _forward(
         self, encoded_images: list[bytes], um_per_px: float | None = None
@@ -102,12 +115,18 @@ class InferenceService:
 
     async def classify_pixels(
         self, images: list[np.ndarray], um_per_px: float | None = None
-    ) -> list[tuple[np.ndarray, Box | None]]:
-        """Class probabilities and cell box of RGB pixel arrays [H, W, 3] (uint8, or float
-        0..255) of any size, through the same preprocessing and micro-batcher as encoded
-        images."""
+    ) -> list[MainCell]:
+        """`classify` of RGB pixel arrays [H, W, 3] (uint8, or float 0..255) of any size,
+        through the same preprocessing and micro-batcher as encoded images."""
         passes = await self._forward_each(images, lambda image: image, um_per_px)
-        return [(cells[0][0].probabilities, cells[0][1]) for cells, _ in passes]
+        return [self.main_cell(located) for located in passes]
+
+    def main_cell(self, located: Located) -> MainCell:
+        """The main cell's probabilities, box and whether it goes to review."""
+        cells, facts = located
+        forward, box = cells[0]
+        _, reasons = self.judge(forward, box, facts)
+        return MainCell(forward.probabilities, box, bool(reasons))
 
     async def _forward_each(
         self, sources: list, to_rgb: Callable, um_per_px: float | None = None
@@ -126,7 +145,7 @@ class InferenceService:
             inputs = [model_input for image in prepared for model_input, _ in image.cells]
             passes = iter(await asyncio.gather(*(self.forward_batcher.submit(i) for i in inputs)))
         return [
-            ([(next(passes), box) for _, box in image.cells], image.scale) for image in prepared
+            ([(next(passes), box) for _, box in image.cells], image.facts) for image in prepared
         ]
 
     async def close(self) -> None:
@@ -170,32 +189,27 @@ class InferenceService:
             self.metrics.batch_observer(stage),
         )
 
-    def image_prediction(self, cells: list[CellPass], scale: Scale) -> Prediction:
+    def image_prediction(self, cells: list[CellPass], facts: ImageFacts) -> Prediction:
         """An image's answer: its main cell's fields, and every cell's in `cells`."""
-        answers = [self.cell_prediction(forward, box) for forward, box in cells]
+        answers = [self.cell_prediction(forward, box, facts) for forward, box in cells]
         return Prediction(
             **answers[0].model_dump(),
-            scale=_pixel_scale(scale),
+            **_image_fields(facts),
             cells=answers if cells[0][1] is not None else [],
         )
 
-    def prediction(
-        self, forward: Forward, cell_box: Box | None, scale: Scale | None = None
-    ) -> Prediction:
-        """The answer for one cell (or the whole frame) of an image at `scale`."""
-        answer = self.cell_prediction(forward, cell_box)
-        return Prediction(
-            **answer.model_dump(), scale=None if scale is None else _pixel_scale(scale)
-        )
+    def prediction(self, forward: Forward, cell_box: Box | None, facts: ImageFacts) -> Prediction:
+        """The answer for one cell (or the whole frame) of an image."""
+        answer = self.cell_prediction(forward, cell_box, facts)
+        return Prediction(**answer.model_dump(), **_image_fields(facts))
 
-    def cell_prediction(self, forward: Forward, cell_box: Box | None) -> CellPrediction:
+    def cell_prediction(
+        self, forward: Forward, cell_box: Box | None, facts: ImageFacts
+    ) -> CellPrediction:
         names = self.runtime.manifest.class_names
         probabilities = forward.probabilities
         index = int(np.argmax(probabilities))
-        features = forward.features if forward.features.size else None
-        quality = self.qualifier.qualify(
-            forward.logits, features, cell_missing=self.runtime.localises and cell_box is None
-        )
+        quality, reasons = self.judge(forward, cell_box, facts)
         return CellPrediction(
             label=names[index],
             class_index=index,
@@ -207,8 +221,34 @@ class InferenceService:
             ood_reason=quality.ood_reason,
             cell_box=None if cell_box is None else list(cell_box),
             region="whole_frame" if cell_box is None else "cell",
+            review=bool(reasons),
+            review_reasons=reasons,
         )
 
+    def judge(
+        self, forward: Forward, cell_box: Box | None, facts: ImageFacts
+    ) -> tuple[Qualification, list[ReviewReason]]:
+        """One cell's calibrated confidence and distribution check, and the reasons for a
+        person to look at it (counted in the metrics)."""
+        features = forward.features if forward.features.size else None
+        localises = self.runtime.localises
+        quality = self.qualifier.qualify(
+            forward.logits, features, cell_missing=localises and cell_box is None
+        )
+        reasons = review_reasons(quality, cell_box, facts, self.runtime.manifest.review, localises)
+        self.metrics.count_review(reasons)
+        return quality, reasons
 
-def _pixel_scale(scale: Scale) -> PixelScale:
-    return PixelScale(um_per_px=scale.um_per_px, source=scale.source)
+
+WHITE_BALANCE = {True: "applied", False: "no_background", None: None}
+
+
+def _image_fields(facts: ImageFacts) -> dict:
+    """The answer's fields that belong to the whole image."""
+    scale = facts.scale
+    return {
+        "scale": None
+        if scale is None
+        else PixelScale(um_per_px=scale.um_per_px, source=scale.source),
+        "white_balance": WHITE_BALANCE[facts.white_balanced],
+    }

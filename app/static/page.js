@@ -338,6 +338,7 @@
     chooser.replaceChildren(...(cells.length ? cells : [prediction]).map((cell, index) =>
       new Option(`Cell ${index + 1}: ${cell.label}` + (index === 0 ? " (main)" : ""), String(index))));
     chooser.value = chosen < chooser.options.length ? chosen : "0";
+    showReview(prediction);
     const ood = $("ood");
     ood.hidden = prediction.in_distribution !== false;
     ood.textContent = prediction.in_distribution === false
@@ -369,6 +370,28 @@
     }
     $("answer").hidden = false;
     drawCellBox();
+  }
+
+  // Whether a person should look at the answer, and why, in the model's own words (/models).
+  function showReview(prediction) {
+    const box = $("review");
+    const review = (state.model && state.model.review) || { reasons: {} };
+    const reasons = prediction.review_reasons || [];
+    box.hidden = prediction.review === undefined;
+    box.classList.toggle("flagged", Boolean(prediction.review));
+    const lines = prediction.review
+      ? ["Review recommended: a person should look at this cell.",
+        ...reasons.map((reason) => `• ${capitalise(review.reasons[reason] || reason)}`)]
+      : ["No review needed: every check passed."];
+    box.replaceChildren(lines.join("\n"));
+    if (review.min_calibrated_confidence != null) {
+      const note = document.createElement("small");
+      note.textContent = `Answers below ${percent(review.min_calibrated_confidence)} calibrated ` +
+        `confidence go to review; on held-out smears that accepts ` +
+        `${percent(review.expected_coverage)} of answers, ${percent(review.expected_accuracy)} ` +
+        "of them right.";
+      box.append(note);
+    }
   }
 
   const SCALE_SOURCES = {

@@ -1,15 +1,18 @@
 """The one implementation of the model's input transform, run by training and serving.
 
-`prepare_image` is the whole contract for one RGB frame: find the white cell when the
-manifest asks for it (model_core.inputs.localisation), cut the window around it or fall back to
-the whole frame, resize, scale. Training runs the same steps, `model_pixels` then
-`scale_pixels`, with augmentation in between that does not change pixel statistics."""
+`prepare_image` is the whole contract for one RGB frame: white-balance it by its background
+when the manifest asks for it (model_core.inputs.colour), find the white cell when the
+manifest asks for it (model_core.inputs.localisation), cut the window around it or fall back
+to the whole frame, resize, scale. Training runs the same steps, `model_pixels` then
+`scale_pixels`, with augmentation in between; serving (`model_core.runtime`) runs
+`normalise_colour`, measures the scale on the balanced frame, then `prepare_cells`."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
+from model_core.inputs.colour import white_balance
 from model_core.inputs.localisation import Box, cut_window, find_cells
 from model_core.store.manifest import Preprocessing
 
@@ -37,6 +40,23 @@ def to_model_input(
     return scale_pixels(resize_frame(rgb, input_size, spec), spec)
 
 
+def as_uint8(rgb: np.ndarray) -> np.ndarray:
+    """RGB pixels as uint8 (float 0..255 rounded and clipped)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return rgb
+
+
+def normalise_colour(rgb: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, bool | None]:
+    """The first step of every path: the frame white-balanced by its background (the glass)
+    to the data set's when the manifest asks for it, and whether a background was found
+    (False: none, the frame unchanged, e.g. a tight crop; None: the manifest does not ask)."""
+    if spec.white_balance is None:
+        return rgb, None
+    return white_balance(as_uint8(rgb), spec.white_balance)
+
+
 def cell_pixels(
     rgb: np.ndarray,
     input_size: tuple[int, int],
@@ -44,15 +64,14 @@ def cell_pixels(
     um_per_px: float | None = None,
     max_cells: int = 1,
 ) -> list[tuple[np.ndarray, Box | None]]:
-    """An RGB uint8 frame [H, W, 3] of any size (`um_per_px` micrometres per pixel where
-    known, else the data set's field of view is assumed) -> for each white cell, largest
-    first and at most `max_cells`, the pixels the model sees before scaling (float32
-    [h, w, 3], 0..255) and the cell's box in the frame's pixels; or the whole frame, once,
-    with box None (no localisation in `spec`, or no cell found)."""
+    """An RGB uint8 frame [H, W, 3] of any size, colour already normalised
+    (`normalise_colour`), at `um_per_px` micrometres per pixel where known (else the data
+    set's field of view is assumed) -> for each white cell, largest first and at most
+    `max_cells`, the pixels the model sees before scaling (float32 [h, w, 3], 0..255) and
+    the cell's box in the frame's pixels; or the whole frame, once, with box None (no
+    localisation in `spec`, or no cell found)."""
     if spec.localisation is not None:
-        rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8:
-            rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        rgb = as_uint8(rgb)
         boxes = find_cells(rgb, spec.localisation, um_per_px)[: max(1, max_cells)]
         if boxes:
             return [
@@ -73,8 +92,9 @@ def model_pixels(
     spec: Preprocessing,
     um_per_px: float | None = None,
 ) -> tuple[np.ndarray, Box | None]:
-    """`cell_pixels` of the main (largest) cell alone: what training sees of a frame."""
-    return cell_pixels(rgb, input_size, spec, um_per_px)[0]
+    """The main (largest) cell's `cell_pixels` of the colour-normalised frame: what training
+    sees of a frame."""
+    return cell_pixels(normalise_colour(rgb, spec)[0], input_size, spec, um_per_px)[0]
 
 
 def prepare_cells(
@@ -84,7 +104,8 @@ def prepare_cells(
     um_per_px: float | None = None,
     max_cells: int = 1,
 ) -> list[tuple[np.ndarray, Box | None]]:
-    """`cell_pixels` scaled: (model input float32 [h, w, 3], cell box or None) per cell."""
+    """`cell_pixels` scaled: (model input float32 [h, w, 3], cell box or None) per cell, of
+    a frame whose colour is already normalised."""
     return [
         (scale_pixels(pixels, spec).astype(np.float32), box)
         for pixels, box in cell_pixels(rgb, input_size, spec, um_per_px, max_cells)
@@ -100,7 +121,7 @@ def prepare_image(
     """An RGB uint8 frame [H, W, 3] of any size (at `um_per_px` where known) -> (model input
     float32 [h, w, 3], main cell box `(x0, y0, x1, y1)` in the frame's pixels or None when
     the whole frame was classified)."""
-    return prepare_cells(rgb, input_size, spec, um_per_px)[0]
+    return prepare_cells(normalise_colour(rgb, spec)[0], input_size, spec, um_per_px)[0]
 
 
 def decode_jpeg(encoded: tf.Tensor) -> tf.Tensor:

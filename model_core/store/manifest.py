@@ -55,6 +55,24 @@ class Localisation(BaseModel):
     """Side of the square window around the cell, in pixels at the working width."""
 
 
+class WhiteBalance(BaseModel):
+    """Scale each channel so the image's background (the glass) matches the data set's
+    (model_core.inputs.colour), before anything else; no glass found: the image unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference_rgb: tuple[float, float, float]
+    """The data set's background colour, measured on its train originals."""
+    bright_fraction: float = Field(0.3, gt=0, le=1)
+    """The background is the median colour of this brightest share of pixels."""
+    min_level: float = Field(120.0, ge=0, le=255)
+    """A background whose brightest channel is darker than this is not glass."""
+    max_chroma: float = Field(0.25, ge=0, le=1)
+    """...nor one whose channels differ by more than this share of the brightest."""
+    max_gain: float = Field(1.6, ge=1)
+    """...nor one that needs a channel gain beyond this (or below its inverse)."""
+
+
 class Preprocessing(BaseModel):
     """How an RGB uint8 image becomes the model's input tensor."""
 
@@ -75,6 +93,9 @@ class Preprocessing(BaseModel):
     """Test-time augmentation: the model also sees its input mirrored left to right and
     answers the mean of the two softmax outputs (`model_core.runtime.answer`); False: one
     view (v1-v6)."""
+    white_balance: WhiteBalance | None = None
+    """Balance each image by its background first (before the cell is found); None: off
+    (v1-v8)."""
 
 
 class Layers(BaseModel):
@@ -100,6 +121,24 @@ class Calibration(BaseModel):
 
     temperature: float = Field(gt=0)
     fitted_on: str
+
+
+class ReviewPolicy(BaseModel):
+    """When an answer goes to a person (`model_core.review`): a calibrated confidence below
+    `min_calibrated_confidence` is `low_confidence`. The threshold is the lowest that kept
+    `target_accuracy` on the accepted answers of held-out train originals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_calibrated_confidence: float = Field(ge=0, le=1)
+    target_accuracy: float = Field(gt=0, le=1)
+    """The accuracy asked of the accepted answers where the threshold was fitted."""
+    expected_coverage: float = Field(ge=0, le=1)
+    """The share of answers accepted there."""
+    expected_accuracy: float = Field(ge=0, le=1)
+    """The accuracy of those accepted answers."""
+    fitted_on: str
+    """Which answers: held-out train originals, never the test originals."""
 
 
 class FeatureDistribution(BaseModel):
@@ -152,6 +191,9 @@ class Manifest(BaseModel):
     """Evaluation results keyed by split (e.g. "test", "test_simple")."""
     calibration: Calibration | None = None
     feature_distribution: FeatureDistribution | None = None
+    review: ReviewPolicy | None = None
+    """The confidence below which an answer is flagged for review; None: only the other
+    reasons flag (v1-v8 before it was fitted)."""
     onnx: OnnxExport | None = None
     """Present when the entry also holds `model.onnx`; entries without it serve through
     TensorFlow."""

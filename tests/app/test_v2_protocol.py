@@ -54,10 +54,11 @@ def probabilities_of(response) -> np.ndarray:
     header_length = response.headers.get(HEADER_LENGTH)
     content = response.content
     header = json.loads(content[: int(header_length)] if header_length else content)
-    # probabilities first (so its binary data leads), then cell_box from a localising model
+    # probabilities first (so its binary data leads), then cell_box from a localising model,
+    # then review
     output = header["outputs"][0]
     assert output["name"] == "probabilities" and output["datatype"] == "FP32"
-    assert [o["name"] for o in header["outputs"]][1:] in ([], ["cell_box"])
+    assert set([o["name"] for o in header["outputs"]][1:]) <= {"cell_box", "review"}
     if "binary_data_size" in output.get("parameters", {}):
         size = output["parameters"]["binary_data_size"]
         data = np.frombuffer(content[int(header_length) : int(header_length) + size], "<f4")
@@ -168,9 +169,11 @@ def test_server_and_model_metadata(client):
             "datatype": "FP32",
             "shape": [-1, 4],
         }
-        # the bundled model finds the white cell, and says where, as a second output
+        # the bundled model finds the white cell, and says where, as a second output, then
+        # whether a person should review the answer
         assert metadata["outputs"][1:] == [
-            {"name": "cell_box", "datatype": "INT32", "shape": [-1, 4]}
+            {"name": "cell_box", "datatype": "INT32", "shape": [-1, 4]},
+            {"name": "review", "datatype": "BOOL", "shape": [-1]},
         ]
         assert metadata["parameters"]["class_names"] == CLASSES
         assert metadata["parameters"]["device"] in ("CPU:0", "GPU:0")

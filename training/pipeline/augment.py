@@ -120,3 +120,36 @@ def augment_frames(images: np.ndarray, seed: tf.Tensor, config: AugmentConfig) -
         grey = frame.mean(axis=2, keepdims=True)
         warped[index] = np.clip(grey + (frame - grey) * saturation, 0.0, 255.0)
     return warped
+
+
+def stain_jitter(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
+    """Another lab's stain and another camera's colour, drawn per image: float [B, H, W, 3]
+    in 0..255 -> the same with each channel scaled by a gain in [1 - g, 1 + g]
+    (`channel_gain`: white balance), then in HSV the hue turned by up to `hue_shift`
+    (OpenCV's 0-180 units), the saturation scaled by [1 - s, 1 + s] and the value by
+    [1 - v, 1 + v]."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    batch = tf.shape(images)[0]
+
+    def factors(index: int, spread: float, channels: int = 1) -> tf.Tensor:
+        return _uniform([batch, 1, 1, channels], seeds[index], 1 - spread, 1 + spread)
+
+    rgb = tf.clip_by_value(images * factors(0, config.channel_gain, 3) / 255.0, 0.0, 1.0)
+    hue, saturation, value = tf.unstack(tf.image.rgb_to_hsv(rgb), axis=3)
+    turn = _uniform([batch, 1, 1], seeds[1], -1.0, 1.0) * (config.hue_shift / 180.0)
+    hue = tf.math.floormod(hue + turn, 1.0)
+    saturation = tf.clip_by_value(saturation * factors(2, config.saturation_jitter)[..., 0], 0, 1)
+    value = tf.clip_by_value(value * factors(3, config.value_jitter)[..., 0], 0, 1)
+    return tf.image.hsv_to_rgb(tf.stack([hue, saturation, value], axis=3)) * 255.0
+
+
+def zoom_windows(images: tf.Tensor, seed: tf.Tensor, zoom: float) -> tf.Tensor:
+    """Square cell windows [B, S, S, 3] each zoomed in or out about its centre by a factor in
+    [1 - zoom, 1 + zoom] (black beyond the window, as beyond a frame's edge in serving)."""
+    batch, side = tf.shape(images)[0], tf.shape(images)[1]
+    factor = _uniform([batch], seed, 1 - zoom, 1 + zoom)
+    half = 0.5 / factor
+    boxes = tf.stack([0.5 - half, 0.5 - half, 0.5 + half, 0.5 + half], axis=1)
+    return tf.image.crop_and_resize(
+        images, boxes, tf.range(batch), tf.stack([side, side]), extrapolation_value=0.0
+    )

@@ -18,6 +18,12 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "bl
 # TrainConfig fields that hold paths (strings in a manifest's training record).
 PATH_KEYS = ("data_dir", "store_dir", "backup_dir", "temperature_from")
 
+# The data set's background (its glass): the median over the 279 train originals of each
+# one's `model_core.inputs.colour.background_colour` (5th-95th percentiles 197-205, 198-207,
+# 194-204: one camera); `python -m training colour-reference` measures it again. Never
+# measured on the test originals.
+TRAIN_BACKGROUND_RGB = (201.0, 203.0, 198.0)
+
 Source = Literal["originals", "train-folder"]
 Arch = Literal["tutorial", "wide"]  # the keys of training.pipeline.model.ARCHITECTURES
 Strategy = Literal["default", "mirrored", "one-device", "multi-worker"]
@@ -42,9 +48,25 @@ class AugmentConfig:
     color_jitter: float = 0.0
     """Max relative change of brightness, contrast and saturation (v4-v6 trained with 0.1;
     the recipe without it won round 6 on validation)."""
+    hue_shift: float = 0.0
+    """Max stain hue shift in OpenCV's 0-180 hue units (issue 26: stain batches and
+    protocols move the hue by up to about 10)."""
+    saturation_jitter: float = 0.0
+    """Max relative change of the HSV saturation (stain strength): x[1 - s, 1 + s]."""
+    value_jitter: float = 0.0
+    """Max relative change of the HSV value (brightness, exposure): x[1 - v, 1 + v]."""
+    channel_gain: float = 0.0
+    """Max relative gain of each RGB channel on its own (a camera's white balance)."""
+    window_zoom: float = 0.0
+    """Max zoom in or out of a cell window, as a fraction (black beyond its edges): the
+    model tolerates a measured scale that is off by this much."""
     fill_value: float = field(default=0.0, metadata=NO_FLAG)
     """Pixels uncovered by the geometry are black, like the data set's own augmented copies
     in images/TRAIN and images/TEST (Keras' constant fill)."""
+
+    def stains(self) -> bool:
+        """Whether the stain and camera colour jitter is on."""
+        return any((self.hue_shift, self.saturation_jitter, self.value_jitter, self.channel_gain))
 
 
 # TrainConfig fields added since the first records -> the value older records imply.
@@ -99,6 +121,10 @@ class TrainConfig:
     """With `localise`: side of the square window cut around the cell, in pixels of a frame
     as wide as the localiser's working width (320), resized to `input_size`; the default is
     the manifest's (112)."""
+    white_balance: bool = False
+    """Balance every image by its background (the glass) to the data set's,
+    `TRAIN_BACKGROUND_RGB`, before the cell is found: the manifest's
+    `preprocessing.white_balance` (issue 26), which serving runs too."""
     flip_average: bool = True
     """Serve (and score) the mean of the window's and its mirror's answers: the manifest's
     `preprocessing.flip_average`. Chosen on validation in round 6 (+0.9 points, 3 seeds)."""

@@ -9,7 +9,13 @@ import tensorflow as tf
 
 from model_core.inputs.transform import model_pixels, scale_pixels, to_model_input
 from model_core.store.manifest import Preprocessing
-from training.pipeline.augment import augment_batch, augment_frames, color_jitter
+from training.pipeline.augment import (
+    augment_batch,
+    augment_frames,
+    color_jitter,
+    stain_jitter,
+    zoom_windows,
+)
 from training.pipeline.config import TrainConfig
 from training.pipeline.data import LabelledImages
 
@@ -23,8 +29,8 @@ def training_dataset(
 ) -> tuple[tf.data.Dataset, int]:
     """Endless shuffled (or class-balanced) augmented batches, and the steps per epoch.
     `windows`: `data` is a bank of cell windows at the input size (`crop_bank`), augmented
-    by flips, 90-degree rotations and colour jitter; otherwise full frames, augmented and
-    resized."""
+    by flips, 90-degree rotations, zoom, and colour and stain jitter; otherwise full frames,
+    augmented and resized."""
     images = tf.constant(data.images)
     if balanced:
         per_class = [
@@ -52,9 +58,16 @@ def training_dataset(
         if windows:
             batch_images = tf.cast(batch_images, tf.float32)
             if config.augment:
+                augmentation = config.augmentation
                 batch_images = dihedral_batch(batch_images, batch_seed)
-                if config.augmentation.color_jitter > 0:
-                    batch_images = color_jitter(batch_images, batch_seed, config.augmentation)
+                if augmentation.window_zoom > 0:
+                    zoom_seed = tf.random.experimental.stateless_fold_in(batch_seed, 1)
+                    batch_images = zoom_windows(batch_images, zoom_seed, augmentation.window_zoom)
+                if augmentation.color_jitter > 0:
+                    batch_images = color_jitter(batch_images, batch_seed, augmentation)
+                if augmentation.stains():
+                    stain_seed = tf.random.experimental.stateless_fold_in(batch_seed, 2)
+                    batch_images = stain_jitter(batch_images, stain_seed, augmentation)
             inputs = scale_pixels(batch_images, spec)
         else:
             if config.augment:

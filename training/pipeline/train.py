@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_core.store.manifest import Localisation, Preprocessing
+from model_core.store.manifest import Localisation, Preprocessing, WhiteBalance
 from training.dataprep.copy_originals import train_copy_groups
-from training.pipeline.config import Strategy, TrainConfig
+from training.pipeline.config import TRAIN_BACKGROUND_RGB, Strategy, TrainConfig
 from training.pipeline.data import (
     LabelledImages,
     class_names_of,
@@ -163,8 +163,16 @@ def training_preprocessing(config: TrainConfig) -> Preprocessing:
     localisation = (
         Localisation.model_validate({"window": config.window}) if config.localise else None
     )
+    balance = (
+        WhiteBalance.model_validate({"reference_rgb": TRAIN_BACKGROUND_RGB})
+        if config.white_balance
+        else None
+    )
     return Preprocessing(
-        antialias=True, localisation=localisation, flip_average=config.flip_average
+        antialias=True,
+        localisation=localisation,
+        flip_average=config.flip_average,
+        white_balance=balance,
     )
 
 

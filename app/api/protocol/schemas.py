@@ -58,7 +58,7 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[int] | list[float] | None = None  # INT32 rows stay integers in JSON
+    data: list[bool] | list[int] | list[float] | None = None  # INT32 stays integers in JSON
 
 
 class InferenceResponse(BaseModel):

@@ -27,13 +27,15 @@ from app.core.errors import InvalidImage, InvalidParameter, PayloadTooLarge, des
 from app.core.schemas import PredictOptions
 from app.core.settings import Settings
 from app.engine.images import check_dimensions
+from app.engine.service import MainCell
 
 PIXELS = MetadataTensor(name="pixels", datatype="UINT8", shape=[-1, -1, -1, 3])
 ENCODED = MetadataTensor(name="images", datatype="BYTES", shape=[-1])
 OUTPUT_NAME = "probabilities"
 CELL_BOX_OUTPUT = "cell_box"
+REVIEW_OUTPUT = "review"
 NO_BOX = (-1, -1, -1, -1)  # the cell_box row of an image classified as a whole frame
-_DATATYPES = {np.dtype("<f4"): "FP32", np.dtype("<i4"): "INT32"}
+_DATATYPES = {np.dtype("<f4"): "FP32", np.dtype("<i4"): "INT32", np.dtype("bool"): "BOOL"}
 PIXEL_DATATYPES: dict[str, np.dtype] = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
 # Parameters of extensions this server does not implement: refused, never ignored.
 _UNSUPPORTED = {
@@ -51,26 +53,29 @@ class Images:
 
 
 def output_names(localises: bool) -> list[str]:
-    """The model's outputs: probabilities, and the cell box when it finds the white cell."""
-    return [OUTPUT_NAME, CELL_BOX_OUTPUT] if localises else [OUTPUT_NAME]
+    """The model's outputs: probabilities, the cell box when it finds the white cell, and
+    whether a person should review the answer."""
+    if localises:
+        return [OUTPUT_NAME, CELL_BOX_OUTPUT, REVIEW_OUTPUT]
+    return [OUTPUT_NAME, REVIEW_OUTPUT]
 
 
 def output_metadata(num_classes: int, localises: bool) -> list[MetadataTensor]:
     outputs = [MetadataTensor(name=OUTPUT_NAME, datatype="FP32", shape=[-1, num_classes])]
     if localises:
         outputs.append(MetadataTensor(name=CELL_BOX_OUTPUT, datatype="INT32", shape=[-1, 4]))
+    outputs.append(MetadataTensor(name=REVIEW_OUTPUT, datatype="BOOL", shape=[-1]))
     return outputs
 
 
-def output_tensors(
-    classified: list[tuple[np.ndarray, tuple[int, int, int, int] | None]], localises: bool
-) -> dict[str, np.ndarray]:
+def output_tensors(classified: list[MainCell], localises: bool) -> dict[str, np.ndarray]:
     """Each output by name, in the order of `output_names`."""
-    tensors = {OUTPUT_NAME: np.stack([probabilities for probabilities, _ in classified])}
+    tensors = {OUTPUT_NAME: np.stack([cell.probabilities for cell in classified])}
     if localises:
         tensors[CELL_BOX_OUTPUT] = np.array(
-            [NO_BOX if box is None else box for _, box in classified], np.int32
+            [NO_BOX if cell.box is None else cell.box for cell in classified], np.int32
         )
+    tensors[REVIEW_OUTPUT] = np.array([cell.review for cell in classified], bool)
     return tensors
 
 

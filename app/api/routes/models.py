@@ -1,8 +1,9 @@
 from fastapi import APIRouter
 
 from app.api.dependencies import ServiceDep
-from app.core.schemas import ModelInfo, ModelsResponse
+from app.core.schemas import ModelInfo, ModelsResponse, ReviewInfo
 from model_core.explainers import METHODS
+from model_core.review import REASONS
 
 router = APIRouter(tags=["models"])
 
@@ -27,6 +28,10 @@ def models(service: ServiceDep) -> ModelsResponse:
                 backend=runtime.backend,
                 created_at=manifest.created_at.isoformat(),
                 metrics=manifest.metrics,
+                review=ReviewInfo(
+                    reasons=REASONS,
+                    **(manifest.review.model_dump() if manifest.review else {}),
+                ),
             )
         ]
     )

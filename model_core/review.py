@@ -1,0 +1,93 @@
+"""Whether a person should look at an answer, and why: one small vocabulary of reasons,
+decided the same way by the service, the folder-scoring command and the studies.
+
+An answer is accepted only when none of the reasons holds. The confidence threshold is the
+manifest's `review` policy (fitted on held-out train originals by
+`training.studies.review_fit`); the other reasons need no fitting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from model_core.inputs.localisation import Box, Scale
+from model_core.qualify import Qualification
+from model_core.store.manifest import ReviewPolicy
+
+ReviewReason = Literal[
+    "low_confidence",
+    "out_of_distribution",
+    "whole_frame",
+    "cell_at_edge",
+    "scale_assumed",
+    "colour_not_normalised",
+]
+
+REASONS: dict[ReviewReason, str] = {
+    "low_confidence": "the calibrated confidence is below the threshold fitted on held-out "
+    "train originals to keep the accepted answers at the manifest's target accuracy",
+    "out_of_distribution": "the image does not look like the stained smears the model was "
+    "trained on (in_distribution is false)",
+    "whole_frame": "no white cell was found, so the whole frame was classified",
+    "cell_at_edge": "the white cell is cut by the image's edge, so part of it is missing",
+    "scale_assumed": "the image's scale was neither given (pixel_size_um) nor measurable "
+    "from its red cells, and the white cell is larger than any in the training frames (a "
+    "tight crop): the window was cut at a guessed size",
+    "colour_not_normalised": "no background (glass) was found to white-balance the image "
+    "by, so the camera's colour cast, if any, is still in it",
+}
+"""Every reason an answer can be flagged for, in the order they are listed."""
+
+EDGE_MARGIN_PX = 1
+"""A cell box within this many pixels of the image's edge touches it."""
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the input transform learnt of an image that bears on trusting its answers."""
+
+    width: int
+    height: int
+    scale: Scale | None = None
+    white_balanced: bool | None = None
+    """False: the model balances colour by the background and none was found."""
+
+
+def review_reasons(
+    quality: Qualification,
+    cell_box: Box | None,
+    image: ImageFacts,
+    policy: ReviewPolicy | None,
+    localises: bool = True,
+) -> list[ReviewReason]:
+    """The reasons (keys of `REASONS`, in their order) to have a person look at one cell's
+    answer; empty: the answer can be accepted as it is."""
+    reasons: list[ReviewReason] = []
+    if (
+        policy is not None
+        and quality.calibrated_confidence is not None
+        and quality.calibrated_confidence < policy.min_calibrated_confidence
+    ):
+        reasons.append("low_confidence")
+    if quality.in_distribution is False and not (localises and cell_box is None):
+        reasons.append("out_of_distribution")
+    if localises and cell_box is None:
+        reasons.append("whole_frame")
+    if cell_box is not None and _at_edge(cell_box, image):
+        reasons.append("cell_at_edge")
+    scale = image.scale
+    if scale is not None and scale.source == "assumed" and not scale.field_of_view:
+        reasons.append("scale_assumed")
+    if image.white_balanced is False:
+        reasons.append("colour_not_normalised")
+    return reasons
+
+
+def _at_edge(box: Box, image: ImageFacts) -> bool:
+    x0, y0, x1, y1 = box
+    return (
+        x0 < EDGE_MARGIN_PX
+        or y0 < EDGE_MARGIN_PX
+        or x1 > image.width - EDGE_MARGIN_PX
+        or y1 > image.height - EDGE_MARGIN_PX
+    )
