@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from model_core.inputs.localisation import Box, Scale
-from model_core.qualify import Qualification
+from model_core.qualify import PredictionQualifier, Qualification
 from model_core.store.manifest import ReviewPolicy
 
 ReviewReason = Literal[
@@ -81,6 +83,24 @@ def review_reasons(
     if image.white_balanced is False:
         reasons.append("colour_not_normalised")
     return reasons
+
+
+def judge(
+    qualifier: PredictionQualifier,
+    logits: np.ndarray,
+    features: np.ndarray,
+    cell_box: Box | None,
+    image: ImageFacts,
+    policy: ReviewPolicy | None,
+    localises: bool,
+) -> tuple[Qualification, list[ReviewReason]]:
+    """One cell's pass (its logits [classes] and pooled features [K], K may be 0) -> its
+    calibrated confidence and distribution check, and the reasons for a person to look at
+    it: what the service answers, and what studies score."""
+    quality = qualifier.qualify(
+        logits, features if features.size else None, cell_missing=localises and cell_box is None
+    )
+    return quality, review_reasons(quality, cell_box, image, policy, localises)
 
 
 def _at_edge(box: Box, image: ImageFacts) -> bool:

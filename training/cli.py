@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from model_core.quiet import quiet_tensorflow
 from training.dataprep import fetch
 from training.pipeline import options
 from training.pipeline.config import TrainConfig
 from training.pipeline.options import add_arguments
-from training.quiet import quiet_tensorflow
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate-localiser",
         "score an entry's cell localiser against the annotated WBC boxes",
     )
+    review = _entry_parser(
+        subparsers,
+        "evaluate-review",
+        "fit an entry's review threshold on its held-out train originals and score its "
+        "served answers (coverage, accepted accuracy, AURC), unchanged and colour-shifted",
+    )
+    review.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=0.98,
+        help="the accuracy the accepted answers must keep where the threshold is fitted",
+    )
+    review.add_argument(
+        "--no-fit", action="store_true", help="score the manifest's policy as it is"
+    )
+    review.add_argument(
+        "--answers-from",
+        type=Path,
+        default=None,
+        help="for an entry trained on every train original: fit on the originals this entry "
+        "folder (the same recipe and seed, with originals held out) held out",
+    )
+    review.add_argument(
+        "--splits", nargs="*", choices=("test", "test_simple"), default=["test_simple", "test"]
+    )
+    review.add_argument(
+        "--shifted",
+        nargs="*",
+        choices=("validation", "test", "test_simple"),
+        default=["validation", "test_simple"],
+        help="the sets also scored under every colour shift (training/studies/colour_shifts.py)",
+    )
     _entry_parser(
         subparsers,
         "export-onnx",
@@ -199,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_localiser(args)
         if args.command == "export-onnx":
             return _run_export_onnx(args)
+        if args.command == "evaluate-review":
+            return _run_review(args)
         if args.command == "evaluate-explanations":
             return _run_explanations(args)
         return _run_evaluate(args)
@@ -329,6 +363,22 @@ def _run_localiser(args: argparse.Namespace) -> int:
         )
     report = evaluate_localiser(args.data_dir, manifest.preprocessing.localisation)
     write_localiser_report(report, directory / REPORTS_DIR)
+    print(markdown(report))
+    return 0
+
+
+def _run_review(args: argparse.Namespace) -> int:
+    from training.studies.review_report import evaluate_review, markdown
+
+    report = evaluate_review(
+        _entry(args),
+        args.data_dir,
+        args.target_accuracy,
+        not args.no_fit,
+        args.answers_from,
+        tuple(args.splits),
+        tuple(args.shifted),
+    )
     print(markdown(report))
     return 0
 

@@ -29,7 +29,7 @@ from app.engine.images import decode_image
 from app.engine.worker import LaneWorker
 from model_core.inputs.localisation import Box
 from model_core.qualify import PredictionQualifier, Qualification
-from model_core.review import ImageFacts, ReviewReason, review_reasons
+from model_core.review import ImageFacts, ReviewReason, judge
 from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime, PreparedImage
 
 CellPass = tuple[Forward, Box | None]
@@ -230,12 +230,16 @@ class InferenceService:
     ) -> tuple[Qualification, list[ReviewReason]]:
         """One cell's calibrated confidence and distribution check, and the reasons for a
         person to look at it (counted in the metrics)."""
-        features = forward.features if forward.features.size else None
-        localises = self.runtime.localises
-        quality = self.qualifier.qualify(
-            forward.logits, features, cell_missing=localises and cell_box is None
+        runtime = self.runtime
+        quality, reasons = judge(
+            self.qualifier,
+            forward.logits,
+            forward.features,
+            cell_box,
+            facts,
+            runtime.manifest.review,
+            runtime.localises,
         )
-        reasons = review_reasons(quality, cell_box, facts, self.runtime.manifest.review, localises)
         self.metrics.count_review(reasons)
         return quality, reasons
 
