@@ -197,3 +197,22 @@ def test_the_readme_first_command_serves_the_bundled_model() -> None:
         ready = httpx.get(f"{server.url}/health/ready", timeout=10).json()
     newest = max(int(p.name) for p in (ROOT / "model_store" / "wbc-squeezenet").iterdir())
     assert ready["status"] == "ready" and ready["model"]["version"] == newest
+
+
+@pytest.mark.slow
+def test_the_readme_score_command_runs(tmp_path: Path) -> None:
+    """The README's `wbc-explain score` block, as written, from a folder laid out like the
+    repository: a CSV row per cell of each example and an offline HTML report."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+    (block,) = [block for block in blocks if "wbc-explain score" in block]
+    for name in (".venv", "examples", "model_store"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, capture_output=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    files = {row.split(",", 1)[0] for row in rows[1:]}
+    assert files == {f"examples/{path.name}" for path in (ROOT / "examples").glob("*.jpeg")}
+    assert all(row.endswith(",") for row in rows[1:])  # no file has an error
+    assert "Differential count" in (tmp_path / "report.html").read_text()
