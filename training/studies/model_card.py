@@ -295,6 +295,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("Failing originals", scores.failing_originals_section),
     ("Calibration", checks.calibration_section),
     ("Out-of-distribution check", checks.ood_section),
+    ("Review flag and colour robustness", checks.review_section),
     ("Cell localiser", checks.localiser_section),
     ("Explanation quality", checks.explanations_section),
     ("How it was trained", training_section),

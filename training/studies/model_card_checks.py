@@ -12,6 +12,7 @@ from training.studies.model_card_inputs import (
     LOCALISER_FILE,
     OOD_CHECK_FILE,
     REPORTS_DIR,
+    REVIEW_FILE,
     SEED_REPORT_FILE,
     EntryFacts,
     not_measured,
@@ -253,3 +254,65 @@ def _calibration_gap(test: dict) -> list[str]:
         return []
     how = "after temperature scaling" if ece is calibrated else "of the raw softmax"
     return [f"Confidence is approximate: TEST ECE {number(ece)} {how}."]
+
+
+def review_section(facts: EntryFacts) -> list[str]:
+    """The review threshold and what it does, unchanged and under colour shifts."""
+    report = facts.report(REVIEW_FILE)
+    policy = facts.manifest.review
+    lines: list[str] = []
+    if policy is None:
+        lines += [
+            "No confidence threshold is fitted: answers are flagged for review only for the "
+            "other reasons (out of distribution, whole frame, cell at the edge, scale "
+            "assumed, colour not balanced).",
+            "",
+        ]
+    else:
+        lines += [
+            f"An answer whose calibrated confidence is below "
+            f"{number(policy.min_calibrated_confidence)} is flagged `low_confidence`. Fitted "
+            f"for {policy.target_accuracy:.0%} accuracy on accepted answers on "
+            f"{policy.fitted_on}; there it accepts {policy.expected_coverage:.1%} of answers "
+            f"at {policy.expected_accuracy:.1%}.",
+            "",
+        ]
+    if report is None:
+        return lines + not_measured("`python -m training evaluate-review` was not run")
+    lines += [
+        f"What the service answers (`python -m training evaluate-review`; "
+        f"[{REVIEW_FILE.replace('.json', '.md')}](reports/{REVIEW_FILE.replace('.json', '.md')}), "
+        "[risk-coverage](reports/risk_coverage.png)). Coverage: the share of answers with no "
+        "review reason; wrong, unflagged: wrong answers with no reason, of all answers. The "
+        "shifts are `training/studies/colour_shifts.py`'s.",
+        "",
+    ]
+    for key, rows in report.get("sets", {}).items():
+        table_rows = [
+            [
+                name,
+                number(row.get("accuracy")),
+                number(row.get("coverage")),
+                number(row.get("accepted_accuracy")),
+                number(row.get("wrong_and_unflagged")),
+            ]
+            for name, row in rows.items()
+        ]
+        lines += [
+            f"{split_label(key)}:",
+            "",
+            *table(
+                ["shift", "accuracy", "coverage", "accepted accuracy", "wrong, unflagged"],
+                table_rows,
+            ),
+            "",
+        ]
+        ranking = rows.get("unchanged", {}).get("ranking")
+        if ranking:
+            lines += [
+                f"Ranked by calibrated confidence: AURC {number(ranking['aurc'], 4)}; the most "
+                f"confident 70/80/90% are right {number(ranking['accuracy_at_70'])} / "
+                f"{number(ranking['accuracy_at_80'])} / {number(ranking['accuracy_at_90'])}.",
+                "",
+            ]
+    return lines

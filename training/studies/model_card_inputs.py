@@ -25,6 +25,7 @@ SEED_REPORT_FILE = "seed_report.json"
 EXPLANATIONS_FILE = "explanations.json"
 LOCALISER_FILE = "localiser.json"
 OOD_CHECK_FILE = "ood_check.json"
+REVIEW_FILE = "review.json"
 HISTORY_FILE = "history.json"
 # The reference maps of training.studies.explanation_quality.BASELINES: not methods.
 EXPLANATION_BASELINES = ("random", "centre", "cell box")
