@@ -31,7 +31,8 @@ REASONS: dict[ReviewReason, str] = {
     "out_of_distribution": "the image does not look like the stained smears the model was "
     "trained on (in_distribution is false)",
     "whole_frame": "no white cell was found, so the whole frame was classified",
-    "cell_at_edge": "the white cell is cut by the image's edge, so part of it is missing",
+    "cell_at_edge": "the white cell is cut by the image's edge (its box there is narrower "
+    "than 0.6 of its other side), so part of it is missing",
     "scale_assumed": "the image's scale was neither given (pixel_size_um) nor measurable "
     "from its red cells, and the white cell is larger than any in the training frames (a "
     "tight crop): the window was cut at a guessed size",
@@ -42,6 +43,11 @@ REASONS: dict[ReviewReason, str] = {
 
 EDGE_MARGIN_PX = 1
 """A cell box within this many pixels of the image's edge touches it."""
+CUT_SHAPE_RATIO = 0.6
+"""A cell box that touches an edge is cut when it is narrower across that edge than this
+share of its other side (a round cell with more than about a third cut off). Touching alone
+is common and harmless: 27% of the data set's TRAIN copies (shifted and rotated, the box
+grown by its margin) touch an edge, 4.7% by this rule (600 copies sampled)."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +110,11 @@ def judge(
 
 
 def _at_edge(box: Box, image: ImageFacts) -> bool:
+    """Whether the cell is cut by the image's edge (`CUT_SHAPE_RATIO`)."""
     x0, y0, x1, y1 = box
-    return (
-        x0 < EDGE_MARGIN_PX
-        or y0 < EDGE_MARGIN_PX
-        or x1 > image.width - EDGE_MARGIN_PX
-        or y1 > image.height - EDGE_MARGIN_PX
+    width, height = x1 - x0, y1 - y0
+    left_or_right = x0 < EDGE_MARGIN_PX or x1 > image.width - EDGE_MARGIN_PX
+    top_or_bottom = y0 < EDGE_MARGIN_PX or y1 > image.height - EDGE_MARGIN_PX
+    return (left_or_right and width < CUT_SHAPE_RATIO * height) or (
+        top_or_bottom and height < CUT_SHAPE_RATIO * width
     )

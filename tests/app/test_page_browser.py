@@ -156,6 +156,11 @@ def assert_accessible(page) -> None:
     assert unnamed == []
 
 
+def model_reasons(server_url: str) -> dict[str, str]:
+    """The review reasons' explanations, as GET /models gives them."""
+    return httpx.get(f"{server_url}/models").json()["models"][0]["review"]["reasons"]
+
+
 def test_an_example_shows_the_predict_label_and_every_method(server_url, tab, tmp_path):
     tab.open(server_url)
     model = httpx.get(f"{server_url}/models").json()["models"][0]
@@ -170,6 +175,13 @@ def test_an_example_shows_the_predict_label_and_every_method(server_url, tab, tm
     assert all(re.search(r"Layer fire\d, \d+ ms", caption) for caption in captions)
     assert tab.page.locator("#probabilities li").count() == len(model["classes"])
     assert "calibrated confidence" in tab.page.inner_text("#confidence")
+    served = httpx.post(
+        f"{server_url}/predict",
+        timeout=120,
+        files={"file": ("n.jpeg", (EXAMPLES / "neutrophil-1.jpeg").read_bytes())},
+    ).json()["predictions"][0]
+    expected = "Review recommended" if served["review"] else "No review needed"
+    assert tab.page.inner_text("#review").startswith(expected)
     # A 320x240 example, no scale given: its red cells measure the data set's field of view.
     assert tab.page.inner_text("#scale") == (
         "Scale 0.151 µm per pixel, measured from the red cells."
@@ -258,6 +270,11 @@ def test_an_unusual_image_is_flagged_and_the_cell_box_drawn(server_url, tab, tmp
     warning = tab.page.inner_text("#ood")
     assert tab.page.is_visible("#ood") and "out of distribution" in warning
     assert "Mahalanobis distance" in warning  # the service's own reason
+    review = tab.page.inner_text("#review")
+    assert tab.page.is_visible("#review") and review.startswith("Review recommended")
+    assert answer["predictions"][0]["review"]
+    for reason in answer["predictions"][0]["review_reasons"]:  # in the model's own words
+        assert model_reasons(server_url)[reason][:40].lower() in review.lower()
     box = tab.page.eval_on_selector(
         "#cell-box",
         "box => [box.hidden, box.style.left, box.style.top, box.style.width, box.style.height]",

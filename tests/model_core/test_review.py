@@ -52,8 +52,10 @@ def test_a_confident_cell_inside_the_frame_is_accepted():
             ["out_of_distribution"],
         ),
         (Qualification(0.95, False, None, "no cell"), None, FRAME, ["whole_frame"]),
-        (SURE, (0, 80, 60, 160), FRAME, ["cell_at_edge"]),
-        (SURE, (250, 150, 320, 240), FRAME, ["cell_at_edge"]),
+        (SURE, (0, 80, 40, 160), FRAME, ["cell_at_edge"]),
+        (SURE, (280, 150, 320, 240), FRAME, ["cell_at_edge"]),
+        (SURE, (100, 200, 180, 240), FRAME, ["cell_at_edge"]),
+        (SURE, (0, 80, 60, 160), FRAME, []),  # touching, not cut: common and harmless
         (
             SURE,
             (10, 10, 180, 160),
@@ -69,7 +71,7 @@ def test_a_confident_cell_inside_the_frame_is_accepted():
         ),
         (
             Qualification(0.5, False, 50.0, "far"),
-            (0, 0, 50, 50),
+            (0, 0, 20, 50),
             ImageFacts(320, 240, Scale(0.3, "assumed"), False),
             [
                 "low_confidence",
