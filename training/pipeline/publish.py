@@ -112,6 +112,7 @@ def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
             "metrics": manifest.metrics,
             "calibration": manifest.calibration,
             "feature_distribution": manifest.feature_distribution,
+            "review": manifest.review,
         }
     )
     write_manifest(directory, published)

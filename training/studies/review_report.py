@@ -6,6 +6,7 @@ colour shifts of `colour_shifts.SHIFTS`. Writes `reports/review.{json,md}` and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ from training.studies.model_card import write_model_card
 from training.studies.review_fit import fit_threshold, policy_outcome, ranking_summary
 from training.studies.served_answers import ServedAnswers, served_answers
 
+HELD_OUT_CACHE = Path("runs") / "held_out"
+"""Which copies a training run held out, remembered per hold-out (matching the copies to
+their originals takes minutes)."""
+
 
 def held_out_frames(entry: Path, data_dir: Path) -> LabelledImages:
     """The copies of the train originals `entry`'s training run held out (its validation)."""
@@ -36,8 +41,40 @@ def held_out_frames(entry: Path, data_dir: Path) -> LabelledImages:
             "some out"
         )
     config.data_dir = Path(data_dir)
+    key = {
+        name: str(getattr(config, name))
+        for name in (
+            "data_dir",
+            "source",
+            "validation_fraction",
+            "holdout_seed",
+            "seed",
+            "folds",
+            "fold",
+            "fold_method",
+            "limit_per_class",
+        )
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    cache = HELD_OUT_CACHE / f"{digest}.json"
+    cacheable = config.source == "train-folder"  # "originals" validates on fresh copies
+    if cacheable and cache.is_file():
+        held = json.loads(cache.read_text())
+        return load_images([Path(path) for path in held["paths"]], np.asarray(held["labels"]))
     _, _, validation = load_training_data(config)
     assert validation is not None
+    if not cacheable:
+        return validation
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(
+        json.dumps(
+            {
+                "key": key,
+                "paths": [str(path) for path in validation.paths],
+                "labels": validation.labels.tolist(),
+            }
+        )
+    )
     return validation
 
 
