@@ -12,9 +12,11 @@ from pathlib import Path
 
 from app.core.settings import Settings
 from app.engine.images import decode_image
+from model_core.inputs.colour import white_balance
 from model_core.inputs.localisation import find_cell
 from model_core.runtime import ModelRuntime
 from model_core.store.entries import list_versions
+from model_core.store.manifest import WhiteBalance
 
 WARMUP_CALLS = 10
 # The last whole-frame model (128x128 input): the forward the crop model is held against.
@@ -37,6 +39,9 @@ class Floor:
     not localise."""
     prepare_ms: float | None = None
     """Finding the cell and cutting, resizing and scaling its window (`runtime.prepare`)."""
+    white_balance_ms: float | None = None
+    """White-balancing a decoded upload by its background (`model_core.inputs.colour`),
+    measured whether or not the served model asks for it."""
     version: int | None = None
     reference_forward_ms: float | None = None
     """The forward pass of REFERENCE_VERSION, same backend and batch, for comparison."""
@@ -72,6 +77,12 @@ def measure_floor(
         floor.prepare_ms = _median_ms(
             lambda index: runtime.prepare(decoded[index % len(decoded)]), samples
         )
+    balance = runtime.manifest.preprocessing.white_balance or WhiteBalance.model_validate(
+        {"reference_rgb": (201.0, 203.0, 198.0)}
+    )
+    floor.white_balance_ms = _median_ms(
+        lambda index: white_balance(decoded[index % len(decoded)], balance), samples
+    )
     if runtime.manifest.version != REFERENCE_VERSION and REFERENCE_VERSION in list_versions(
         store_dir, model_name
     ):

@@ -83,6 +83,8 @@ def check_targets(
         *_forward_checks(forward, floor.backend, pass_images),
         floor.localise_ms is not None
         and _at_most("ms to find the white cell in a 320x240 smear", floor.localise_ms, 2.0),
+        floor.white_balance_ms is not None
+        and _at_most("ms to white-balance a 320x240 smear", floor.white_balance_ms, 1.0),
         floor.reference_forward_ms
         and _at_most(
             f"forward of v{floor.version} / forward of the whole-frame v3 (batch 1)",
@@ -157,6 +159,11 @@ def markdown(
             f"; finding the cell {floor.localise_ms:.2f} ms, finding it and cutting the "
             f"window {floor.prepare_ms:.2f} ms"
             if floor.localise_ms is not None
+            else ""
+        )
+        + (
+            f"; white balance {floor.white_balance_ms:.2f} ms"
+            if floor.white_balance_ms is not None
             else ""
         )
         + (
