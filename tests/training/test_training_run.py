@@ -351,3 +351,47 @@ def test_cross_validation_holds_out_each_original_once_and_its_temperature_carri
         == 2
     )
     assert "differs in seed" in capsys.readouterr().err
+
+
+def test_colour_recipe_and_review_fit_on_held_out_originals(example_data_dir, tmp_path):
+    """White balance, stain jitter and window zoom reach the manifest; evaluate-review fits
+    the threshold on the held-out copies and scores every colour shift through the served
+    path; the card reports it."""
+    from model_core.store.manifest import ReviewPolicy
+    from training.pipeline.config import TRAIN_BACKGROUND_RGB, AugmentConfig
+    from training.studies.colour_shifts import SHIFTS
+    from training.studies.review_report import evaluate_review
+
+    config = _quick_config(
+        example_data_dir,
+        tmp_path,
+        localise=True,
+        white_balance=True,
+        validation_fraction=0.5,
+        augmentation=AugmentConfig(
+            hue_shift=4, saturation_jitter=0.2, value_jitter=0.1, channel_gain=0.05,
+            window_zoom=0.05,
+        ),
+    )  # fmt: skip
+    result = train(config)
+    directory, manifest = publish(result, config)
+    balance = manifest.preprocessing.white_balance
+    assert balance is not None and balance.reference_rgb == TRAIN_BACKGROUND_RGB
+    assert TrainConfig.from_record(manifest.training).augmentation.hue_shift == 4
+
+    report = evaluate_review(
+        directory, example_data_dir, 0.9, splits=("test_simple",), shifted_splits=("test_simple",)
+    )
+    policy = read_manifest(directory).review
+    assert isinstance(policy, ReviewPolicy) and policy.target_accuracy == 0.9
+    assert 0 <= policy.expected_coverage <= 1
+    assert set(report["sets"]) == {"validation", "test_simple"}
+    assert set(report["sets"]["test_simple"]) == set(SHIFTS)
+    assert set(report["sets"]["validation"]) == {"unchanged"}
+    for row in report["sets"]["test_simple"].values():
+        assert row["count"] == 8
+        assert row["wrong_and_unflagged"] <= 1 - row["accuracy"] + 1e-9
+    card = (directory / "README.md").read_text()
+    assert "## Review flag and colour robustness" in card
+    assert f"{policy.min_calibrated_confidence:.3f}"[:4] in card
+    assert (directory / "reports" / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
