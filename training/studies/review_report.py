@@ -101,10 +101,19 @@ def evaluate_review(
     splits: tuple[str, ...] = ("test_simple", "test"),
     shifted_splits: tuple[str, ...] = ("validation", "test_simple"),
 ) -> dict:
-    """Fit (with `fit`) and score the review policy of `entry`; see the module's doc."""
+    """Fit (with `fit`) and score the review policy of `entry`; see the module's doc. With
+    `answers_from` (an entry of the same recipe and seed that held originals out, for a refit
+    on every original), the threshold is fitted on that entry's answers to its held-out
+    originals, as its temperature is carried over, and `validation` rows are its answers."""
     manifest = read_manifest(entry)
     runtime = ModelRuntime.load(entry.parent.parent, manifest.name, manifest.version)
     held_out_source = answers_from or entry
+    held_out_runtime = runtime
+    if answers_from is not None:
+        source = read_manifest(answers_from)
+        held_out_runtime = ModelRuntime.load(
+            answers_from.parent.parent, source.name, source.version
+        )
     sets = {"validation": held_out_frames(held_out_source, data_dir)}
     for key in splits:
         folder = Path(data_dir) / "images" / EVALUATION_SPLITS[key]
@@ -113,7 +122,7 @@ def evaluate_review(
     policy = manifest.review
     confidence_alone: dict[str, dict] = {}
     if fit:
-        answers = served_answers(runtime, sets["validation"].images, policy=None)
+        answers = served_answers(held_out_runtime, sets["validation"].images, policy=None)
         correct = answers.predicted == sets["validation"].labels
         policy = fit_threshold(
             answers.calibrated_confidence,
@@ -135,7 +144,8 @@ def evaluate_review(
         rows = {}
         for name in SHIFTS if key in shifted_splits else ["unchanged"]:
             frames = data.images if name == "unchanged" else shifted(data.images, name)
-            answers = served_answers(runtime, frames, policy)
+            judge_by = held_out_runtime if key == "validation" else runtime
+            answers = served_answers(judge_by, frames, policy)
             rows[name] = {"kind": SHIFTS[name][0], **outcome(answers, data.labels)}
             if name == "unchanged":
                 correct = answers.predicted == data.labels
