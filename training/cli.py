@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     promote.add_argument("source", type=Path, help="the entry folder to publish")
     promote.add_argument(
+        "--white-balance",
+        action="store_true",
+        help="publish the weights with the background white balance in front "
+        "(preprocessing.white_balance); evaluate and calibrate the new version after",
+    )
+    promote.add_argument(
         "--store-dir",
         type=Path,
         default=Path("model_store"),
@@ -222,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "promote":
             from training.pipeline.publish import promote
 
-            directory, manifest = promote(args.source, args.store_dir)
+            directory, manifest = promote(args.source, args.store_dir, args.white_balance)
             print(f"published {manifest.name} v{manifest.version} to {directory}")
             return 0
         if args.command == "seed-report":

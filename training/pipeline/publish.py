@@ -19,9 +19,10 @@ from model_core.store.manifest import (
     Framework,
     Layers,
     Manifest,
+    WhiteBalance,
 )
 from training.pipeline.calibration import OOD_LAYERS
-from training.pipeline.config import TrainConfig
+from training.pipeline.config import TRAIN_BACKGROUND_RGB, TrainConfig
 from training.pipeline.model import EXPLANATION_LAYER, FEATURES_LAYER, LOGITS_LAYER
 from training.pipeline.onnx_export import export_onnx
 from training.pipeline.plots import plot_training_curves
@@ -80,14 +81,31 @@ def publish(result: TrainResult, config: TrainConfig) -> tuple[Path, Manifest]:
     return directory, manifest
 
 
-def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
+def promote(source: Path, store_dir: Path, white_balance: bool = False) -> tuple[Path, Manifest]:
     """Publish an entry trained elsewhere (e.g. the best seed of a study, trained into its
     own store) as the next version of its model in `store_dir`, through `publish`: fresh
     checksums and ONNX export; its history, training record, metrics and calibration carried
-    over."""
+    over. `white_balance`: its weights with the background white balance added in front
+    (`preprocessing.white_balance`, the train originals' background); its metrics are then
+    no longer its own, so they are not carried: evaluate and calibrate it again."""
     from model_core.store.entries import load_entry
 
     manifest, model = load_entry(source)
+    added: dict[str, str] = {}
+    if white_balance and manifest.preprocessing.white_balance is None:
+        balance = WhiteBalance.model_validate({"reference_rgb": TRAIN_BACKGROUND_RGB})
+        manifest = manifest.model_copy(
+            update={
+                "preprocessing": manifest.preprocessing.model_copy(
+                    update={"white_balance": balance}
+                ),
+                "metrics": {},
+            }
+        )
+        added = {
+            "white_balance_added": "published with the background white balance in front of "
+            "weights trained without it (python -m training promote --white-balance)"
+        }
     config = TrainConfig.from_record(manifest.training)
     config.store_dir = Path(store_dir)
     known = set(TrainConfig().to_record()) | {"seconds_per_epoch"}
@@ -99,7 +117,8 @@ def promote(source: Path, store_dir: Path) -> tuple[Path, Manifest]:
         seconds_per_epoch=float(manifest.training.get("seconds_per_epoch", 0.0)),
         validation=None,
         counts={k: v for k, v in manifest.training.items() if k not in known}
-        | {"promoted_from": str(source)},
+        | {"promoted_from": str(source)}
+        | added,
     )
     directory, published = publish(result, config)
     for report in sorted((Path(source) / REPORTS_DIR).iterdir()):

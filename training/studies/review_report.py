@@ -114,7 +114,10 @@ def evaluate_review(
         held_out_runtime = ModelRuntime.load(
             answers_from.parent.parent, source.name, source.version
         )
-    sets = {"validation": held_out_frames(held_out_source, data_dir)}
+    sets = {}
+    holds_out = TrainConfig.from_record(manifest.training).holds_out()
+    if fit or answers_from is not None or holds_out:  # else: nothing held out to score
+        sets["validation"] = held_out_frames(held_out_source, data_dir)
     for key in splits:
         folder = Path(data_dir) / "images" / EVALUATION_SPLITS[key]
         sets[key] = load_images(*list_split(folder, manifest.class_names))
