@@ -48,3 +48,29 @@ def test_promote_copies_the_sources_other_reports(tmp_path):
     (source / "reports" / "metrics.json").write_text("{}")
     directory, _ = promote(source, tmp_path / "store")
     assert (directory / "reports" / "metrics.json").read_text() == "{}"
+
+
+def test_promote_with_white_balance_puts_it_in_front_and_drops_the_old_metrics(tmp_path):
+    from model_core.store.manifest import ReviewPolicy
+    from training.pipeline.config import TRAIN_BACKGROUND_RGB
+
+    source, manifest, _ = publish_tiny_model(tmp_path / "seed-store")
+    policy = ReviewPolicy(
+        min_calibrated_confidence=0.7,
+        target_accuracy=0.98,
+        expected_coverage=0.6,
+        expected_accuracy=0.98,
+        fitted_on="held-out originals",
+    )
+    write_manifest(
+        source,
+        manifest.model_copy(update={"metrics": {"test": {"accuracy": 0.9}}, "review": policy}),
+    )
+    directory, promoted = promote(source, tmp_path / "store", white_balance=True)
+    balance = promoted.preprocessing.white_balance
+    assert balance is not None and balance.reference_rgb == TRAIN_BACKGROUND_RGB
+    assert promoted.metrics == {}  # measured without the balance: evaluate it again
+    assert promoted.review == policy
+    assert "white_balance_added" in promoted.training
+    assert promoted.training["white_balance"] is False  # the weights were trained without
+    assert read_manifest(directory) == promoted
