@@ -23,11 +23,13 @@ import cv2
 import numpy as np
 
 from model_core.inputs.localisation import (
+    MAX_WORKING_PIXELS,
     REFERENCE_UM_PER_PX,
     Scale,
     field_of_view_scale,
     find_cells,
     nucleus_mask,
+    working_factor,
 )
 from model_core.store.manifest import Localisation
 
@@ -276,8 +278,13 @@ def image_scale(rgb: np.ndarray, spec: Localisation, given_um_per_px: float | No
         x0, y0, x1, y1 = cells[0]
         side = float(np.sqrt((x1 - x0) * (y1 - y0))) * spec.working_width / max(1, rgb.shape[1])
     estimate = red_cell_radius_px(rgb)
+    measured = None
     if estimate is not None and estimate.quality >= MIN_QUALITY:
         measured = REFERENCE_UM_PER_PX * spec.red_cell_radius_px / estimate.radius_px
+        factor = working_factor(rgb.shape[1], spec, measured)
+        if rgb.shape[0] * rgb.shape[1] / factor**2 > MAX_WORKING_PIXELS:
+            measured = None  # a misreading (no field is that wide): assumed, never refused
+    if measured is not None:
         if abs(measured / field - 1) <= FIELD_OF_VIEW_TOLERANCE and side <= MOST_CELL_SIDE:
             return Scale(field, "measured", field_of_view=True)
         if side * field / measured <= MOST_CELL_SIDE:  # else the ruler misread: a crop

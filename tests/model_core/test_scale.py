@@ -113,3 +113,23 @@ def test_odd_inputs_never_raise(name, rgb):
 def test_the_estimate_is_deterministic():
     rgb = _rgb(sorted(SMEARS)[0])
     assert red_cell_radius_px(rgb) == red_cell_radius_px(rgb.copy())
+
+
+def test_a_measured_scale_beyond_reach_is_not_used_and_never_refused(smears, monkeypatch):
+    """A misread ruler (red cells measured a tenth of their size) would make the frame a field
+    wider than the working limit: the scale is then assumed, not measured, and the image is
+    answered, never refused as a given `pixel_size_um` that large would be."""
+    import numpy as np
+    from PIL import Image
+
+    from model_core.inputs import scale as scale_module
+    from model_core.inputs.localisation import find_cells
+    from model_core.store.manifest import Localisation
+
+    spec = Localisation.model_validate({"red_cell_radius_px": 24.89})
+    rgb = np.asarray(Image.open(smears[0].path).convert("RGB"))
+    misread = scale_module.ScaleEstimate(2.0, 12, 0.05, 1.0)
+    monkeypatch.setattr(scale_module, "red_cell_radius_px", lambda image: misread)
+    found = scale_module.image_scale(rgb, spec, None)
+    assert found.source == "assumed" and found.field_of_view
+    assert find_cells(rgb, spec, found.hint)  # the cell is still found
