@@ -9,14 +9,11 @@ import html
 import io
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from app.cli.results import FileResult, Summary, cells_of
 from model_core.review import REASONS
-
-if TYPE_CHECKING:
-    from app.cli.score import FileResult, Summary
 
 THUMBNAIL_PX = 180
 """The longer side of a thumbnail."""
@@ -64,8 +61,6 @@ def write_html_report(
     classes: list[str],
     model: str,
 ) -> None:
-    from app.cli.score import cells_of
-
     escape = html.escape
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td>{summary.counts.get(name, 0)}</td>"

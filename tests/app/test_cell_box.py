@@ -157,4 +157,4 @@ def test_a_model_that_does_not_localise_keeps_the_whole_frame(tiny_store):
         prediction = response.json()["predictions"][0]
         assert prediction["cell_box"] is None and prediction["region"] == "whole_frame"
         metadata = client.get("/v2/models/tiny").json()
-        assert [output["name"] for output in metadata["outputs"]] == ["probabilities"]
+        assert [output["name"] for output in metadata["outputs"]] == ["probabilities", "review"]

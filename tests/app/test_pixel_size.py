@@ -107,7 +107,9 @@ def test_a_tight_crop_with_its_scale_is_answered_like_its_whole_frame(client, cr
         assert hinted["scale"]["source"] == "given" and hinted["region"] == "cell"
         x0, y0, x1, y1 = hinted["cell_box"]
         # The same cell, found at the crop's own pixels: as large as in the whole frame.
-        assert (x1 - x0) == pytest.approx(whole["cell_box"][2] - whole["cell_box"][0], abs=6)
+        assert (x1 - x0) == pytest.approx(
+            whole["cell_box"][2] - whole["cell_box"][0], abs=12
+        )  # each is white-balanced by its own glass
         agree += hinted["label"] == whole["label"] == smear.label
     assert agree >= len(crops) - 1, agree
 

@@ -262,7 +262,7 @@ SMALL = smear_like_rgb(width=16, height=16)
 ERROR_CASES = [
     # name, path, request kwargs, status, fragment of the message
     ("unknown model", "/v2/models/resnet/infer", {"json": {}}, 404, "'resnet' is not served"),
-    ("unknown version", f"/v2/models/{MODEL}/versions/9/infer", {"json": {}}, 404, "version '9'"),
+    ("unknown version", f"/v2/models/{MODEL}/versions/99/infer", {"json": {}}, 404, "version '99'"),
     ("unknown model metadata", "/v2/models/resnet", None, 404, "not served"),
     ("not json", INFER, {"content": b"pixels please"}, 400, "json"),
     ("no inputs", INFER, {"json": {"inputs": []}}, 400, "inputs"),

@@ -176,6 +176,7 @@ def test_records_keep_their_keys_in_order():
         "arch",
         "localise",
         "window",
+        "white_balance",
         "flip_average",
         "bank_copies",
         "epochs",
