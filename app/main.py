@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admission=admission,
         routes=model_work_routes,
         default_timeout_s=settings.request_timeout_s,
+        authenticate=api_keys.check_headers,
     )
     if settings.cors_origins:
         app.add_middleware(

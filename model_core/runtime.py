@@ -120,6 +120,7 @@ class ModelRuntime:
         self._gradient_fns: dict[str, tf.types.experimental.PolymorphicFunction] = {}
         self.load_seconds = 0.0
         self.failure: str | None = None  # why the device last failed a pass; None: healthy
+        self.failed_at: float | None = None  # time.monotonic() of the first failure
         self.backend = TENSORFLOW  # what runs `forward`; gradients always run in TensorFlow
         self.backend_note: str | None = None  # why ONNX Runtime was wanted and not used
         self._onnx: OnnxForward | None = None
@@ -259,6 +260,8 @@ class ModelRuntime:
             yield
         except (*DEVICE_ERRORS, OnnxRunFailed) as error:
             self.failure = f"{type(error).__name__} on {self.device}: {_summary(error)}"
+            if self.failed_at is None:
+                self.failed_at = time.monotonic()
             log.error("device failure: %s", self.failure)
             if self.on_device_failure is not None:
                 self.on_device_failure(self.failure)

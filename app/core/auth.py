@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 
 from app.core.errors import Forbidden, Unauthorized
 from app.core.settings import Settings
@@ -56,6 +57,23 @@ class ApiKeys:
     def configured(self) -> bool:
         return bool(self._keys)
 
+    def check(self, candidate: str | None) -> None:
+        """Unauthorized unless `candidate` is an accepted key (or no key is configured)."""
+        if not self._keys:
+            return
+        if candidate is None:
+            raise Unauthorized(
+                "this route needs an API key: send `Authorization: Bearer <key>` or "
+                "`X-API-Key: <key>`"
+            )
+        if not self.accepts(candidate):
+            raise Unauthorized("the API key is not valid")
+
+    def check_headers(self, headers: Headers) -> None:
+        """`check` of the key a request's headers offer, read as the route dependencies read
+        it: admission calls it before a request for model work takes a queue place."""
+        self.check(offered_key(headers))
+
     def accepts(self, candidate: str) -> bool:
         offered = candidate.encode()
         matched = False
@@ -64,16 +82,17 @@ class ApiKeys:
         return matched
 
 
-def _check(
-    keys: ApiKeys, bearer: HTTPAuthorizationCredentials | None, header_key: str | None
-) -> None:
-    candidate = bearer.credentials if bearer is not None else header_key
-    if candidate is None:
-        raise Unauthorized(
-            "this route needs an API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
-        )
-    if not keys.accepts(candidate):
-        raise Unauthorized("the API key is not valid")
+def offered_key(headers: Headers) -> str | None:
+    """The key a request offers: an `Authorization: Bearer` token first (the scheme in any
+    case, as HTTPBearer reads it), else `X-API-Key`."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key")
+
+
+def _candidate(bearer: HTTPAuthorizationCredentials | None, header_key: str | None) -> str | None:
+    return bearer.credentials if bearer is not None else header_key
 
 
 async def require_api_key(  # async: no thread-pool hop on every request (app.api.dependencies)
@@ -83,8 +102,7 @@ async def require_api_key(  # async: no thread-pool hop on every request (app.ap
 ) -> None:
     """Lets the request through when no key is configured or it carries a valid one."""
     keys: ApiKeys = request.app.state.api_keys
-    if keys.configured:
-        _check(keys, bearer, header_key)
+    keys.check(_candidate(bearer, header_key))
 
 
 def require_admin_key(
@@ -100,4 +118,4 @@ def require_admin_key(
             "WBC_API_KEY or WBC_API_KEYS_FILE to enable them",
             code="admin_disabled",
         )
-    _check(keys, bearer, header_key)
+    keys.check(_candidate(bearer, header_key))

@@ -64,6 +64,14 @@ class ModelUnavailable(NotReady):
     code = "model_unavailable"
 
 
+class NotLive(ServiceError):
+    """The process should be restarted: its model failed on its device and stayed failed
+    past the liveness grace."""
+
+    status_code = 503
+    code = "device_failed"
+
+
 class Overloaded(ServiceError):
     """The queue for this kind of work is full: refused at once, before the body is read."""
 

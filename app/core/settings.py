@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     """Deadline of a request, in seconds from its arrival; X-Request-Timeout or the v2
     `timeout` parameter may shorten it. Past it a request is answered 504 and never run."""
+    liveness_grace_s: float = Field(default=60.0, ge=0)
+    """How long, in seconds, the model may stay failed on its device (readiness false,
+    nothing reloaded) before liveness (`/health/live`) fails too, so that an orchestrator
+    restarts the process: a device that failed once (a lost GPU, a corrupted context) seldom
+    recovers in place. With deploy/kubernetes' liveness probe (every 20 s, 3 failures) a pod
+    is replaced about 2 minutes after its device failed."""
     retry_after_s: int = Field(default=1, ge=1)
     """Seconds a refused (503 overloaded) request is told to wait, in Retry-After."""
     cors_origins: list[str] = []

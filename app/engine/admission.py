@@ -264,13 +264,21 @@ async def client_gone(receive: Receive) -> None:
 class AdmitModelWork:
     """Pure ASGI middleware: gives each request for model work a `Ticket` (in
     `scope["state"]["ticket"]`, for the route) or refuses it before routing; the ticket's
-    places go back as the answer starts, before the client can send its next request."""
+    places go back as the answer starts, before the client can send its next request.
+
+    `authenticate` (raising a ServiceError) runs first: a request without a valid API key is
+    refused (401) without ever holding a place that a keyed caller would then lose."""
 
     def __init__(
-        self, app: ASGIApp, admission: Admission, routes: ModelWorkRoutes, default_timeout_s: float
+        self,
+        app: ASGIApp,
+        admission: Admission,
+        routes: ModelWorkRoutes,
+        default_timeout_s: float,
+        authenticate: Callable[[Headers], None],
     ) -> None:
         self.app, self.admission, self.default_timeout_s = app, admission, default_timeout_s
-        self.routes = routes
+        self.routes, self.authenticate = routes, authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         work = self.routes.match(scope) if scope["type"] == "http" else None
@@ -278,10 +286,10 @@ class AdmitModelWork:
             await self.app(scope, receive, send)
             return
         queue, template = work
+        headers = Headers(scope=scope)
         try:
-            timeout_s = request_timeout(
-                Headers(scope=scope).get(TIMEOUT_HEADER), self.default_timeout_s
-            )
+            self.authenticate(headers)
+            timeout_s = request_timeout(headers.get(TIMEOUT_HEADER), self.default_timeout_s)
             ticket = self.admission.admit(queue, timeout_s, lambda: client_gone(receive))
         except ServiceError as error:
             # Refused before routing: name the route the request was for, for the request

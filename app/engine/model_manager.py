@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from app.core.errors import NotReady, ReloadFailed
@@ -57,6 +58,20 @@ class ModelManager:
                 "service to recover"
             )
         return None
+
+    def liveness(self) -> str | None:
+        """None while the process should keep running; otherwise why it should be restarted:
+        its model has failed on its device for longer than `settings.liveness_grace_s`."""
+        runtime = None if self._served is None else self._served.service.runtime
+        if runtime is None or runtime.failure is None or runtime.failed_at is None:
+            return None
+        failed_for = time.monotonic() - runtime.failed_at
+        if failed_for < self.settings.liveness_grace_s:
+            return None
+        return (
+            f"the model has failed on its device for {failed_for:.0f} s "
+            f"(grace {self.settings.liveness_grace_s:g} s): {runtime.failure}; restart the process"
+        )
 
     def ready_service(self) -> InferenceService:
         """The current service if it can serve; NotReady saying why otherwise."""

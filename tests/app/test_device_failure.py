@@ -54,6 +54,7 @@ def test_a_device_failure_turns_readiness_false_until_a_reload(app_client, event
     assert v2_ready.status_code == 400 and v2_ready.json()["ready"] is False
     assert app_client.get("/v2/models/tiny/ready").json()["ready"] is False
     assert "wbc_model_ready 0.0" in app_client.get("/metrics").text
+    # Within the grace (WBC_LIVENESS_GRACE_S, 60 s by default) the process stays live.
     assert app_client.get("/health/live").status_code == 200
 
     # A reload loads a fresh runtime even of the same version, and readiness returns.
@@ -61,3 +62,33 @@ def test_a_device_failure_turns_readiness_false_until_a_reload(app_client, event
     assert reloaded.status_code == 200 and reloaded.json()["status"] == "reloaded"
     assert app_client.get("/health/ready").status_code == 200
     assert "wbc_model_ready 1.0" in app_client.get("/metrics").text
+
+
+def test_a_device_failure_that_outlasts_the_grace_fails_liveness(tmp_path, event_log):
+    """With no grace, the first failure turns liveness false too (503 with the reason; the
+    v2 route's 400), so an orchestrator replaces the process; a reload brings it back."""
+    publish_tiny_model(tmp_path, model=exhausts_memory_model())
+    settings = Settings(
+        store_dir=tmp_path,
+        model_name="tiny",
+        api_key=KEY,
+        batch_max_wait_ms=2000,
+        forward_backend="tensorflow",
+        liveness_grace_s=0,
+    )
+    with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as client:
+        assert client.get("/health/live").status_code == 200
+        assert client.get("/v2/health/live").json() == {"live": True}
+        one = [("file", ("a.png", PNG, "image/png"))]
+        assert client.post("/predict", files=one * 2).status_code == 503
+
+        live = client.get("/health/live")
+        assert live.status_code == 503
+        error = live.json()["error"]
+        assert error["code"] == "device_failed"
+        assert "ResourceExhaustedError" in error["message"] and "restart" in error["message"]
+        v2_live = client.get("/v2/health/live")
+        assert v2_live.status_code == 400 and v2_live.json()["live"] is False
+
+        assert client.post("/admin/reload").json()["status"] == "reloaded"
+        assert client.get("/health/live").status_code == 200

@@ -271,3 +271,68 @@ def test_a_bad_v2_timeout_parameter_is_400(server):
     )
     assert response.status_code == 400 and "timeout" in response.json()["error"]
     assert server.metric("wbc_queue_depth", queue=FORWARD) == 0
+
+
+KEY = "overload-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_store) -> Iterator[Server]:
+    settings = Settings(
+        store_dir=tiny_store,
+        model_name="tiny",
+        api_key=KEY,
+        max_request_images=4,
+        forward_queue_limit=FORWARD_LIMIT,
+        explain_queue_limit=EXPLAIN_LIMIT,
+    )
+    with live_server(settings, in_process=True) as live:
+        yield Server(live.url, live.app)
+
+
+@pytest.mark.parametrize(
+    ("path", "queue", "limit"),
+    [
+        ("/predict", FORWARD, FORWARD_LIMIT),
+        ("/explain?method=gradcam", EXPLAIN, EXPLAIN_LIMIT),
+    ],
+)
+def test_a_request_without_a_valid_key_never_takes_a_queue_place(keyed_server, path, queue, limit):
+    """Callers without a key cannot crowd out keyed ones: with every place held by keyed
+    callers (the worker held), a caller without a valid key still gets 401, not 503, and
+    is not counted as shed; none of them ever held a place."""
+    headers = {"X-API-Key": KEY}
+    shed_before = keyed_server.metric("wbc_requests_shed_total", queue=queue, reason="full")
+    gate = keyed_server.hold_worker()
+    try:
+
+        async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
+            async with httpx.AsyncClient(
+                base_url=keyed_server.base_url, timeout=CLIENT_TIMEOUT_S
+            ) as client:
+                keyed = [
+                    asyncio.create_task(client.post(path, **UPLOAD, headers=headers))
+                    for _ in range(limit)
+                ]
+                while keyed_server.metric("wbc_queue_depth", queue=queue) < limit:
+                    await asyncio.sleep(0.05)  # every place is held by a keyed caller
+                strangers = await asyncio.gather(
+                    *(client.post(path, **UPLOAD) for _ in range(3)),
+                    *(
+                        client.post(path, **UPLOAD, headers={"X-API-Key": "wrong-" + KEY})
+                        for _ in range(3)
+                    ),
+                )
+                assert keyed_server.metric("wbc_queue_depth", queue=queue) == limit
+                gate.set()
+                return strangers, list(await asyncio.gather(*keyed))
+
+        strangers, keyed = asyncio.run(scenario())
+    finally:
+        gate.set()
+    assert [r.status_code for r in strangers] == [401] * len(strangers)
+    assert {r.json()["error"]["code"] for r in strangers} == {"unauthorized"}
+    assert all(r.headers["WWW-Authenticate"].startswith("Bearer") for r in strangers)
+    assert [r.status_code for r in keyed] == [200] * len(keyed)
+    shed = keyed_server.metric("wbc_requests_shed_total", queue=queue, reason="full")
+    assert shed == shed_before

@@ -1,14 +1,28 @@
 from fastapi import APIRouter
 
 from app.api.dependencies import ModelsDep
+from app.core.errors import NotLive
 from app.core.schemas import HealthResponse
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
-@router.get("/live", response_model=HealthResponse)
-async def live() -> HealthResponse:
-    """Liveness: the process answers HTTP."""
+@router.get(
+    "/live",
+    response_model=HealthResponse,
+    responses={
+        503: {
+            "description": "the model has failed on its device for longer than "
+            "WBC_LIVENESS_GRACE_S: restart the process"
+        }
+    },
+)
+async def live(models: ModelsDep) -> HealthResponse:
+    """Liveness: the process answers HTTP, and its model has not stayed failed on its device
+    past the grace (WBC_LIVENESS_GRACE_S, 60 s by default); a loading model is alive."""
+    reason = models.liveness()
+    if reason is not None:
+        raise NotLive(reason)
     return HealthResponse(status="live")
 
 

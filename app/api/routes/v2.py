@@ -34,10 +34,15 @@ MODEL = "/models/{model_name}"
 VERSION = MODEL + "/versions/{model_version}"
 
 
-@health_router.get("/live")
-async def server_live() -> dict:
-    """Server liveness: 200 while the process answers."""
-    return {"live": True}
+@health_router.get("/live", responses={400: {"description": "not live, and why"}})
+async def server_live(models: ModelsDep) -> JSONResponse:
+    """Server liveness: 200 while the process answers and its model has not stayed failed
+    on its device past WBC_LIVENESS_GRACE_S; 400 (the protocol's "4xx is false") with the
+    reason otherwise, as /health/live answers 503."""
+    reason = models.liveness()
+    if reason is not None:
+        return JSONResponse({"live": False, "error": reason}, 400)
+    return JSONResponse({"live": True})
 
 
 @health_router.get("/ready", responses={400: {"description": "not ready, and why"}})
