@@ -25,7 +25,7 @@ import tensorflow as tf
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from PIL import Image
 
-from model_core.inputs.transform import prepare_image
+from model_core.inputs.transform import prepare_frame
 from model_core.store.entries import entry_dir, load_entry
 
 STORE = Path(os.environ.get("WBC_STORE_DIR", Path(__file__).resolve().parents[1] / "model_store"))
@@ -73,9 +73,9 @@ async def _read_rgb(upload: UploadFile) -> np.ndarray:
 
 
 def _model_input(image: np.ndarray) -> tf.Tensor:
-    """The store's own preprocessing (the cell's window where the model finds it), so the
-    baseline answers what the service answers."""
-    inputs, _ = prepare_image(image, manifest.input_size, manifest.preprocessing)
+    """The service's own transform (the scale measured, the main cell's window where the
+    model finds it), so the baseline does the work the service does and answers the same."""
+    inputs = prepare_frame(image, manifest.input_size, manifest.preprocessing).cells[0][0]
     return tf.convert_to_tensor(inputs[None])
 
 

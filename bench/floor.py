@@ -34,6 +34,10 @@ class Floor:
     samples: int
     backend: str
     """What ran the forward pass: tensorflow or onnxruntime."""
+    decode_and_forward_cpu_ms: float | None = None
+    """CPU milliseconds of this process per image of `decode_and_forward` (every thread:
+    ONNX Runtime's own included), the mean over the samples: what 2 cores could answer at
+    most is 2000 / this many images a second."""
     localise_ms: float | None = None
     """Finding the white cell alone (`find_cell`) in a decoded upload; None: the model does
     not localise."""
@@ -63,8 +67,12 @@ def measure_floor(
     decoded = [decode_image(encoded, settings.max_image_pixels) for encoded in encoded_images]
     preprocessed = runtime.preprocess(decoded[0])[None]
     localisation = runtime.manifest.preprocessing.localisation
+    cpu_started = time.process_time()
+    decode_and_forward_ms = _median_ms(decode_and_forward, samples)
+    cpu_ms = (time.process_time() - cpu_started) * 1000.0 / (samples + WARMUP_CALLS)
     floor = Floor(
-        decode_and_forward_ms=_median_ms(decode_and_forward, samples),
+        decode_and_forward_ms=decode_and_forward_ms,
+        decode_and_forward_cpu_ms=cpu_ms,
         forward_ms=_median_ms(lambda _: runtime.forward(preprocessed), samples),
         samples=samples,
         backend=runtime.backend,

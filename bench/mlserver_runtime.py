@@ -4,7 +4,8 @@ way an MLServer user would, kept only for the benchmark (`bench/mlserver.py` sta
 It answers the same Open Inference Protocol request as the service's /v2 route, one input
 `images` (BYTES [N], each element a base64 JPEG in JSON), with FP32 `probabilities`
 [N, classes]. Each image is decoded with PIL and preprocessed by the store's own
-`prepare_image` (the cell found and cut out when the manifest asks for it); the batch
+`prepare_frame`, the service's own transform (white balance, the scale measured from the red
+cells, the main cell found and cut out when the manifest asks for it); the batch
 goes through one compiled `tf.function` forward with a fixed [None, h, w, 3] signature.
 MLServer's adaptive batching (`max_batch_size`, `max_batch_time` in model-settings.json)
 merges concurrent requests before `predict`.
@@ -27,7 +28,7 @@ from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 from PIL import Image
 
-from model_core.inputs.transform import mean_of_views, mirror_views, prepare_image
+from model_core.inputs.transform import mean_of_views, mirror_views, prepare_frame
 from model_core.store.entries import load_entry
 
 OUTPUT_NAME = "probabilities"
@@ -67,4 +68,4 @@ class WBCRuntime(MLModel):
     def _preprocess(self, jpeg: bytes) -> np.ndarray:
         rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
         manifest = self.manifest
-        return prepare_image(rgb, manifest.input_size, manifest.preprocessing)[0]
+        return prepare_frame(rgb, manifest.input_size, manifest.preprocessing).cells[0][0]

@@ -10,6 +10,8 @@ from bench.load import LoadResult
 
 SERVICE, BASELINE, MLSERVER = "service", "baseline", "mlserver"
 PREDICT, EXPLAIN, V2_INFER = "/predict", "/explain?method=gradcam", "/v2 infer"
+WRK = " (wrk)"
+"""Added to a route measured by the C client (bench.c_load) rather than the Python one."""
 
 
 @dataclass
@@ -32,11 +34,16 @@ class TargetCheck:
 
 
 def check_targets(
-    measurements: list[Measurement], floor: Floor, forward: ForwardReport, pass_images: int
+    measurements: list[Measurement],
+    floor: Floor,
+    forward: ForwardReport,
+    pass_images: int,
+    cores: int = 2,
 ) -> list[TargetCheck]:
     """Targets at the lowest concurrency (latency) and the highest (throughput) measured;
     those against a baseline that was not run are left out. `pass_images`: the most images
-    the service runs in one forward pass, the batch its GFLOP/s are read at."""
+    the service runs in one forward pass, the batch its GFLOP/s are read at; `cores`: the
+    machine's, for what the floor's CPU per image allows."""
     low = min(m.result.concurrency for m in measurements)
     high = max(m.result.concurrency for m in measurements)
     found = {(m.service, m.route, m.result.concurrency): m.result for m in measurements}
@@ -62,9 +69,13 @@ def check_targets(
             1.3,
         ),
         p50_ratio(
-            MLSERVER, SERVICE, V2_INFER, f"/v2 infer p50 speed-up over MLServer at c={low}", 1.3
+            MLSERVER, SERVICE, V2_INFER, f"/v2 infer p50 speed-up over MLServer at c={low}", 2.0
         ),
         throughput_ratio(V2_INFER, MLSERVER, f"/v2 infer req/s at c={high} over MLServer", 1.2),
+        throughput_ratio(
+            V2_INFER + WRK, MLSERVER, f"/v2 infer req/s at c={high} over MLServer (wrk)", 1.5
+        ),
+        *_c_client_checks(found, floor, high, cores),
         p50_ratio(
             BASELINE,
             SERVICE,
@@ -105,6 +116,46 @@ def check_targets(
     return [check for check in checks if check]
 
 
+def _c_client_checks(found: dict, floor: Floor, high: int, cores: int) -> list[TargetCheck | None]:
+    """Issue 25's throughput targets under wrk: /predict against /v2, /v2 against what the
+    floor's CPU per image allows on every core, and each server's CPU per request."""
+    v2 = found.get((SERVICE, V2_INFER + WRK, high))
+    predict = found.get((SERVICE, PREDICT + WRK, high))
+    checks: list[TargetCheck | None] = []
+    if v2 is not None and predict is not None:
+        checks.append(
+            _at_least(
+                f"/predict req/s / /v2 infer req/s at c={high} (wrk)",
+                predict.requests_per_second / v2.requests_per_second,
+                0.9,
+            )
+        )
+    if v2 is not None and floor.decode_and_forward_cpu_ms:
+        ceiling = cores * 1000.0 / floor.decode_and_forward_cpu_ms
+        checks.append(
+            _at_least(
+                f"/v2 infer req/s at c={high} (wrk) / {cores} cores x the floor's images per "
+                f"CPU-second ({ceiling:.0f} images/s)",
+                v2.requests_per_second / ceiling,
+                0.6,
+            )
+        )
+    for server in (SERVICE, MLSERVER):
+        result = found.get((server, V2_INFER + WRK, high))
+        cpu = getattr(result, "server_cpu_ms_per_request", None)
+        if cpu is not None and floor.decode_and_forward_cpu_ms:
+            checks.append(
+                TargetCheck(
+                    f"{server} CPU ms per /v2 infer request at c={high} (wrk) / the floor's "
+                    f"CPU ms per image ({floor.decode_and_forward_cpu_ms:.1f})",
+                    cpu / floor.decode_and_forward_cpu_ms,
+                    None,
+                    None,
+                )
+            )
+    return checks
+
+
 def _forward_checks(forward: ForwardReport, backend: str, pass_images: int) -> list[TargetCheck]:
     """The service backend's share of the matmul peak at its pass size (the nearest batch
     measured), and what ONNX Runtime adds to a cold start."""
@@ -140,21 +191,29 @@ def markdown(
         f"{machine['platform']}, TensorFlow {machine['tensorflow']}, {machine['date']} "
         f"(1-minute load average at start: {machine['load_average_1m_at_start']:.2f})",
         "",
-        "| service | route | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| service | route | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors "
+        "| server CPU ms/request |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in measurements:
         r = m.result
+        cpu = getattr(r, "server_cpu_ms_per_request", None)
         lines.append(
             f"| {m.service} | `{m.route}` | {r.concurrency} | {r.p50_ms:.1f} | "
             f"{r.p95_ms:.1f} | {r.p99_ms:.1f} | {r.requests_per_second:.1f} | "
-            f"{r.errors} |"
+            f"{r.errors} | {'' if cpu is None else f'{cpu:.1f}'} |"
         )
     lines += [
         "",
         f"In-process floor (batch 1, median of {floor.samples}, forward through "
         f"{floor.backend}): decode + preprocess + forward "
-        f"{floor.decode_and_forward_ms:.2f} ms; forward alone {floor.forward_ms:.2f} ms"
+        f"{floor.decode_and_forward_ms:.2f} ms"
+        + (
+            f" ({floor.decode_and_forward_cpu_ms:.2f} ms of CPU)"
+            if floor.decode_and_forward_cpu_ms
+            else ""
+        )
+        + f"; forward alone {floor.forward_ms:.2f} ms"
         + (
             f"; finding the cell {floor.localise_ms:.2f} ms, finding it and cutting the "
             f"window {floor.prepare_ms:.2f} ms"

@@ -22,12 +22,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 if __package__ in (None, ""):  # run as `python bench/run.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import httpx  # noqa: E402
+
 from app.core.settings import Settings  # noqa: E402
+from bench.c_load import WrkMissing, run_wrk, wrk_available  # noqa: E402
 from bench.floor import measure_floor  # noqa: E402
 from bench.forward import BATCHES, measure_forward  # noqa: E402
 from bench.forward import markdown as forward_markdown  # noqa: E402
 from bench.images import MissingImages, test_simple_jpegs  # noqa: E402
-from bench.load import multipart_bodies, run_load, v2_bodies  # noqa: E402
+from bench.load import LoadResult, multipart_bodies, run_load, v2_bodies  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from bench.mlserver import MLServerMissing, mlserver_serving  # noqa: E402
 from bench.report import (  # noqa: E402
@@ -37,11 +40,12 @@ from bench.report import (  # noqa: E402
     PREDICT,
     SERVICE,
     V2_INFER,
+    WRK,
     Measurement,
     check_targets,
     markdown,
 )
-from bench.servers import REPO_ROOT, ServerFailed, serving  # noqa: E402
+from bench.servers import REPO_ROOT, ServerFailed, server_pid, serving  # noqa: E402
 from model_core.runtime import TENSORFLOW  # noqa: E402
 from model_core.store.entries import StoreError, entry_dir, read_manifest  # noqa: E402
 from model_core.store.manifest import Manifest  # noqa: E402
@@ -97,6 +101,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="seconds per batch size and backend in that curve (default 0.5)",
+    )
+    parser.add_argument(
+        "--c-client-seconds",
+        type=float,
+        default=15.0,
+        help="seconds of each wrk run (C client, keep-alive) on /v2 infer and /predict at "
+        "every concurrency, after 3 s unrecorded; 0 skips wrk (default 15)",
     )
     parser.add_argument("--store-dir", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--model-name", default="wbc-squeezenet")
@@ -167,6 +178,44 @@ def measure_server(
                     file=sys.stderr,
                 )
                 measurements.append(Measurement(service, route, result))
+            if route in (PREDICT, V2_INFER) and args.c_client_seconds > 0:
+                measurements += _wrk_measurements(service, route, base_url, path, bodies, args)
+    return measurements
+
+
+def _wrk_measurements(
+    service: str,
+    route: str,
+    base_url: str,
+    path: str,
+    bodies: list[dict],
+    args: argparse.Namespace,
+) -> list[Measurement]:
+    """The route under wrk at every concurrency, posting the first image's request."""
+    body = bodies[0]
+    if "files" in body:  # multipart: let httpx encode it once, as the Python client does
+        request = httpx.Request("POST", base_url + path, files=body["files"])
+        content, content_type = request.read(), request.headers["Content-Type"]
+    else:
+        content, content_type = body["content"], body["headers"]["Content-Type"]
+    measurements = []
+    for concurrency in args.concurrency:
+        result: LoadResult = run_wrk(
+            base_url,
+            path,
+            content,
+            content_type,
+            concurrency,
+            args.c_client_seconds,
+            warmup_seconds=3.0,
+            server_pid=server_pid(base_url),
+        )
+        print(
+            f"{service} {route} (wrk) c={concurrency}: p50 {result.p50_ms:.1f} ms, "
+            f"{result.requests_per_second:.1f} req/s, {result.errors} errors",
+            file=sys.stderr,
+        )
+        measurements.append(Measurement(service, route + WRK, result))
     return measurements
 
 
@@ -191,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         manifest = read_manifest(entry_dir(store_dir, args.model_name))
     except (MissingImages, StoreError) as error:
         sys.exit(f"bench: {error}")
+    if args.c_client_seconds > 0 and not wrk_available():
+        sys.exit(f"bench: {WrkMissing.__doc__} `apt-get install wrk`, or --c-client-seconds 0")
     machine = machine_info()
     print("forward pass: batch curve and matmul peak in process", file=sys.stderr)
     forward = measure_forward(
@@ -211,7 +262,13 @@ def main(argv: list[str] | None = None) -> None:
         ]
     except (MLServerMissing, ServerFailed) as error:
         sys.exit(f"bench: {error}")
-    targets = check_targets(measurements, floor, forward, service_pass_images(floor.backend))
+    targets = check_targets(
+        measurements,
+        floor,
+        forward,
+        service_pass_images(floor.backend),
+        machine["cpu_count"] or 2,
+    )
     results = {
         "machine": machine,
         "model": {"name": manifest.name, "version": manifest.version, "store_dir": str(store_dir)},

@@ -20,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_ROUTE = "/health/ready"
 READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
+# The process (and process group) serving each base URL while `serving_command` runs it.
+_SERVER_PIDS: dict[str, int] = {}
 
 
 class ServerFailed(Exception):
@@ -78,12 +80,19 @@ def serving_command(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stopping it reaches everything
         )
+    base_url = f"http://{HOST}:{port}"
     try:
-        base_url = f"http://{HOST}:{port}"
         _wait_until_ready(process, base_url + ready_route, log_path)
+        _SERVER_PIDS[base_url] = process.pid
         yield base_url
     finally:
+        _SERVER_PIDS.pop(base_url, None)
         _stop(process)
+
+
+def server_pid(base_url: str) -> int | None:
+    """The pid (and process group) of the server `serving_command` runs at `base_url`."""
+    return _SERVER_PIDS.get(base_url)
 
 
 def _wait_until_ready(process: subprocess.Popen, ready_url: str, log_path: Path) -> None:

@@ -15,19 +15,16 @@ import numpy as np
 import tensorflow as tf
 
 from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
-from model_core.inputs.localisation import Box, Scale, field_of_view_scale
-from model_core.inputs.scale import image_scale
 from model_core.inputs.transform import (
+    PreparedImage,
     mean_of_views,
     mirror_views,
     mirrored,
-    normalise_colour,
-    prepare_cells,
+    prepare_frame,
 )
 from model_core.onnx_forward import OnnxForward, OnnxMissing, OnnxRunFailed, parity_gap, probe
-from model_core.review import ImageFacts
 from model_core.store.entries import entry_dir, load_entry
-from model_core.store.manifest import Localisation, Manifest
+from model_core.store.manifest import Manifest
 
 log = logging.getLogger(__name__)
 # What a pass raises when the device, not the input, is at fault: out of memory, a lost or
@@ -61,22 +58,6 @@ class Forward:
 
     def row(self, index: int) -> Forward:
         return Forward(self.probabilities[index], self.logits[index], self.features[index])
-
-
-@dataclass
-class PreparedImage:
-    """An image made ready for the model: each cell's input and box, and its scale."""
-
-    cells: list[tuple[np.ndarray, Box | None]]
-    """(model input float32 [h, w, 3], box) per white cell, the main (largest) first; one
-    whole-frame input with box None where no cell was found."""
-    facts: ImageFacts
-    """Its size, the scale the cells were cut at and whether its colour was balanced."""
-
-    @property
-    def scale(self) -> Scale:
-        assert self.facts.scale is not None  # prepare always measures it
-        return self.facts.scale
 
 
 @dataclass
@@ -200,17 +181,9 @@ class ModelRuntime:
         model's float32 input [h, w, 3] and box in `rgb`'s pixels of each white cell (at most
         `max_cells`, largest first; one whole-frame input with box None when the manifest
         asks for no localisation or no cell was found), and the scale they were cut at."""
-        preprocessing = self.manifest.preprocessing
-        localisation = preprocessing.localisation or Localisation.model_validate({})
-        rgb, white_balanced = normalise_colour(rgb, preprocessing)
-        scale = (
-            image_scale(rgb, localisation, um_per_px)
-            if preprocessing.localisation is not None
-            else Scale(field_of_view_scale(rgb.shape[1], localisation), "assumed", True)
+        return prepare_frame(
+            rgb, self.manifest.input_size, self.manifest.preprocessing, um_per_px, max_cells
         )
-        cells = prepare_cells(rgb, self.manifest.input_size, preprocessing, scale.hint, max_cells)
-        height, width = rgb.shape[:2]
-        return PreparedImage(cells, ImageFacts(width, height, scale, white_balanced))
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""

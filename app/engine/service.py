@@ -28,9 +28,10 @@ from app.engine.explanations import ExplanationService
 from app.engine.images import decode_image
 from app.engine.worker import LaneWorker
 from model_core.inputs.localisation import Box
+from model_core.inputs.transform import PreparedImage
 from model_core.qualify import PredictionQualifier, Qualification
 from model_core.review import ImageFacts, ReviewReason, judge
-from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime, PreparedImage
+from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime
 
 CellPass = tuple[Forward, Box | None]
 """One cell's forward pass and its box (None: the whole frame)."""
@@ -91,7 +92,7 @@ class InferenceService:
         self, encoded_images: list[bytes], um_per_px: float | None = None
     ) -> PredictResponse:
         """Classify encoded images (at `um_per_px` micrometres per pixel, where known)."""
-        passes = await self._forward(encoded_images, um_per_px)
+        passes = await self._forward(encoded_images, um_per_px, self.settings.max_cells_per_image)
         return PredictResponse(
             model=self.model_ref,
             predictions=[self.image_prediction(cells, facts) for cells, facts in passes],
@@ -100,17 +101,19 @@ class InferenceService:
     async def classify(
         self, encoded_images: list[bytes], um_per_px: float | None = None
     ) -> list[MainCell]:
-        """Class probabilities, box and review flag of each encoded image's main cell."""
-        passes = await self._forward(encoded_images, um_per_px)
+        """Class probabilities, box and review flag of each encoded image's main cell (the
+        other cells are never cut out or run)."""
+        passes = await self._forward(encoded_images, um_per_px, max_cells=1)
         return [self.main_cell(located) for located in passes]
 
     async def _forward(
-        self, encoded_images: list[bytes], um_per_px: float | None = None
+        self, encoded_images: list[bytes], um_per_px: float | None, max_cells: int
     ) -> list[Located]:
         return await self._forward_each(
             encoded_images,
             lambda encoded: decode_image(encoded, self.settings.max_image_pixels),
             um_per_px,
+            max_cells,
         )
 
     async def classify_pixels(
@@ -118,7 +121,7 @@ class InferenceService:
     ) -> list[MainCell]:
         """`classify` of RGB pixel arrays [H, W, 3] (uint8, or float 0..255) of any size,
         through the same preprocessing and micro-batcher as encoded images."""
-        passes = await self._forward_each(images, lambda image: image, um_per_px)
+        passes = await self._forward_each(images, lambda image: image, um_per_px, max_cells=1)
         return [self.main_cell(located) for located in passes]
 
     def main_cell(self, located: Located) -> MainCell:
@@ -129,13 +132,11 @@ class InferenceService:
         return MainCell(forward.probabilities, box, bool(reasons))
 
     async def _forward_each(
-        self, sources: list, to_rgb: Callable, um_per_px: float | None = None
+        self, sources: list, to_rgb: Callable, um_per_px: float | None, max_cells: int
     ) -> list[Located]:
-        """Turn each source into RGB, find its cells and cut their model inputs off the
-        loop, then batch the passes; each image's passes come back with their boxes and the
-        image's scale."""
-        max_cells = self.settings.max_cells_per_image
-
+        """Turn each source into RGB, find its cells (at most `max_cells`) and cut their
+        model inputs off the loop, then batch the passes; each image's passes come back with
+        their boxes and the image's scale."""
         def prepare(source) -> PreparedImage:
             with self.metrics.stage("decode"):
                 return self.runtime.prepare(to_rgb(source), um_per_px, max_cells)

@@ -25,6 +25,7 @@ import numpy as np
 from model_core.inputs.localisation import (
     MAX_WORKING_PIXELS,
     REFERENCE_UM_PER_PX,
+    Box,
     Scale,
     field_of_view_scale,
     find_cells,
@@ -102,10 +103,17 @@ def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def _circles(rgb: np.ndarray, low: float, high: float, votes: float, spacing: float) -> np.ndarray:
-    """Circles [N, 3] (x, y, r) with radii in [low, high], centres at least `spacing` apart
-    and at least `votes` rim pixels, whose centre is not on a white cell's nucleus."""
-    lightness = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0], (3, 3), 0)
+def _blurred_lightness(lab: np.ndarray) -> np.ndarray:
+    """The Lab lightness channel, smoothed: what the circles and their rims are found on."""
+    return cv2.GaussianBlur(np.ascontiguousarray(lab[..., 0]), (3, 3), 0)
+
+
+def _circles(
+    rgb: np.ndarray, lightness: np.ndarray, low: float, high: float, votes: float, spacing: float
+) -> np.ndarray:
+    """Circles [N, 3] (x, y, r) on `lightness` (`_blurred_lightness` of `rgb`) with radii in
+    [low, high], centres at least `spacing` apart and at least `votes` rim pixels, whose
+    centre is not on a white cell's nucleus."""
     found = cv2.HoughCircles(
         lightness,
         cv2.HOUGH_GRADIENT,
@@ -155,10 +163,10 @@ def _size_guess(rgb: np.ndarray) -> float | None:
     return guess if guess >= 2 else None
 
 
-def _rim_radii(rgb: np.ndarray, circles: np.ndarray) -> np.ndarray:
-    """Sub-pixel radii [N] of the circles' rims: where the lightness, averaged over rays from
-    each centre, rises fastest (cell to glass), refined by a parabola through the peak."""
-    lightness = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0], (3, 3), 0)
+def _rim_radii(lightness: np.ndarray, circles: np.ndarray) -> np.ndarray:
+    """Sub-pixel radii [N] of the circles' rims: where the (blurred) lightness, averaged
+    over rays from each centre, rises fastest (cell to glass), refined by a parabola through
+    the peak."""
     relative = np.linspace(*RIM_RANGE, RIM_STEPS, dtype=np.float32)
     angles = np.linspace(0, 2 * np.pi, RIM_RAYS, endpoint=False, dtype=np.float32)
     radii = circles[:, 2, None, None] * relative[None, :, None]
@@ -183,45 +191,53 @@ def _fine_circles(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
     """Red-cell circles [N, 3] (x, y, r) and their rim radii [N], found at the size that
     brings `guess` to WORKING_RADIUS, then again at the size their median rim radius gives
-    while it moves by 3% or more; in the pixels of the working image returned with them, and
-    its scale."""
+    while it moves by 3% or more; in the pixels of the working image, whose Lab copy is
+    returned with them, and its scale."""
     found = None
     for _ in range(FINE_PASSES):
         scale = min(MAX_UPSCALE, WORKING_RADIUS / guess)
         expected = guess * scale
         working = _resized(rgb, scale)
+        lab = cv2.cvtColor(working, cv2.COLOR_RGB2LAB)
+        lightness = _blurred_lightness(lab)
         circles = _circles(
-            working, LOW * expected, HIGH * expected, VOTES * expected, SPACING * expected
+            working,
+            lightness,
+            LOW * expected,
+            HIGH * expected,
+            VOTES * expected,
+            SPACING * expected,
         )
         if len(circles) < MIN_CIRCLES:
             return found
-        rims = _rim_radii(working, circles)
-        found = circles, rims, working, scale
+        rims = _rim_radii(lightness, circles)
+        found = circles, rims, lab, scale
         previous, guess = guess, float(np.median(rims)) / scale
         if abs(guess / previous - 1) < 0.03:
             break
     return found
 
 
-def stain_contrast(rgb: np.ndarray, circles: np.ndarray) -> float:
+def stain_contrast(lab: np.ndarray, circles: np.ndarray) -> float:
     """How much redder (Lab a*) the circles' bodies are than the glass (the brightest tenth
-    of the image): about 8 on a stained smear, near 0 on noise or a grey image."""
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    of the image, `lab` its Lab copy): about 8 on a stained smear, near 0 on noise or a
+    grey image."""
     lightness, redness = lab[..., 0], lab[..., 1].astype(np.float32)
     glass = float(np.median(redness[lightness >= np.percentile(lightness, 90)]))
     angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
     x = circles[:, :1] + 0.7 * circles[:, 2:] * np.cos(angles)
     y = circles[:, 1:2] + 0.7 * circles[:, 2:] * np.sin(angles)
-    inside = (x >= 0) & (y >= 0) & (x < rgb.shape[1]) & (y < rgb.shape[0])
+    inside = (x >= 0) & (y >= 0) & (x < lab.shape[1]) & (y < lab.shape[0])
     if not inside.any():
         return 0.0
     return float(np.median(redness[y[inside].astype(int), x[inside].astype(int)])) - glass
 
 
-def smoothness(rgb: np.ndarray) -> float:
-    """Correlation of the lightness of horizontally adjacent pixels: near 1 in a smear at the
-    working size (cells span many pixels), near 0 in pixel noise."""
-    lightness = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+def smoothness(lab: np.ndarray) -> float:
+    """Correlation of the lightness of horizontally adjacent pixels (`lab` the image's Lab
+    copy): near 1 in a smear at the working size (cells span many pixels), near 0 in pixel
+    noise."""
+    lightness = lab[..., 0].astype(np.float32)
     left, right = lightness[:, :-1].ravel(), lightness[:, 1:].ravel()
     if left.size < 2 or left.std() < 1e-3 or right.std() < 1e-3:
         return 0.0
@@ -237,14 +253,14 @@ def red_cell_radius_px(image: np.ndarray) -> ScaleEstimate | None:
     found = None if rgb is None or guess is None else _fine_circles(rgb, guess)
     if found is None:
         return None
-    circles, rims, working, scale = found
+    circles, rims, lab, scale = found
     radii = rims / scale
     radius = float(np.median(radii))
     spread = float(np.median(np.abs(radii / radius - 1)))
     quality = (
-        np.clip(stain_contrast(working, circles) / STAIN_CONTRAST, 0, 1)
+        np.clip(stain_contrast(lab, circles) / STAIN_CONTRAST, 0, 1)
         * np.clip((0.4 - spread) / 0.2, 0, 1)
-        * np.clip((smoothness(working) - 0.5) / 0.4, 0, 1)
+        * np.clip((smoothness(lab) - 0.5) / 0.4, 0, 1)
         * min(1.0, len(radii) / 6)
     )
     return ScaleEstimate(CALIBRATION * radius, len(radii), spread, float(quality))
@@ -263,15 +279,22 @@ TYPICAL_CELL_SIDE, MOST_CELL_SIDE = 94.0, 150.0
 median side (sqrt of its area) in pixels, and a side that fewer than 1% exceed."""
 
 
-def image_scale(rgb: np.ndarray, spec: Localisation, given_um_per_px: float | None) -> Scale:
-    """The scale of an RGB image: the client's where given; else measured from its red cells
-    against the data set's (`spec.red_cell_radius_px`); else assumed: the data set's field of
-    view, unless its white cell would then be larger than any in the data set (a tight crop
-    of one cell), in which case the cell's size is taken as typical."""
+def image_scale(
+    rgb: np.ndarray,
+    spec: Localisation,
+    given_um_per_px: float | None,
+    cells: list[Box] | None = None,
+) -> Scale:
+    """The scale of an RGB uint8 image: the client's where given; else measured from its red
+    cells against the data set's (`spec.red_cell_radius_px`); else assumed: the data set's
+    field of view, unless its white cell would then be larger than any in the data set (a
+    tight crop of one cell), in which case the cell's size is taken as typical. `cells`:
+    `find_cells(rgb, spec)` where the caller has them already."""
     if given_um_per_px is not None:
         return Scale(float(given_um_per_px), "given")
     field = field_of_view_scale(rgb.shape[1], spec)
-    cells = find_cells(rgb, spec)
+    if cells is None:
+        cells = find_cells(rgb, spec)
     # The main cell's side in working pixels were the image the data set's field of view.
     side = 0.0
     if cells:

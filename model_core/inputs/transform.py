@@ -5,16 +5,27 @@ when the manifest asks for it (model_core.inputs.colour), find the white cell wh
 manifest asks for it (model_core.inputs.localisation), cut the window around it or fall back
 to the whole frame, resize, scale. Training runs the same steps, `model_pixels` then
 `scale_pixels`, with augmentation in between; serving (`model_core.runtime`) runs
-`normalise_colour`, measures the scale on the balanced frame, then `prepare_cells`."""
+`prepare_frame`: `normalise_colour`, the scale measured on the balanced frame
+(model_core.inputs.scale), then `prepare_cells` of every white cell."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from model_core.inputs.colour import white_balance
-from model_core.inputs.localisation import Box, cut_window, find_cells
-from model_core.store.manifest import Preprocessing
+from model_core.inputs.localisation import (
+    Box,
+    Scale,
+    cut_window,
+    field_of_view_scale,
+    find_cells,
+)
+from model_core.inputs.scale import image_scale
+from model_core.review import ImageFacts
+from model_core.store.manifest import Localisation, Preprocessing
 
 
 def resize_frame(
@@ -63,16 +74,20 @@ def cell_pixels(
     spec: Preprocessing,
     um_per_px: float | None = None,
     max_cells: int = 1,
+    boxes: list[Box] | None = None,
 ) -> list[tuple[np.ndarray, Box | None]]:
     """An RGB uint8 frame [H, W, 3] of any size, colour already normalised
     (`normalise_colour`), at `um_per_px` micrometres per pixel where known (else the data
     set's field of view is assumed) -> for each white cell, largest first and at most
     `max_cells`, the pixels the model sees before scaling (float32 [h, w, 3], 0..255) and
     the cell's box in the frame's pixels; or the whole frame, once, with box None (no
-    localisation in `spec`, or no cell found)."""
+    localisation in `spec`, or no cell found). `boxes`: `find_cells` of the frame at
+    `um_per_px`, where the caller has them already."""
     if spec.localisation is not None:
         rgb = as_uint8(rgb)
-        boxes = find_cells(rgb, spec.localisation, um_per_px)[: max(1, max_cells)]
+        if boxes is None:
+            boxes = find_cells(rgb, spec.localisation, um_per_px)
+        boxes = boxes[: max(1, max_cells)]
         if boxes:
             return [
                 (
@@ -103,13 +118,60 @@ def prepare_cells(
     spec: Preprocessing,
     um_per_px: float | None = None,
     max_cells: int = 1,
+    boxes: list[Box] | None = None,
 ) -> list[tuple[np.ndarray, Box | None]]:
     """`cell_pixels` scaled: (model input float32 [h, w, 3], cell box or None) per cell, of
     a frame whose colour is already normalised."""
     return [
         (scale_pixels(pixels, spec).astype(np.float32), box)
-        for pixels, box in cell_pixels(rgb, input_size, spec, um_per_px, max_cells)
+        for pixels, box in cell_pixels(rgb, input_size, spec, um_per_px, max_cells, boxes)
     ]
+
+
+@dataclass
+class PreparedImage:
+    """An image made ready for the model: each cell's input and box, and its scale."""
+
+    cells: list[tuple[np.ndarray, Box | None]]
+    """(model input float32 [h, w, 3], box) per white cell, the main (largest) first; one
+    whole-frame input with box None where no cell was found."""
+    facts: ImageFacts
+    """Its size, the scale the cells were cut at and whether its colour was balanced."""
+
+    @property
+    def scale(self) -> Scale:
+        assert self.facts.scale is not None  # prepare_frame always measures it
+        return self.facts.scale
+
+
+def prepare_frame(
+    rgb: np.ndarray,
+    input_size: tuple[int, int],
+    spec: Preprocessing,
+    um_per_px: float | None = None,
+    max_cells: int = 1,
+) -> PreparedImage:
+    """What serving does to an RGB frame [H, W, 3] of any size (`um_per_px` micrometres per
+    pixel, where known): its colour normalised, its scale given, measured or assumed
+    (`image_scale`), then the model input [h, w, 3] and box in the frame's pixels of each
+    white cell (at most `max_cells`, largest first; one whole-frame input with box None when
+    `spec` asks for no localisation or no cell was found), and what was learnt of it."""
+    rgb, white_balanced = normalise_colour(as_uint8(rgb), spec)
+    localisation = spec.localisation
+    boxes = None
+    if localisation is None:
+        field = field_of_view_scale(rgb.shape[1], Localisation.model_validate({}))
+        scale = Scale(field, "assumed", True)
+    else:
+        # The cells as the data set's field of view shows them: the scale needs them, and
+        # the window is cut around them again only when the scale turns out otherwise.
+        boxes = find_cells(rgb, localisation) if um_per_px is None else None
+        scale = image_scale(rgb, localisation, um_per_px, boxes)
+    cells = prepare_cells(
+        rgb, input_size, spec, scale.hint, max_cells, boxes if scale.hint is None else None
+    )
+    height, width = rgb.shape[:2]
+    return PreparedImage(cells, ImageFacts(width, height, scale, white_balanced))
 
 
 def prepare_image(
