@@ -57,7 +57,12 @@ def measure_floor(
     """Time `samples` images end to end through decode and forward, then the forward alone."""
     settings = Settings()
     runtime = ModelRuntime.load(
-        store_dir, model_name, None, settings.forward_backend, onnx_spinning=settings.onnx_spinning
+        store_dir,
+        model_name,
+        None,
+        settings.forward_backend,
+        onnx_spinning=settings.onnx_spinning,
+        onnx_threads=settings.onnx_threads,
     )
 
     def decode_and_forward(index: int) -> object:
@@ -100,6 +105,7 @@ def measure_floor(
             REFERENCE_VERSION,
             settings.forward_backend,
             onnx_spinning=settings.onnx_spinning,
+            onnx_threads=settings.onnx_threads,
         )
         reference_input = reference.preprocess(decoded[0])[None]
         floor.reference_forward_ms = _median_ms(

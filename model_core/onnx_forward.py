@@ -44,12 +44,17 @@ class OnnxForward:
 
     @classmethod
     def load(
-        cls, directory: Path, manifest: Manifest, feature_layers: list[str], spinning: bool = True
+        cls,
+        directory: Path,
+        manifest: Manifest,
+        feature_layers: list[str],
+        spinning: bool = True,
+        threads: int = 0,
     ) -> OnnxForward:
         """Verify `model.onnx` against the manifest and open it. OnnxMissing when there is
         none to use; OnnxUnusable, saying why, when it is there but corrupt or not this
         model's. `feature_layers` are the layers the caller pools (none: features unused);
-        `spinning` as in `session_options`."""
+        `spinning` and `threads` as in `session_options`."""
         started = time.perf_counter()
         export = manifest.onnx
         if export is None or ONNX_FILE not in manifest.artefacts:
@@ -70,7 +75,7 @@ class OnnxForward:
         try:
             session = onnxruntime.InferenceSession(
                 str(path),
-                session_options(onnxruntime, spinning),
+                session_options(onnxruntime, spinning, threads),
                 providers=["CPUExecutionProvider"],
             )
         except Exception as error:  # ONNX Runtime raises its own types for a bad file
@@ -90,9 +95,11 @@ class OnnxForward:
         return probabilities, logits, features
 
 
-def session_options(onnxruntime, spinning: bool = True):
-    """Intra-op threads: one per CPU this process may run on (ONNX Runtime's own default
-    counts the host's cores, more than a container may use), spinning (unless `spinning`
+def session_options(onnxruntime, spinning: bool = True, threads: int = 0):
+    """Intra-op threads: `threads`, or with 0 one per CPU this process may run on (ONNX
+    Runtime's own default counts the host's cores, more than a container may use); the
+    service runs one (WBC_ONNX_THREADS), so a pass holds one core while the image work of
+    the next requests runs on the others. With more than one, they spin (unless `spinning`
     is off) between operators and for a moment after a pass. Without spinning the second
     thread sleeps between requests and waking it cost ~0.9 ms per pass (96x96 v6 at
     batch 1 on the 2-core development machine: 1.80 ms back to back, 2.67 ms after 4 ms
@@ -103,7 +110,7 @@ def session_options(onnxruntime, spinning: bool = True):
     CPU per request, the spinning threads competed with the client and lost ~15% at
     concurrency 16.) Operators run one at a time."""
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     options.inter_op_num_threads = 1
     options.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL

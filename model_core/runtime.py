@@ -16,7 +16,10 @@ import tensorflow as tf
 
 from model_core.errors import DeviceFailure, OnnxUnusable, UnknownLayer
 from model_core.inputs.transform import (
+    FirstLook,
     PreparedImage,
+    finish_frame,
+    first_look,
     mean_of_views,
     mirror_views,
     mirrored,
@@ -117,15 +120,16 @@ class ModelRuntime:
         backend: str = TENSORFLOW,
         refuse_bad_onnx: bool = False,
         onnx_spinning: bool = True,
+        onnx_threads: int = 0,
     ) -> ModelRuntime:
-        """Load, verify and warm an entry; `backend` and `onnx_spinning` as in
-        `use_backend`."""
+        """Load, verify and warm an entry; `backend`, `onnx_spinning` and `onnx_threads` as
+        in `use_backend`."""
         started = time.perf_counter()
         device = configure_tensorflow()
         directory = entry_dir(store_dir, name, version)
         manifest, model = load_entry(directory)
         runtime = cls(manifest, model, directory, device)
-        runtime.use_backend(backend, refuse_bad_onnx, onnx_spinning)
+        runtime.use_backend(backend, refuse_bad_onnx, onnx_spinning, onnx_threads)
         runtime.warm_up()
         runtime.load_seconds = time.perf_counter() - started
         log.info(
@@ -140,18 +144,23 @@ class ModelRuntime:
         return runtime
 
     def use_backend(
-        self, backend: str, refuse_bad_onnx: bool = False, onnx_spinning: bool = True
+        self,
+        backend: str,
+        refuse_bad_onnx: bool = False,
+        onnx_spinning: bool = True,
+        onnx_threads: int = 0,
     ) -> None:
         """Run `forward` through ONNX Runtime when `backend` is onnxruntime, or auto on a
         CPU, and the entry's `model.onnx` verifies and agrees with TensorFlow on a probe;
         otherwise stay on TensorFlow, noting why. A bad `model.onnx` raises OnnxUnusable
         instead when `refuse_bad_onnx` (a reload refuses such an entry). `onnx_spinning`:
-        ONNX Runtime's threads spin between passes (`onnx_forward.session_options`)."""
+        ONNX Runtime's threads spin between passes; `onnx_threads`: how many it runs a pass
+        on, 0 one per CPU (`onnx_forward.session_options`)."""
         if backend == TENSORFLOW or (backend == AUTO and not self.device.startswith("CPU")):
             return
         try:
             onnx = OnnxForward.load(
-                self.directory, self.manifest, self._feature_layers, onnx_spinning
+                self.directory, self.manifest, self._feature_layers, onnx_spinning, onnx_threads
             )
             inputs = probe(self.manifest)
             gap = parity_gap(
@@ -184,6 +193,18 @@ class ModelRuntime:
         return prepare_frame(
             rgb, self.manifest.input_size, self.manifest.preprocessing, um_per_px, max_cells
         )
+
+    def first_look(
+        self, rgb: np.ndarray, um_per_px: float | None = None, max_cells: int = 1
+    ) -> FirstLook:
+        """`prepare`'s first step: the colour normalised and the cells cut at the data set's
+        field of view (model_core.inputs.transform.first_look)."""
+        preprocessing = self.manifest.preprocessing
+        return first_look(rgb, self.manifest.input_size, preprocessing, um_per_px, max_cells)
+
+    def finish(self, look: FirstLook) -> PreparedImage:
+        """`prepare`'s second step: the scale, and the cells cut at it."""
+        return finish_frame(look, self.manifest.input_size, self.manifest.preprocessing)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """RGB [H, W, 3] of any size -> the model's float32 input [h, w, 3]."""

@@ -57,6 +57,7 @@ class InProcessClient:
                 self.settings.model_version,
                 self.settings.forward_backend,
                 onnx_spinning=False,
+                onnx_threads=self.settings.onnx_threads,
             )
         except (StoreError, ModelCoreError, OSError) as error:
             raise ScoreFailure(f"cannot load the model: {error}") from error

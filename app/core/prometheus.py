@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from model_core.review import REASONS
 
-STAGES = ("decode", "queue", "inference", "explanation", "encode")
+STAGES = ("decode", "scale", "queue", "inference", "explanation", "encode")
 # Seconds: from a sub-millisecond queue wait to a slow explanation batch on a CPU.
 _LATENCY_BUCKETS = (
     0.0005,

@@ -75,9 +75,15 @@ class Settings(BaseSettings):
     """Most images one forward pass runs under ONNX Runtime (WBC_MAX_PASS_IMAGES applies
     under TensorFlow). On the 2-core development CPU the cost per image is lowest at 8
     (docs/benchmarks.md); `python -m bench.forward` measures a machine's own curve."""
+    onnx_threads: int = Field(default=1, ge=0)
+    """Threads ONNX Runtime runs one forward pass on; 0: one per CPU. One by default: a
+    pass holds one core while decoding, the scale measurement and the cell cutting of other
+    requests (and of its own, which overlap it) run on the rest. On the 2-core development
+    machine one thread answered /v2 infer at concurrency 16 with ~25% more requests/s and
+    ~30% less CPU per request than two, and sooner at concurrency 1 (docs/benchmarks.md)."""
     onnx_spinning: bool = True
-    """ONNX Runtime's threads spin between operators and for a moment after each pass
-    instead of sleeping: /predict at concurrency 1 answers sooner (docs/benchmarks.md).
+    """With WBC_ONNX_THREADS other than 1, ONNX Runtime's threads spin between operators and
+    for a moment after each pass instead of sleeping: a lone pass answers sooner.
     The spin counts as CPU use: turn it off where CPU time is billed or drives the
     autoscaler at light load."""
     max_explain_pass_images: int = Field(default=8, gt=0)

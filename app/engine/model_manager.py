@@ -105,6 +105,7 @@ class ModelManager:
             settings.model_version,
             settings.forward_backend,
             onnx_spinning=settings.onnx_spinning,
+            onnx_threads=settings.onnx_threads,
         )
         await self._warm(runtime)
         self._install(runtime)
@@ -136,6 +137,7 @@ class ModelManager:
                     self.settings.forward_backend,
                     True,
                     onnx_spinning=self.settings.onnx_spinning,
+                    onnx_threads=self.settings.onnx_threads,
                 )
             except Exception as error:  # a bad entry must never take the service down
                 self.metrics.reloads.labels("failed").inc()

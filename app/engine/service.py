@@ -28,7 +28,7 @@ from app.engine.explanations import ExplanationService
 from app.engine.images import decode_image
 from app.engine.worker import LaneWorker
 from model_core.inputs.localisation import Box
-from model_core.inputs.transform import PreparedImage
+from model_core.inputs.transform import FirstLook, PreparedImage
 from model_core.qualify import PredictionQualifier, Qualification
 from model_core.review import ImageFacts, ReviewReason, judge
 from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime
@@ -134,20 +134,55 @@ class InferenceService:
     async def _forward_each(
         self, sources: list, to_rgb: Callable, um_per_px: float | None, max_cells: int
     ) -> list[Located]:
-        """Turn each source into RGB, find its cells (at most `max_cells`) and cut their
-        model inputs off the loop, then batch the passes; each image's passes come back with
-        their boxes and the image's scale."""
-        def prepare(source) -> PreparedImage:
-            with self.metrics.stage("decode"):
-                return self.runtime.prepare(to_rgb(source), um_per_px, max_cells)
-
+        """Each source's cells (at most `max_cells`, the main first) with their passes, and
+        what was learnt of the image; the image work runs off the loop, the passes batched."""
         with self.forward_batcher.expecting(len(sources)):
-            prepared = await asyncio.gather(*(asyncio.to_thread(prepare, s) for s in sources))
-            inputs = [model_input for image in prepared for model_input, _ in image.cells]
-            passes = iter(await asyncio.gather(*(self.forward_batcher.submit(i) for i in inputs)))
-        return [
-            ([(next(passes), box) for _, box in image.cells], image.facts) for image in prepared
+            return list(
+                await asyncio.gather(
+                    *(self._located(source, to_rgb, um_per_px, max_cells) for source in sources)
+                )
+            )
+
+    async def _located(
+        self, source, to_rgb: Callable, um_per_px: float | None, max_cells: int
+    ) -> Located:
+        """Decode the source, normalise its colour and cut its cells at the data set's field
+        of view (a thread), and start their passes while the scale is measured (another
+        thread): on the data set's own frames those cells stand and their passes are done or
+        under way; where the scale turns out otherwise they are cancelled (skipped by the
+        batcher if still queued) and the cells cut at the measured scale run instead."""
+        runtime, metrics = self.runtime, self.metrics
+
+        def look(source) -> FirstLook:
+            with metrics.stage("decode"):
+                return runtime.first_look(to_rgb(source), um_per_px, max_cells)
+
+        def finish(first: FirstLook) -> PreparedImage:
+            with metrics.stage("scale"):
+                return runtime.finish(first)
+
+        first = await asyncio.to_thread(look, source)
+        early = [
+            asyncio.ensure_future(self.forward_batcher.submit(model_input))
+            for model_input, _ in first.field_cells or []
         ]
+        try:
+            prepared = await asyncio.to_thread(finish, first)
+            if prepared.cells is first.field_cells:
+                passes = await asyncio.gather(*early)
+            else:
+                for pending in early:
+                    pending.cancel()
+                passes = await asyncio.gather(
+                    *(self.forward_batcher.submit(model_input) for model_input, _ in prepared.cells)
+                )
+        finally:
+            for pending in early:
+                pending.cancel()  # only those not done yet: after an error or a cancellation
+        return (
+            [(forward, box) for forward, (_, box) in zip(passes, prepared.cells, strict=True)],
+            prepared.facts,
+        )
 
     async def close(self) -> None:
         await self.forward_batcher.close()

@@ -144,6 +144,66 @@ class PreparedImage:
         return self.facts.scale
 
 
+@dataclass
+class FirstLook:
+    """A frame's cheap first step: its colour normalised and, where the scale is not given,
+    its cells cut as the data set's field of view would show them. On the data set's own
+    frames the measured scale keeps exactly these (`Scale.hint` None), so their passes may
+    start while the scale is still being measured (`finish_frame` says whether they stand)."""
+
+    rgb: np.ndarray
+    """The frame, uint8, colour normalised."""
+    white_balanced: bool | None
+    um_per_px: float | None
+    """The scale the client gave, if any."""
+    max_cells: int
+    boxes: list[Box] | None
+    """`find_cells` at the field of view; None where the scale was given or the manifest
+    asks for no localisation."""
+    field_cells: list[tuple[np.ndarray, Box | None]] | None
+    """`prepare_cells` around `boxes` (or of the whole frame): the cells if the frame turns
+    out to show the data set's field of view."""
+
+
+def first_look(
+    rgb: np.ndarray,
+    input_size: tuple[int, int],
+    spec: Preprocessing,
+    um_per_px: float | None = None,
+    max_cells: int = 1,
+) -> FirstLook:
+    """`prepare_frame`'s first step (colour, cells at the field of view), for a caller that
+    runs their passes while `finish_frame` measures the scale."""
+    rgb, white_balanced = normalise_colour(as_uint8(rgb), spec)
+    boxes = field_cells = None
+    if spec.localisation is None:
+        field_cells = prepare_cells(rgb, input_size, spec)
+    elif um_per_px is None:
+        boxes = find_cells(rgb, spec.localisation)
+        field_cells = prepare_cells(rgb, input_size, spec, None, max_cells, boxes)
+    return FirstLook(rgb, white_balanced, um_per_px, max_cells, boxes, field_cells)
+
+
+def finish_frame(
+    look: FirstLook, input_size: tuple[int, int], spec: Preprocessing
+) -> PreparedImage:
+    """`prepare_frame`'s second step: the scale given, measured or assumed, and the cells cut
+    at it; `look.field_cells` themselves (the same list) where the frame shows the data
+    set's field of view."""
+    rgb, localisation = look.rgb, spec.localisation
+    if localisation is None:
+        scale = Scale(
+            field_of_view_scale(rgb.shape[1], Localisation.model_validate({})), "assumed", True
+        )
+    else:
+        scale = image_scale(rgb, localisation, look.um_per_px, look.boxes)
+    cells = look.field_cells
+    if cells is None or scale.hint is not None:
+        cells = prepare_cells(rgb, input_size, spec, scale.hint, look.max_cells)
+    height, width = rgb.shape[:2]
+    return PreparedImage(cells, ImageFacts(width, height, scale, look.white_balanced))
+
+
 def prepare_frame(
     rgb: np.ndarray,
     input_size: tuple[int, int],
@@ -156,22 +216,8 @@ def prepare_frame(
     (`image_scale`), then the model input [h, w, 3] and box in the frame's pixels of each
     white cell (at most `max_cells`, largest first; one whole-frame input with box None when
     `spec` asks for no localisation or no cell was found), and what was learnt of it."""
-    rgb, white_balanced = normalise_colour(as_uint8(rgb), spec)
-    localisation = spec.localisation
-    boxes = None
-    if localisation is None:
-        field = field_of_view_scale(rgb.shape[1], Localisation.model_validate({}))
-        scale = Scale(field, "assumed", True)
-    else:
-        # The cells as the data set's field of view shows them: the scale needs them, and
-        # the window is cut around them again only when the scale turns out otherwise.
-        boxes = find_cells(rgb, localisation) if um_per_px is None else None
-        scale = image_scale(rgb, localisation, um_per_px, boxes)
-    cells = prepare_cells(
-        rgb, input_size, spec, scale.hint, max_cells, boxes if scale.hint is None else None
-    )
-    height, width = rgb.shape[:2]
-    return PreparedImage(cells, ImageFacts(width, height, scale, white_balanced))
+    look = first_look(rgb, input_size, spec, um_per_px, max_cells)
+    return finish_frame(look, input_size, spec)
 
 
 def prepare_image(
