@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import cv2
@@ -37,6 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The threads that decode, measure and cut images, parse bodies and render overlays
+        # (every asyncio.to_thread): as many as the cores, beside the model's one worker.
+        image_threads = ThreadPoolExecutor(
+            settings.image_threads or len(os.sched_getaffinity(0)), thread_name_prefix="image"
+        )
+        asyncio.get_running_loop().set_default_executor(image_threads)
         await model_manager.start()
         stop_handling_sighup = model_manager.reload_on_sighup()
         if not api_keys.configured:
@@ -51,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop_handling_sighup()
             await model_manager.close()
+            image_threads.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="White-blood-cell classifier with explanations",

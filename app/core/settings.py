@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     """Most images one forward pass runs under ONNX Runtime (WBC_MAX_PASS_IMAGES applies
     under TensorFlow). On the 2-core development CPU the cost per image is lowest at 8
     (docs/benchmarks.md); `python -m bench.forward` measures a machine's own curve."""
+    image_threads: int = Field(default=0, ge=0)
+    """Threads that decode, white-balance, measure and cut images, parse request bodies and
+    render overlays (beside the one model worker); 0: one per CPU. More threads than cores
+    only contend for the cores and for Python's lock: on the 2-core development machine two
+    answered /v2 infer at concurrency 16 with 10-18% more requests/s than asyncio's default
+    of six (docs/benchmarks.md)."""
     onnx_threads: int = Field(default=1, ge=0)
     """Threads ONNX Runtime runs one forward pass on; 0: one per CPU. One by default: a
     pass holds one core while decoding, the scale measurement and the cell cutting of other
