@@ -19,6 +19,7 @@ from app.api.routes import admin, explain, health, metrics, models, page, predic
 from app.core.auth import ApiKeys, require_admin_key, require_api_key
 from app.core.errors import install_error_handlers
 from app.core.logs import log_event
+from app.core.memory import cap_malloc_arenas, return_free_heap, return_free_heap_every
 from app.core.middleware import ObserveRequests
 from app.core.prometheus import Metrics
 from app.core.settings import Settings, get_settings
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # OpenCV's own thread pool only competes with those threads for the cores.
     cv2.setNumThreads(1)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)  # process-wide
+    cap_malloc_arenas(settings.malloc_arenas)  # before the runtimes' and our threads start
     api_keys = ApiKeys.from_settings(settings)  # a bad key file stops start-up here
     app_metrics = Metrics()
     model_manager = ModelManager(settings, app_metrics)
@@ -47,6 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         asyncio.get_running_loop().set_default_executor(image_threads)
         await model_manager.start()
+        return_free_heap()  # what loading, verifying and warming the model freed
+        trimming = (
+            asyncio.create_task(return_free_heap_every(settings.heap_trim_interval_s))
+            if settings.heap_trim_interval_s > 0
+            else None
+        )
         stop_handling_sighup = model_manager.reload_on_sighup()
         if not api_keys.configured:
             log_event(
@@ -59,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             stop_handling_sighup()
+            if trimming is not None:
+                trimming.cancel()
             await model_manager.close()
             image_threads.shutdown(wait=False, cancel_futures=True)
 

@@ -111,6 +111,12 @@ def session_options(onnxruntime, spinning: bool = True, threads: int = 0):
     concurrency 16.) Operators run one at a time."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    # No arena of its own and no per-shape memory plans: ONNX Runtime would otherwise keep
+    # the peak of its passes (passes of 1-8 images: +65 MiB at rest, +37 MiB with the plans
+    # alone) where the service's periodic heap trim cannot give it back; the passes cost
+    # ~10% more (2-core development machine, docs/benchmarks.md).
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     options.inter_op_num_threads = 1
     options.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     """Most images one forward pass runs under ONNX Runtime (WBC_MAX_PASS_IMAGES applies
     under TensorFlow). On the 2-core development CPU the cost per image is lowest at 8
     (docs/benchmarks.md); `python -m bench.forward` measures a machine's own curve."""
+    malloc_arenas: int = Field(default=2, ge=0)
+    """glibc malloc arenas the process's threads share (mallopt M_ARENA_MAX); 0 leaves
+    glibc's default of up to 8 per core, each keeping what its threads freed (app/core/memory.py).
+    Set at start-up, before any thread of the service's own starts."""
+    heap_trim_interval_s: float = Field(default=5.0, ge=0)
+    """Every this many seconds the heap's free pages go back to the system (glibc
+    malloc_trim, a few milliseconds in a worker thread); 0 never."""
     image_threads: int = Field(default=0, ge=0)
     """Threads that decode, white-balance, measure and cut images, parse request bodies and
     render overlays (beside the one model worker); 0: one per CPU. More threads than cores

@@ -1,0 +1,50 @@
+"""The process's heap, kept small: glibc's malloc arenas capped, and freed heap returned to
+the system once the model is loaded and then every few seconds.
+
+glibc gives each thread that allocates under contention an arena of its own, up to 8 per
+core, and an arena keeps what its threads freed for later; with the image threads, the model
+worker and the runtimes' own threads that is memory held for ever. Capped at two arenas the
+threads share, and trimmed after the model's load and warm-up (whose temporaries are freed
+by then) and again periodically (explanation passes free tens of megabytes that malloc would
+otherwise keep), the service holds less at rest and grows less under load
+(docs/benchmarks.md).
+Elsewhere than glibc (musl, macOS) both are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+
+M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        return None
+    return libc
+
+
+def cap_malloc_arenas(arenas: int) -> bool:
+    """Let at most `arenas` malloc arenas be created from now on (0: glibc's default);
+    whether it took effect."""
+    libc = _glibc()
+    return bool(arenas and libc is not None and libc.mallopt(M_ARENA_MAX, arenas))
+
+
+def return_free_heap() -> bool:
+    """Give the heap's free pages back to the system; whether any were."""
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(0))
+
+
+async def return_free_heap_every(seconds: float) -> None:
+    """`return_free_heap` in a thread every `seconds`, until cancelled."""
+    while True:
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(return_free_heap)
