@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import cv2
@@ -42,12 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # The threads that decode, measure and cut images, parse bodies and render overlays
-        # (every asyncio.to_thread): as many as the cores, beside the model's one worker.
-        image_threads = ThreadPoolExecutor(
-            settings.image_threads or len(os.sched_getaffinity(0)), thread_name_prefix="image"
-        )
-        asyncio.get_running_loop().set_default_executor(image_threads)
         await model_manager.start()
         return_free_heap()  # what loading, verifying and warming the model freed
         trimming = (
@@ -70,7 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if trimming is not None:
                 trimming.cancel()
             await model_manager.close()
-            image_threads.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="White-blood-cell classifier with explanations",

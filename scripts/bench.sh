@@ -21,6 +21,15 @@ fi
 
 ./scripts/setup.sh
 [[ $suite == run || $suite == all ]] && ./scripts/setup-mlserver.sh
+# The run suite's C client (wrk, HTTP/1.1 keep-alive): Debian's package, installed when this
+# runs as root with apt-get; otherwise `python -m bench.run` says how to get it.
+if [[ ($suite == run || $suite == all) && -z "$(command -v wrk)" && $EUID -eq 0 ]] &&
+    command -v apt-get >/dev/null; then
+    echo "bench.sh: installing wrk with apt-get" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
+        { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+fi
 if [[ $suite == page || $suite == all ]]; then
     ./scripts/setup.sh --browser
 fi

@@ -83,11 +83,11 @@ class Settings(BaseSettings):
     """Every this many seconds the heap's free pages go back to the system (glibc
     malloc_trim, a few milliseconds in a worker thread); 0 never."""
     image_threads: int = Field(default=0, ge=0)
-    """Threads that decode, white-balance, measure and cut images, parse request bodies and
-    render overlays (beside the one model worker); 0: one per CPU. More threads than cores
-    only contend for the cores and for Python's lock: on the 2-core development machine two
-    answered /v2 infer at concurrency 16 with 10-18% more requests/s than asyncio's default
-    of six (docs/benchmarks.md)."""
+    """Threads that decode, white-balance, measure and cut images and render explanations'
+    overlays, beside the one model worker, taking predictions' and explanations' jobs in
+    turn; 0: one per CPU. More threads than cores only contend for the cores and Python's
+    lock: on the 2-core development machine two answered /v2 infer at concurrency 16 with
+    10-18% more requests/s than asyncio's default pool of six (docs/benchmarks.md)."""
     onnx_threads: int = Field(default=1, ge=0)
     """Threads ONNX Runtime runs one forward pass on; 0: one per CPU. One by default: a
     pass holds one core while decoding, the scale measurement and the cell cutting of other

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import astuple, dataclass
 from time import perf_counter
@@ -26,6 +27,7 @@ from app.core.schemas import (
     Target,
 )
 from app.core.settings import Settings
+from app.engine.admission import EXPLAIN
 from app.engine.batching import MicroBatcher
 from app.engine.images import decode_image
 from model_core.explainers import METHOD_ALIASES, METHODS, CamMethod
@@ -105,6 +107,8 @@ class Classifier(Protocol):
     ) -> Prediction: ...
 
     def batcher(self, run_batch: Any, stage: str) -> MicroBatcher: ...
+
+    async def image_work(self, lane: str, work: Callable[..., Any], *args: Any) -> Any: ...
 
 
 class ExplanationService:
@@ -265,7 +269,8 @@ class ExplanationService:
         async with self._render_slots:
             with self.metrics.stage("encode"):
                 started = perf_counter()
-                overlay_bytes, heatmap_bytes = await asyncio.to_thread(
+                overlay_bytes, heatmap_bytes = await self.service.image_work(
+                    EXPLAIN,
                     self._render,
                     done.image,
                     done.cell_box,
@@ -301,7 +306,7 @@ class ExplanationService:
                 model_input, box = prepared.cells[cell]
                 return image, model_input, box, prepared.facts
 
-        return await asyncio.to_thread(decode_and_preprocess)
+        return await self.service.image_work(EXPLAIN, decode_and_preprocess)
 
     async def _faithfulness(self, done: _ImageMaps, heatmap: np.ndarray) -> Faithfulness:
         """The target's probability with only the hottest 20% of the input kept, and with it

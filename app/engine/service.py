@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ from model_core.qualify import PredictionQualifier, Qualification
 from model_core.review import ImageFacts, ReviewReason, judge
 from model_core.runtime import ONNXRUNTIME, Forward, ModelRuntime
 
+T = TypeVar("T")
 CellPass = tuple[Forward, Box | None]
 """One cell's forward pass and its box (None: the whole frame)."""
 
@@ -63,6 +65,14 @@ class InferenceService:
         # One thread runs every pass; forward passes and explanations wait in lanes of their
         # own, taken in turn (app.engine.admission bounds how many wait).
         self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow")
+        # The image work (decode, colour, scale, cells; explanations' overlays) runs in as
+        # many threads as cores, beside it, with the same lanes: a prediction's image work
+        # waits for at most one explanation's job per thread, however many are queued.
+        self._image_threads = LaneWorker(
+            (FORWARD, EXPLAIN),
+            thread_name="image",
+            threads=settings.image_threads or len(os.sched_getaffinity(0)),
+        )
         self.forward_batcher: MicroBatcher[np.ndarray, Forward] = self.batcher(
             self.runtime.forward_each, "inference"
         )
@@ -161,13 +171,13 @@ class InferenceService:
             with metrics.stage("scale"):
                 return runtime.finish(first)
 
-        first = await asyncio.to_thread(look, source)
+        first = await self.image_work(FORWARD, look, source)
         early = [
             asyncio.ensure_future(self.forward_batcher.submit(model_input))
             for model_input, _ in first.field_cells or []
         ]
         try:
-            prepared = await asyncio.to_thread(finish, first)
+            prepared = await self.image_work(FORWARD, finish, first)
             if prepared.cells is first.field_cells:
                 passes = await asyncio.gather(*early)
             else:
@@ -184,10 +194,16 @@ class InferenceService:
             prepared.facts,
         )
 
+    async def image_work(self, lane: str, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in an image thread, in `lane`'s turn (FORWARD or EXPLAIN)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._image_threads.lane(lane), work, *args)
+
     async def close(self) -> None:
         await self.forward_batcher.close()
         await self.explanations.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._image_threads.shutdown(wait=False, cancel_futures=True)
 
     def _log_device_failure(self, failure: str) -> None:
         manifest = self.runtime.manifest

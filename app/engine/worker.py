@@ -1,6 +1,8 @@
-"""The single TensorFlow worker thread, fed from one lane per kind of model work and taking
-the lanes in turn, so a flood of one kind (explanations) never queues ahead of the other
-(forward passes): a forward pass waits for at most one pass of each other lane."""
+"""Worker threads fed from one lane per kind of work and taking the lanes in turn, so a flood
+of one kind (explanations) never queues ahead of the other (predictions): the single
+TensorFlow worker, where a forward pass waits for at most one pass of each other lane, and
+the image threads (decode, scale, cells, overlays), where a prediction's image work waits
+for at most one explanation's job per thread."""
 
 from __future__ import annotations
 
@@ -14,17 +16,26 @@ _Job = tuple[Future, Callable[..., Any], tuple, dict]
 
 
 class LaneWorker:
-    """One thread running jobs from named lanes, round-robin among the lanes that have work
-    (first in, first out within a lane). `lane(name)` is an `Executor` for one lane."""
+    """`threads` threads (one by default) running jobs from named lanes, round-robin among
+    the lanes that have work (first in, first out within a lane). `lane(name)` is an
+    `Executor` for one lane."""
 
-    def __init__(self, lanes: Sequence[str], thread_name: str = "worker") -> None:
+    def __init__(self, lanes: Sequence[str], thread_name: str = "worker", threads: int = 1) -> None:
         self._lanes: dict[str, deque[_Job]] = {name: deque() for name in lanes}
         self._order = list(lanes)
         self._next = 0  # index in _order of the lane whose turn it is
         self._ready = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=thread_name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._work,
+                name=thread_name if threads == 1 else f"{thread_name}_{index}",
+                daemon=True,
+            )
+            for index in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def lane(self, name: str) -> Executor:
         if name not in self._lanes:
@@ -47,9 +58,10 @@ class LaneWorker:
                 for jobs in self._lanes.values():
                     while jobs:
                         jobs.popleft()[0].cancel()
-            self._ready.notify()
+            self._ready.notify_all()
         if wait:
-            self._thread.join()
+            for thread in self._threads:
+                thread.join()
 
     def _take(self) -> _Job | None:
         """The next job, taking lanes in turn from the one after the last served; None once

@@ -175,3 +175,34 @@ def test_a_scale_that_would_blow_the_image_up_is_a_422_before_any_search(client)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_scale" and "pixel_size_um" in error["message"]
+
+
+def test_the_served_cells_are_those_cut_at_the_scale_the_answer_reports(client, smears, crops):
+    """The service starts the passes of the cells cut at the data set's field of view while
+    it measures the scale, and keeps them only where the scale turns out to be that field:
+    whatever the framing, each answered cell is the one `prepare` cuts at the reported
+    scale, with the probabilities of its own pass."""
+    runtime = client.app.state.models.service.runtime
+    frame = np.asarray(Image.open(smears[0].path).convert("RGB"))
+    small = cv2.resize(frame, (160, 120), interpolation=cv2.INTER_AREA)
+    field = np.empty_like(frame)
+    field[:] = np.median(frame.reshape(-1, 3)[frame.reshape(-1, 3).sum(1) > 600], axis=0)
+    field[60:180, 80:240] = small
+    framings = {"data set's frame": frame, "half in a field": field}
+    framings["crop"] = np.asarray(crops[0][2])
+    for name, pixels in framings.items():
+        answer = _predict(client, Image.fromarray(pixels))
+        prepared = runtime.prepare(pixels, None, 16)
+        assert answer["scale"] == {
+            "um_per_px": prepared.scale.um_per_px,
+            "source": prepared.scale.source,
+        }, name
+        expected = runtime.forward(np.stack([cell for cell, _ in prepared.cells]))
+        cells = answer["cells"] or [answer]
+        assert [cell["cell_box"] for cell in cells] == [
+            None if box is None else list(box) for _, box in prepared.cells
+        ], name
+        for cell, probabilities in zip(cells, expected.probabilities, strict=True):
+            assert list(cell["probabilities"].values()) == pytest.approx(
+                probabilities.tolist(), abs=1e-5
+            ), name

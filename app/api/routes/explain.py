@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.api.dependencies import ExplainTicketDep, ServiceDep, SettingsDep
+from app.api.json_answer import json_answer
 from app.api.negotiation import accepts_png
 from app.api.routes.openapi_bodies import ERRORS, image_body
 from app.api.uploads import read_images
@@ -51,9 +52,11 @@ async def explain(
         read_images(request, settings.max_upload_bytes, max_images=1), watch_client=False
     )
     if options.several_methods:
-        return await ticket.run(service.explanations.explain_methods(images[0], options))
+        return json_answer(
+            await ticket.run(service.explanations.explain_methods(images[0], options))
+        )
     explanation = await ticket.run(service.explanations.explain(images[0], options))
     if wants_png:
         png = explanation.overlay_png or explanation.heatmap_png
         return Response(png, media_type="image/png")
-    return explanation.response
+    return json_answer(explanation.response)

@@ -1,8 +1,10 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from app.api.dependencies import ForwardTicketDep, ServiceDep, SettingsDep
+from app.api.json_answer import json_answer
 from app.api.routes.openapi_bodies import ERRORS, image_body
 from app.api.uploads import read_images
 from app.core.schemas import PredictOptions, PredictResponse
@@ -22,11 +24,11 @@ async def predict(
     service: ServiceDep,
     settings: SettingsDep,
     ticket: ForwardTicketDep,
-) -> PredictResponse:
+) -> Response:
     """Classify one or more images (repeat the multipart field `file` for a batch)."""
     images = await ticket.run(
         read_images(request, settings.max_upload_bytes, settings.max_request_images),
         watch_client=False,
     )
     ticket.need(len(images))
-    return await ticket.run(service.predict(images, options.pixel_size_um))
+    return json_answer(await ticket.run(service.predict(images, options.pixel_size_um)))
