@@ -4,6 +4,7 @@ queue place; a client that vanishes mid-upload is not a server error; a proxy's 
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -51,6 +52,25 @@ def _start_upload(
     return connection
 
 
+def _read_answer(connection) -> str:
+    """The whole answer on `connection`: its head, then as much body as Content-Length says
+    (head and body may come in separate segments)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while length and len(body) < int(length.group(1)):
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
 def _wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -69,7 +89,7 @@ def test_a_stalled_upload_is_answered_by_its_deadline_and_frees_its_place(server
     )
     try:
         _wait_for(lambda: _metric(server, "wbc_queue_depth", queue="forward") == 1)
-        answer = connection.recv(4096).decode("latin-1")  # blocks until the server answers
+        answer = _read_answer(connection)  # blocks until the server answers
     finally:
         connection.close()
     assert answer.startswith("HTTP/1.1 504")
