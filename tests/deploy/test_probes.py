@@ -4,6 +4,7 @@ HTTP probe path the manifests name answers 200 without a key, and the API works.
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from typing import Any
@@ -38,6 +39,18 @@ def manifests() -> list[dict[str, Any]]:
     return rendered + load(TRAINING_JOB)
 
 
+def _env_value(variable: dict, container: dict) -> str:
+    """A container's environment variable as the kubelet sets it: its value, or a CPU
+    resource of the container through the downward API (rounded up to whole divisors)."""
+    if "value" in variable:
+        return variable["value"]
+    field = variable["valueFrom"]["resourceFieldRef"]
+    kind, resource = field["resource"].split(".")  # e.g. limits.cpu
+    quantity = str(container["resources"][kind][resource])
+    cores = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    return str(math.ceil(cores / float(field.get("divisor", "1"))))
+
+
 @pytest.fixture(scope="module")
 def read_only_server(manifests, tmp_path_factory) -> str:
     if (
@@ -50,7 +63,7 @@ def read_only_server(manifests, tmp_path_factory) -> str:
         )
     deployment = next(m for m in manifests if m["kind"] == "Deployment")
     (api,) = pod_spec(deployment)["containers"]
-    container_env = {variable["name"]: variable["value"] for variable in api["env"]}
+    container_env = {variable["name"]: _env_value(variable, api) for variable in api["env"]}
     keys_file = tmp_path_factory.mktemp("secret") / "api-keys"
     keys_file.write_text(f"# as mounted from the Secret wbc-api-keys\n{API_KEY}\n")
     with live_server(
