@@ -14,8 +14,9 @@ from app.core.errors import Forbidden, Unauthorized
 from app.core.settings import Settings
 
 MIN_KEY_LENGTH = 16
-# auto_error=False: a missing key is ours to answer (401 in our error shape), and the
-# OpenAPI page still gets its "Authorize" button for both schemes.
+# Declared by the key dependencies for the OpenAPI page's "Authorize" button (both schemes);
+# the key itself is read by `offered_key`, the one reading admission uses too. auto_error=False:
+# a missing key is ours to answer (401 in our error shape).
 _bearer = HTTPBearer(auto_error=False)
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -91,24 +92,20 @@ def offered_key(headers: Headers) -> str | None:
     return headers.get("x-api-key")
 
 
-def _candidate(bearer: HTTPAuthorizationCredentials | None, header_key: str | None) -> str | None:
-    return bearer.credentials if bearer is not None else header_key
-
-
 async def require_api_key(  # async: no thread-pool hop on every request (app.api.dependencies)
     request: Request,
-    bearer: BearerDep,
-    header_key: HeaderKeyDep,
+    _bearer: BearerDep,
+    _header_key: HeaderKeyDep,
 ) -> None:
     """Lets the request through when no key is configured or it carries a valid one."""
     keys: ApiKeys = request.app.state.api_keys
-    keys.check(_candidate(bearer, header_key))
+    keys.check_headers(request.headers)
 
 
 def require_admin_key(
     request: Request,
-    bearer: BearerDep,
-    header_key: HeaderKeyDep,
+    _bearer: BearerDep,
+    _header_key: HeaderKeyDep,
 ) -> None:
     """Admin routes need a valid key, and are switched off while none is configured."""
     keys: ApiKeys = request.app.state.api_keys
@@ -118,4 +115,4 @@ def require_admin_key(
             "WBC_API_KEY or WBC_API_KEYS_FILE to enable them",
             code="admin_disabled",
         )
-    keys.check(_candidate(bearer, header_key))
+    keys.check_headers(request.headers)

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+from functools import cache
 
 M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 
 
+@cache
 def _glibc() -> ctypes.CDLL | None:
+    """The C library, opened once; None where it is not glibc."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None

@@ -16,19 +16,26 @@ KEY = "device-test-key-0123456789"
 PNG = encode(Image.fromarray(smear_like_rgb()))
 
 
-@pytest.fixture
-def app_client(tmp_path):
-    publish_tiny_model(tmp_path, model=exhausts_memory_model())
+def _failing_model_app(store, **settings):
+    """The app of a model that fails on its device for passes of two images or more."""
+    publish_tiny_model(store, model=exhausts_memory_model())
     # A long batching wait, so the two images of one request share one pass; TensorFlow's
     # own error is the one under test.
-    settings = Settings(
-        store_dir=tmp_path,
-        model_name="tiny",
-        api_key=KEY,
-        batch_max_wait_ms=2000,
-        forward_backend="tensorflow",
+    return create_app(
+        Settings(
+            store_dir=store,
+            model_name="tiny",
+            api_key=KEY,
+            batch_max_wait_ms=2000,
+            forward_backend="tensorflow",
+            **settings,
+        )
     )
-    with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as client:
+
+
+@pytest.fixture
+def app_client(tmp_path):
+    with TestClient(_failing_model_app(tmp_path), headers={"X-API-Key": KEY}) as client:
         yield client
 
 
@@ -67,16 +74,8 @@ def test_a_device_failure_turns_readiness_false_until_a_reload(app_client, event
 def test_a_device_failure_that_outlasts_the_grace_fails_liveness(tmp_path, event_log):
     """With no grace, the first failure turns liveness false too (503 with the reason; the
     v2 route's 400), so an orchestrator replaces the process; a reload brings it back."""
-    publish_tiny_model(tmp_path, model=exhausts_memory_model())
-    settings = Settings(
-        store_dir=tmp_path,
-        model_name="tiny",
-        api_key=KEY,
-        batch_max_wait_ms=2000,
-        forward_backend="tensorflow",
-        liveness_grace_s=0,
-    )
-    with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as client:
+    app = _failing_model_app(tmp_path, liveness_grace_s=0)
+    with TestClient(app, headers={"X-API-Key": KEY}) as client:
         assert client.get("/health/live").status_code == 200
         assert client.get("/v2/health/live").json() == {"live": True}
         one = [("file", ("a.png", PNG, "image/png"))]
