@@ -32,8 +32,8 @@ def _in_field(rgb: np.ndarray, factor: float) -> np.ndarray:
 # frames within 10% on train): where the size guess is off by more than the fine pass's range,
 # the fine pass locks onto pallors or clumps. Strict, so that a fix shows.
 KNOWN_GAP = pytest.mark.xfail(reason="scale estimator below its target", strict=True)
-DOUBLING_GAPS = {"neutrophil-2.jpeg"}
-HALVING_GAPS = {"lymphocyte-2.jpeg", "monocyte-2.jpeg", "neutrophil-2.jpeg"}
+DOUBLING_GAPS = {"lymphocyte-2.jpeg", "neutrophil-2.jpeg"}
+HALVING_GAPS = {"monocyte-2.jpeg", "neutrophil-2.jpeg"}
 
 
 def _cases(gaps: set[str]) -> list:
