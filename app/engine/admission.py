@@ -261,6 +261,37 @@ async def client_gone(receive: Receive) -> None:
         pass
 
 
+DRAIN_BYTES, DRAIN_S = 1 << 20, 0.05
+"""A refused request's body is read (and dropped) before the refusal is sent when it is
+declared at most DRAIN_BYTES long, for at most DRAIN_S seconds."""
+
+
+async def drain_small_body(headers: Headers, receive: Receive) -> None:
+    """Read what arrives of a small request body (Content-Length at most DRAIN_BYTES) for
+    at most DRAIN_S. A refusal sent before the body has arrived, on a connection the server
+    then closes, meets the rest of the body at a closed socket: the kernel answers it with
+    a reset, which can destroy the refusal before the client reads it (a dropped request
+    instead of a 503). A larger or unannounced body is never read: the refusal goes out at
+    once and the connection closes."""
+    try:
+        declared = int(headers.get("content-length", ""))
+    except ValueError:
+        return
+    if not 0 < declared <= DRAIN_BYTES:
+        return
+
+    async def read_to_the_end() -> None:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    try:
+        await asyncio.wait_for(read_to_the_end(), DRAIN_S)
+    except TimeoutError:
+        pass
+
+
 class AdmitModelWork:
     """Pure ASGI middleware: gives each request for model work a `Ticket` (in
     `scope["state"]["ticket"]`, for the route) or refuses it before routing; the ticket's
@@ -295,6 +326,7 @@ class AdmitModelWork:
             # Refused before routing: name the route the request was for, for the request
             # metrics and log line.
             scope.setdefault("state", {})["route"] = template
+            await drain_small_body(headers, receive)
             await error_response(Request(scope), error)(scope, receive, send)
             return
         scope.setdefault("state", {})["ticket"] = ticket

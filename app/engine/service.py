@@ -52,6 +52,12 @@ Located = tuple[list[CellPass], ImageFacts]
 image (its size, the scale they were found at, its colour balance)."""
 
 
+FORWARD_TURNS = 4
+"""Jobs the forward lane (/predict, /v2 infer) may take in a row while explanations wait, at
+the model worker and the image threads: a prediction's few short jobs go ahead of an
+explanation's long ones, which still get one turn in five under a flood of predictions."""
+
+
 class InferenceService:
     """Serves one loaded model: every model pass goes through a micro-batcher into a
     single TensorFlow worker thread, so the event loop never runs TensorFlow."""
@@ -63,8 +69,10 @@ class InferenceService:
         self.metrics = metrics or Metrics()
         runtime.on_device_failure = self._log_device_failure
         # One thread runs every pass; forward passes and explanations wait in lanes of their
-        # own, taken in turn (app.engine.admission bounds how many wait).
-        self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow")
+        # own, taken in turn (app.engine.admission bounds how many wait), up to
+        # FORWARD_TURNS forward passes for each explanation pass.
+        turns = {FORWARD: FORWARD_TURNS}
+        self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow", weights=turns)
         # The image work (decode, colour, scale, cells; explanations' overlays) runs in as
         # many threads as cores, beside it, with the same lanes: a prediction's image work
         # waits for at most one explanation's job per thread, however many are queued.
@@ -72,6 +80,7 @@ class InferenceService:
             (FORWARD, EXPLAIN),
             thread_name="image",
             threads=settings.image_threads or len(os.sched_getaffinity(0)),
+            weights=turns,
         )
         self.forward_batcher: MicroBatcher[np.ndarray, Forward] = self.batcher(
             self.runtime.forward_each, "inference"

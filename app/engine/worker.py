@@ -2,13 +2,15 @@
 of one kind (explanations) never queues ahead of the other (predictions): the single
 TensorFlow worker, where a forward pass waits for at most one pass of each other lane, and
 the image threads (decode, scale, cells, overlays), where a prediction's image work waits
-for at most one explanation's job per thread."""
+for at most one explanation's job per thread. A lane may take several turns in a row (its
+weight) while others wait: predictions' short jobs go ahead of explanations' long ones,
+which still run at least once in every few jobs."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -17,13 +19,25 @@ _Job = tuple[Future, Callable[..., Any], tuple, dict]
 
 class LaneWorker:
     """`threads` threads (one by default) running jobs from named lanes, round-robin among
-    the lanes that have work (first in, first out within a lane). `lane(name)` is an
-    `Executor` for one lane."""
+    the lanes that have work (first in, first out within a lane), a lane taking up to its
+    weight (`weights`, 1 where not given) jobs in a row while another lane has work.
+    `lane(name)` is an `Executor` for one lane."""
 
-    def __init__(self, lanes: Sequence[str], thread_name: str = "worker", threads: int = 1) -> None:
+    def __init__(
+        self,
+        lanes: Sequence[str],
+        thread_name: str = "worker",
+        threads: int = 1,
+        weights: Mapping[str, int] | None = None,
+    ) -> None:
         self._lanes: dict[str, deque[_Job]] = {name: deque() for name in lanes}
         self._order = list(lanes)
+        weights = weights or {}
+        if not set(weights) <= set(lanes) or min(weights.values(), default=1) < 1:
+            raise ValueError(f"weights {dict(weights)} must be at least 1, for lanes of {lanes}")
+        self._weights = [weights.get(name, 1) for name in self._order]
         self._next = 0  # index in _order of the lane whose turn it is
+        self._streak = 0  # jobs taken in a row from the lane at _next
         self._ready = threading.Condition()
         self._closed = False
         self._threads = [
@@ -64,14 +78,19 @@ class LaneWorker:
                 thread.join()
 
     def _take(self) -> _Job | None:
-        """The next job, taking lanes in turn from the one after the last served; None once
+        """The next job: from the lane whose turn it is while it has work and has taken
+        fewer jobs in a row than its weight, else from the next lane with work; None once
         shut down with nothing left. Called with the condition held."""
         while True:
             for offset in range(len(self._order)):
                 index = (self._next + offset) % len(self._order)
                 jobs = self._lanes[self._order[index]]
                 if jobs:
-                    self._next = (index + 1) % len(self._order)
+                    self._streak = self._streak + 1 if offset == 0 else 1
+                    if self._streak >= self._weights[index]:
+                        self._next, self._streak = (index + 1) % len(self._order), 0
+                    else:
+                        self._next = index
                     return jobs.popleft()
             if self._closed:
                 return None

@@ -36,6 +36,36 @@ def test_lanes_are_taken_in_turn_and_each_lane_in_order():
     assert ran == ["forward0", "explain0", "forward1", "explain1", "forward2", "explain2"]
 
 
+def test_a_weighted_lane_takes_that_many_turns_in_a_row_while_the_other_waits():
+    worker = LaneWorker(("forward", "explain"), weights={"forward": 3})
+    ran: list[str] = []
+    gate = _blocked(worker, "explain")
+    futures = [worker.submit_to("explain", ran.append, f"explain{i}") for i in range(3)]
+    futures += [worker.submit_to("forward", ran.append, f"forward{i}") for i in range(5)]
+    gate.set()
+    for future in futures:
+        future.result(timeout=30)
+    worker.shutdown()
+    # Three predictions per explanation while both wait, then whatever is left in order.
+    assert ran == [
+        "forward0",
+        "forward1",
+        "forward2",
+        "explain0",
+        "forward3",
+        "forward4",
+        "explain1",
+        "explain2",
+    ]
+
+
+def test_weights_below_one_or_for_unknown_lanes_are_refused():
+    with pytest.raises(ValueError):
+        LaneWorker(("forward", "explain"), weights={"forward": 0})
+    with pytest.raises(ValueError):
+        LaneWorker(("forward",), weights={"explain": 2})
+
+
 def test_a_lane_is_an_executor_for_asyncio_and_errors_reach_the_caller():
     worker = LaneWorker(("forward",))
 
