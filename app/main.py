@@ -21,7 +21,12 @@ from app.core.memory import cap_malloc_arenas, return_free_heap, return_free_hea
 from app.core.middleware import ObserveRequests
 from app.core.prometheus import Metrics
 from app.core.settings import Settings, get_settings
-from app.engine.admission import Admission, AdmitModelWork, ModelWorkRoutes
+from app.engine.admission import (
+    Admission,
+    AdmitModelWork,
+    HoldRefusedConnections,
+    ModelWorkRoutes,
+)
 from app.engine.model_manager import ModelManager
 
 
@@ -75,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = api_keys
     app.state.models = model_manager
     app.state.admission = admission = Admission.from_settings(settings, app_metrics)
-    # Innermost of the three: a refusal still gets CORS headers, a request id and a log line.
+    # Innermost of the middlewares: a refusal still gets CORS headers, a request id and a log line.
     # Filled from the routes' own queue declarations once the routers are included (below).
     model_work_routes = ModelWorkRoutes()
     app.add_middleware(
@@ -92,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
-    # Added last, so outermost: it sees every answer, CORS preflights and 401s included.
+    # Added after the admission, so outside it: it sees every answer, CORS preflights and
+    # 401s included.
     app.add_middleware(
         ObserveRequests,
         metrics=app_metrics,
@@ -100,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             None if model_manager.service is None else model_manager.service.model_ref
         ),
     )
+    # Outermost: a refused request's answer is logged and counted as it goes out; only its
+    # connection's next request waits.
+    app.add_middleware(HoldRefusedConnections, hold_s=settings.retry_after_s)
     install_error_handlers(app)
     # The page and its examples are open: the page asks for a key when the API needs one.
     open_routers = (health.router, v2.health_router, metrics.router, page.router)

@@ -41,6 +41,36 @@ end
 """
 
 
+# A flood: posts like _SCRIPT, counts the answers by status in each thread, and prints them
+# with the summary (wrk's `done` runs in a Lua state of its own: it reads the threads').
+_FLOOD_SCRIPT = """
+local f = io.open(os.getenv("WRK_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = os.getenv("WRK_TYPE")
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok = 0; refused = 0; other = 0 end
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1 elseif status == 503 then refused = refused + 1
+  else other = other + 1 end
+end
+done = function(summary, latency, requests)
+  local answered = {0, 0, 0}
+  for _, thread in ipairs(threads) do
+    answered[1] = answered[1] + thread:get("ok")
+    answered[2] = answered[2] + thread:get("refused")
+    answered[3] = answered[3] + thread:get("other")
+  end
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
+    .. '"timeout": %d, "200": %d, "503": %d, "other": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.timeout, answered[1], answered[2], answered[3],
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
 class WrkMissing(Exception):
     """wrk is not installed."""
 
@@ -110,6 +140,36 @@ def run_wrk(
         status_counts={"non-2xx or socket error": errors, "ok": requests - errors},
         server_cpu_ms_per_request=cpu_ms,
     )
+
+
+def wrk_flood(
+    base_url: str, path: str, body: bytes, content_type: str, concurrency: int, seconds: float
+) -> dict:
+    """`concurrency` connections posting `body` to `path` for `seconds`, each sending its
+    next request as soon as it has an answer (a 503 or not), as ApacheBench floods do: the
+    answers by status, those that got none (connect, read, write errors and timeouts:
+    dropped), and the latency percentiles."""
+    if not wrk_available():
+        raise WrkMissing("wrk is not installed: `apt-get install wrk` (Debian)")
+    with tempfile.TemporaryDirectory() as scratch:
+        script, body_file = Path(scratch) / "flood.lua", Path(scratch) / "body"
+        script.write_text(_FLOOD_SCRIPT)
+        body_file.write_bytes(body)
+        env = {**os.environ, "WRK_BODY": str(body_file), "WRK_TYPE": content_type}
+        command = [WRK, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
+        command += ["--timeout", "60s", "-s", str(script), base_url + path]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_JSON "))
+    summary = json.loads(line.removeprefix("WRK_JSON "))
+    statuses = {k: summary[k] for k in ("200", "503", "other") if summary[k]}
+    return {
+        "requests": summary["requests"],
+        "seconds": round(summary["duration_us"] / 1e6, 2),
+        "statuses": statuses,
+        "p50_ms": round(summary["p50_us"] / 1000.0, 1),
+        "p99_ms": round(summary["p99_us"] / 1000.0, 1),
+        "dropped": sum(summary[k] for k in ("connect", "read", "write", "timeout")),
+    }
 
 
 def group_cpu_seconds(group: int) -> float:

@@ -2,17 +2,20 @@
 it, against the service as configured and against the same service with its queues
 unbounded (the behaviour before issue 14), plus load below capacity on both.
 
-    python -m bench.overload [--flood 3000] [--flood-concurrency 300]
-                             [--predict-concurrency 8] [--requests 200] [--concurrency 1,16,32]
-                             [--no-reference]
+    python -m bench.overload [--flood-client wrk] [--flood-seconds 60] [--flood 3000]
+                             [--flood-concurrency 300] [--predict-concurrency 8]
+                             [--requests 200] [--concurrency 1,16,32] [--no-reference]
 
 1. Below capacity: `--requests` closed-loop requests to /predict and to
    /explain?method=gradcam at each `--concurrency` (all <= 32): req/s and refusals (503).
-2. Flood: `--flood` /explain?method=gradcam requests, `--flood-concurrency` at a time, sent
-   as ApacheBench does (each worker sends its next request as soon as it has an answer, 503
-   or not), from a process of its own; meanwhile `--predict-concurrency` workers keep
-   /predict busy, and a probe /explain on a new connection goes out every 0.5 s,
-   alternating a real smear and a 5 MiB body (a refused request's body is never read).
+2. Flood: /explain?method=gradcam requests, `--flood-concurrency` at a time, sent as
+   ApacheBench does (each connection sends its next request as soon as it has an answer,
+   503 or not): by wrk (a C client, the default where installed) for `--flood-seconds`, or
+   with `--flood-client python` `--flood` requests from a Python process of its own (whose
+   client CPU then takes a share of the 2 cores the server runs on). Meanwhile
+   `--predict-concurrency` workers keep /predict busy, and a probe /explain on a new
+   connection goes out every 0.5 s, alternating a real smear and a 5 MiB body (a refused
+   request's body is never read beyond 1 MiB).
 Everything that got no HTTP answer (connection refused, reset or closed) counts as dropped.
 
 Prints the Markdown tables (and the issue's targets) to stdout, progress to stderr, and
@@ -40,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.c_load import wrk_available, wrk_flood  # noqa: E402
 from bench.load import multipart_bodies, run_load  # noqa: E402
 from bench.servers import REPO_ROOT, serving  # noqa: E402
 
@@ -73,7 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--flood", type=int, default=3000, help="flood requests (3000)")
+    parser.add_argument(
+        "--flood-client",
+        choices=("wrk", "python"),
+        default="wrk" if wrk_available() else "python",
+        help="what sends the flood: wrk (the default where installed) or a Python process",
+    )
+    parser.add_argument(
+        "--flood-seconds", type=float, default=60.0, help="how long wrk floods (60)"
+    )
+    parser.add_argument(
+        "--flood", type=int, default=3000, help="requests of the Python flood (3000)"
+    )
     parser.add_argument("--flood-concurrency", type=int, default=300)
     parser.add_argument("--predict-concurrency", type=int, default=8)
     parser.add_argument(
@@ -177,6 +192,33 @@ async def flood(base_url: str, images: list[bytes], args: argparse.Namespace) ->
             async with client_for(base_url, 1) as fresh:  # a new client's first request
                 probes.append((kind, await post(fresh, EXPLAIN, body)))
 
+    if args.flood_client == "wrk":
+        request = httpx.Request("POST", base_url + EXPLAIN, files=bodies[0]["files"])
+        async with client_for(base_url, args.predict_concurrency) as predict_client:
+            side = [
+                asyncio.create_task(predictor(predict_client, offset))
+                for offset in range(args.predict_concurrency)
+            ]
+            side.append(asyncio.create_task(prober()))
+            flooded_by_wrk = await asyncio.to_thread(
+                wrk_flood,
+                base_url,
+                EXPLAIN,
+                request.read(),
+                request.headers["Content-Type"],
+                args.flood_concurrency,
+                args.flood_seconds,
+            )
+            done.set()
+            await asyncio.gather(*side)
+        return {
+            "seconds": flooded_by_wrk.pop("seconds"),
+            "client": "wrk",
+            "flood": flooded_by_wrk,
+            "predict": summary(predicted),
+            "probes": [{"kind": kind, **asdict(outcome)} for kind, outcome in probes],
+        }
+
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
@@ -204,6 +246,7 @@ async def flood(base_url: str, images: list[bytes], args: argparse.Namespace) ->
             process.kill()
     return {
         "seconds": round(seconds, 2),
+        "client": "python",
         "flood": summary(flooded),
         "predict": summary(predicted),
         "probes": [{"kind": kind, **asdict(outcome)} for kind, outcome in probes],
@@ -265,7 +308,11 @@ def measure(name: str, env: dict[str, str], images: list[bytes], args: argparse.
     ) as base_url:
         print(f"{name}: below capacity", file=sys.stderr)
         below = below_capacity(base_url, images, args)
-        print(f"{name}: flood of {args.flood} at c={args.flood_concurrency}", file=sys.stderr)
+        size = f"{args.flood_seconds:g} s" if args.flood_client == "wrk" else str(args.flood)
+        print(
+            f"{name}: flood of {size} by {args.flood_client} at c={args.flood_concurrency}",
+            file=sys.stderr,
+        )
         flooded = asyncio.run(flood(base_url, images, args))
     return {"below_capacity": below, "flood": flooded}
 
@@ -347,8 +394,9 @@ def markdown(results: dict) -> str:
         run = results[server]["flood"]
         for part in ("flood", "predict"):
             row = run[part]
+            client = f", {run.get('client', 'python')}" if part == "flood" else ""
             lines.append(
-                f"| {server} | {part} ({run['seconds']} s) | {row['requests']} | "
+                f"| {server} | {part} ({run['seconds']} s{client}) | {row['requests']} | "
                 f"{row['p50_ms']} | {row['p99_ms']} | {row['statuses']} |"
             )
         for kind in ("smear", "5 MiB body"):

@@ -261,35 +261,75 @@ async def client_gone(receive: Receive) -> None:
         pass
 
 
+class HoldRefusedConnections:
+    """Pure ASGI middleware, outermost: a request refused as overloaded whose body was read
+    (`drain_small_body`) gets its whole answer at once (503, Retry-After, the body complete
+    by Content-Length), but its connection is not read again for `hold_s` seconds: the
+    answer's end is held back, and the server reads a connection's next request only once
+    the last one has ended. A client that retries on the same connection at once, as a
+    flood does, waits the Retry-After it was given; each flooding connection then costs the
+    event loop one refusal per `hold_s`, and admitted requests keep their share of it.
+    Other answers pass untouched."""
+
+    def __init__(self, app: ASGIApp, hold_s: float) -> None:
+        self.app, self.hold_s = app, hold_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.hold_s <= 0:
+            await self.app(scope, receive, send)
+            return
+        held = False
+
+        async def send_holding_the_end(message: Message) -> None:
+            nonlocal held
+            if (
+                message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+                and scope.get("state", {}).get("refused_overloaded")
+            ):
+                held, message = True, {**message, "more_body": True}
+            await send(message)
+
+        await self.app(scope, receive, send_holding_the_end)
+        if held:
+            await asyncio.sleep(self.hold_s)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 DRAIN_BYTES, DRAIN_S = 1 << 20, 0.05
 """A refused request's body is read (and dropped) before the refusal is sent when it is
 declared at most DRAIN_BYTES long, for at most DRAIN_S seconds."""
 
 
-async def drain_small_body(headers: Headers, receive: Receive) -> None:
+async def drain_small_body(headers: Headers, receive: Receive) -> bool:
     """Read what arrives of a small request body (Content-Length at most DRAIN_BYTES) for
-    at most DRAIN_S. A refusal sent before the body has arrived, on a connection the server
-    then closes, meets the rest of the body at a closed socket: the kernel answers it with
-    a reset, which can destroy the refusal before the client reads it (a dropped request
-    instead of a 503). A larger or unannounced body is never read: the refusal goes out at
-    once and the connection closes."""
+    at most DRAIN_S; whether all of it was read. Were a refusal sent before the body
+    arrived, on a connection the server then closes, the rest of the body would meet a
+    closed socket: the kernel answers that with a reset, which can destroy the refusal
+    before the client reads it (a dropped request instead of a 503). A larger or
+    unannounced body is never read: the refusal goes out at once and the connection
+    closes."""
     try:
         declared = int(headers.get("content-length", ""))
     except ValueError:
-        return
+        return False
+    if declared == 0:
+        return True
     if not 0 < declared <= DRAIN_BYTES:
-        return
+        return False
 
-    async def read_to_the_end() -> None:
+    async def read_to_the_end() -> bool:
         while True:
             message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                return
+            if message["type"] != "http.request":
+                return False  # the client went away
+            if not message.get("more_body", False):
+                return True
 
     try:
-        await asyncio.wait_for(read_to_the_end(), DRAIN_S)
+        return await asyncio.wait_for(read_to_the_end(), DRAIN_S)
     except TimeoutError:
-        pass
+        return False
 
 
 class AdmitModelWork:
@@ -325,8 +365,11 @@ class AdmitModelWork:
         except ServiceError as error:
             # Refused before routing: name the route the request was for, for the request
             # metrics and log line.
-            scope.setdefault("state", {})["route"] = template
-            await drain_small_body(headers, receive)
+            state = scope.setdefault("state", {})
+            state["route"] = template
+            # A connection whose body was read stays open, and HoldRefusedConnections holds it.
+            drained = await drain_small_body(headers, receive)
+            state["refused_overloaded"] = drained and isinstance(error, Overloaded)
             await error_response(Request(scope), error)(scope, receive, send)
             return
         scope.setdefault("state", {})["ticket"] = ticket

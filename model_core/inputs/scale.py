@@ -12,7 +12,8 @@ its centre (Hough radii are whole pixels), and the pass reruns centred on their 
 it moves by under 5% (3% after the first pass). The estimate is that median. Quality falls
 to 0 on noise, grey and unstained images. Train originals: 79-86% of frames within 10%,
 median error 4.4-5.1%, at any scale or in a wider field; crops of 150-250 px mostly get
-None (too few whole rims). numpy and OpenCV only; deterministic. Measured by training/studies/scale_report.py.
+None (too few whole rims). numpy and OpenCV only; deterministic. Measured by
+training/studies/scale_report.py.
 """
 
 from __future__ import annotations

@@ -4,15 +4,19 @@ counted, and every place given back however the request ends."""
 import asyncio
 
 import pytest
+from starlette.datastructures import Headers
 
 from app.core.errors import ClientDisconnected, DeadlineExceeded, InvalidParameter, Overloaded
 from app.core.prometheus import Metrics
 from app.engine.admission import (
+    DRAIN_BYTES,
     EXPLAIN,
     FORWARD,
     Admission,
+    HoldRefusedConnections,
     ModelWorkRoutes,
     QueuePlace,
+    drain_small_body,
     request_timeout,
 )
 
@@ -266,3 +270,82 @@ def test_a_ticket_of_another_queue_is_refused_by_name():
         RuntimeError, match="declares the explain queue, but admission gave it forward"
     ):
         asyncio.run(QueuePlace(EXPLAIN)(Request(scope)))
+
+
+def _receiving(*messages: dict):
+    """An ASGI `receive` that hands out `messages`, then waits forever (a client that sends
+    nothing more)."""
+    queue = list(messages)
+
+    async def receive() -> dict:
+        if queue:
+            return queue.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+def _headers(length: str | None) -> Headers:
+    return Headers({} if length is None else {"content-length": length})
+
+
+def test_a_small_refused_body_is_read_to_its_end_before_the_refusal():
+    chunks = (
+        {"type": "http.request", "body": b"a" * 10, "more_body": True},
+        {"type": "http.request", "body": b"b" * 10, "more_body": False},
+    )
+    receive = _receiving(*chunks)
+    assert asyncio.run(drain_small_body(_headers("20"), receive)) is True
+    assert asyncio.run(drain_small_body(_headers("0"), _receiving())) is True
+
+
+@pytest.mark.parametrize(
+    "length, messages",
+    [
+        (str(DRAIN_BYTES + 1), ()),  # too large to read: refused at once, never read
+        (None, ()),  # unannounced (chunked)
+        ("nonsense", ()),
+        ("20", ({"type": "http.request", "body": b"a", "more_body": True},)),  # stalls
+        ("20", ({"type": "http.disconnect"},)),  # the client went away
+    ],
+)
+def test_a_refused_body_that_is_large_unannounced_or_stalled_is_not_waited_for(length, messages):
+    drained = asyncio.run(
+        asyncio.wait_for(drain_small_body(_headers(length), _receiving(*messages)), 5)
+    )
+    assert drained is False
+
+
+def _answer_of(refused_overloaded: bool, hold_s: float) -> list[dict]:
+    """The messages HoldRefusedConnections sends for an app that answers 503 with a body,
+    having marked the request refused (or not)."""
+
+    async def app(scope, receive, send) -> None:
+        scope.setdefault("state", {})["refused_overloaded"] = refused_overloaded
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    middleware = HoldRefusedConnections(app, hold_s)
+    asyncio.run(middleware({"type": "http", "state": {}}, _receiving(), send))
+    return sent
+
+
+def test_a_refusal_goes_out_whole_and_only_its_end_is_held_back():
+    sent = _answer_of(refused_overloaded=True, hold_s=0.01)
+    assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 2
+    # The body went out complete (more to come only for the server: the connection's next
+    # request is read once the empty last part has gone).
+    assert sent[1] == {"type": "http.response.body", "body": b"{}", "more_body": True}
+    assert sent[2] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def test_other_answers_and_a_zero_hold_pass_untouched():
+    for refused, hold_s in ((False, 0.01), (True, 0.0)):
+        sent = _answer_of(refused_overloaded=refused, hold_s=hold_s)
+        assert sent[1:] == [{"type": "http.response.body", "body": b"{}"}]
