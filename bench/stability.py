@@ -33,7 +33,6 @@ if __package__ in (None, ""):
 from bench.load import multipart_bodies, run_load  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from bench.servers import REPO_ROOT, serving  # noqa: E402
-from model_core.explainers import METHODS  # noqa: E402
 
 EXAMPLES = REPO_ROOT / "examples"
 MIB = 1024 * 1024
@@ -45,10 +44,13 @@ def example_images() -> list[bytes]:
 
 
 def first_and_steady(base_url: str, image: bytes, steady: int) -> dict[str, dict[str, float]]:
-    """Per method: the first /explain after ready and the median of `steady` later ones."""
+    """Per method: the first /explain after ready and the median of `steady` later ones.
+    The methods come from the server's /models (this process never imports TensorFlow: a
+    library mapped by two processes is not paged out of either, app/core/memory.py)."""
     files = {"file": ("cell.jpeg", image, "image/jpeg")}
-    timings: dict[str, list[float]] = {name: [] for name in sorted(METHODS)}
     with httpx.Client(base_url=base_url, timeout=120) as client:
+        methods = client.get("/models").raise_for_status().json()["models"][0]["methods"]
+        timings: dict[str, list[float]] = {name: [] for name in methods}
         for _ in range(steady + 1):
             for name in timings:
                 started = time.perf_counter()

@@ -51,3 +51,32 @@ async def return_free_heap_every(seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
         await asyncio.to_thread(return_free_heap)
+
+
+MADV_PAGEOUT = 21  # madvise's advice number in Linux's mman.h (Linux 5.4 and later)
+
+
+def page_out_libraries(path_part: str) -> int:
+    """Ask the kernel to reclaim the resident pages of the read-only file mappings (shared
+    libraries' code and constants) whose path contains `path_part`; the bytes of the
+    mappings advised (0 where madvise or MADV_PAGEOUT is not available). Pages used again
+    come back on first touch, from the page cache or the file: clean file pages, nothing is
+    lost. TensorFlow's start-up touches most of its 300-odd MiB of libraries (every kernel
+    registers itself) though a loaded model's passes use a small part of them."""
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "madvise"):
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    try:
+        maps = open("/proc/self/maps").read()  # noqa: SIM115 (read at once)
+    except OSError:
+        return 0
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or "w" in fields[1] or path_part not in fields[5]:
+            continue  # anonymous, writable (private data) or another file
+        start, end = (int(bound, 16) for bound in fields[0].split("-"))
+        if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
+            advised += end - start
+    return advised

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 from app.core.errors import NotReady, ReloadFailed
 from app.core.logs import log_event
+from app.core.memory import page_out_libraries
 from app.core.prometheus import Metrics
 from app.core.schemas import ModelRef, ReloadResponse
 from app.core.settings import Settings
@@ -108,6 +109,15 @@ class ModelManager:
             onnx_threads=settings.onnx_threads,
         )
         await self._warm(runtime)
+        if settings.page_out_libraries:
+            # TensorFlow's start-up (every kernel registering itself) and the first passes
+            # touched most of its libraries' pages, of which the passes use a small part: the
+            # kernel takes them back, and a second warm-up brings back those the passes use,
+            # before ready (docs/benchmarks.md: memory). At start only: a reload's load and
+            # warm-up touch a few more, a page-out then would slow the serving version.
+            advised = await asyncio.to_thread(page_out_libraries, "/tensorflow/")
+            await self._warm(runtime)
+            log_event("libraries_paged_out", mib=round(advised / 2**20))
         self._install(runtime)
 
     async def reload(self, version: int | None = None) -> ReloadResponse:

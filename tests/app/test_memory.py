@@ -1,13 +1,17 @@
-"""The heap settings of app/core/memory.py on this machine's glibc: freed heap really goes
-back to the system, measured in this process's own resident memory."""
+"""The memory settings of app/core/memory.py on this machine's glibc and kernel: freed heap
+and paged-out library pages really go back to the system, measured in this process's own
+resident memory."""
 
+import mmap
+import os
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from app.core.memory import cap_malloc_arenas, return_free_heap
+from app.core.memory import cap_malloc_arenas, page_out_libraries, return_free_heap
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 
@@ -34,3 +38,31 @@ def test_freed_heap_in_the_middle_of_the_heap_goes_back_to_the_system():
 def test_the_arena_cap_takes_effect_and_zero_leaves_the_default():
     assert cap_malloc_arenas(2) is True
     assert cap_malloc_arenas(0) is False
+
+
+def _mapping_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of `path` (/proc/self/smaps)."""
+    resident, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            resident += int(line.split()[1])
+    return resident
+
+
+def test_a_read_only_file_mapping_is_paged_out_and_comes_back_when_read(tmp_path):
+    library = tmp_path / "libstand-in.so"
+    with library.open("wb") as written:  # on disk, as a library is: clean pages
+        written.write(np.random.default_rng(0).bytes(32 * 1024 * 1024))
+        written.flush()
+        os.fsync(written.fileno())
+    with library.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        checksum = sum(m[offset] for offset in range(0, len(m), 4096))  # touch every page
+        assert _mapping_rss_kib(library) > 30 * 1024
+        assert page_out_libraries("/no/such/library/") == 0
+        assert page_out_libraries(library.name) >= 32 * 1024 * 1024
+        assert _mapping_rss_kib(library) < 4 * 1024
+        # Nothing is lost: the pages come back, the same bytes.
+        assert sum(m[offset] for offset in range(0, len(m), 4096)) == checksum
+        assert _mapping_rss_kib(library) > 30 * 1024
