@@ -7,8 +7,10 @@ worker and the runtimes' own threads that is memory held for ever. Capped at two
 threads share, and trimmed after the model's load and warm-up (whose temporaries are freed
 by then) and again periodically (explanation passes free tens of megabytes that malloc would
 otherwise keep), the service holds less at rest and grows less under load
-(docs/benchmarks.md).
-Elsewhere than glibc (musl, macOS) both are left alone."""
+(docs/benchmarks.md). TensorFlow's libraries, most of whose pages its start-up touches and
+the passes never use again, are handed back to the kernel once the model is warm
+(`page_out_libraries`, Linux).
+Elsewhere than glibc (musl, macOS) all of this is left alone."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import asyncio
 import ctypes
 import ctypes.util
 from functools import cache
+from pathlib import Path
 
 M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 
@@ -69,7 +72,7 @@ def page_out_libraries(path_part: str) -> int:
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     advised = 0
     try:
-        maps = open("/proc/self/maps").read()  # noqa: SIM115 (read at once)
+        maps = Path("/proc/self/maps").read_text()
     except OSError:
         return 0
     for line in maps.splitlines():

@@ -1,8 +1,10 @@
 """Admission: each kind of model work admits a bounded number of images, counted from
 before a request's body is read until its answer starts. Past the limit a request is
 refused at once (503 `overloaded`, Retry-After) by `AdmitModelWork`, an ASGI middleware in
-front of routing, so a refusal costs no dependency, validation, body read or decode. An
-admitted request carries a deadline; when it passes, or the client goes away, the request's
+front of routing, so a refusal costs no dependency, validation or decode (a small body is
+read and dropped, a large one never read), and `HoldRefusedConnections` keeps a flood's
+retries on the same connection to one per Retry-After. An admitted request carries a
+deadline; when it passes, or the client goes away, the request's
 work is cancelled, its place freed, and a pass it still waited for never runs."""
 
 from __future__ import annotations
