@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     recovers in place. With deploy/kubernetes' liveness probe (every 20 s, 3 failures) a pod
     is replaced about 2 minutes after its device failed."""
     retry_after_s: int = Field(default=1, ge=1)
-    """Seconds a refused (503 overloaded) request is told to wait, in Retry-After; its
-    connection's next request is read only after as long."""
+    """Seconds a refused (503 overloaded) request is told to wait, in Retry-After; a
+    connection refused again within twice as long has its next request read only after as
+    long."""
     cors_origins: list[str] = []
     """Origins allowed by CORS (JSON list); empty allows none."""
     api_key: SecretStr | None = None

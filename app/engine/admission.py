@@ -266,15 +266,28 @@ async def client_gone(receive: Receive) -> None:
 class HoldRefusedConnections:
     """Pure ASGI middleware, outermost: a request refused as overloaded whose body was read
     (`drain_small_body`) gets its whole answer at once (503, Retry-After, the body complete
-    by Content-Length), but its connection is not read again for `hold_s` seconds: the
-    answer's end is held back, and the server reads a connection's next request only once
-    the last one has ended. A client that retries on the same connection at once, as a
-    flood does, waits the Retry-After it was given; each flooding connection then costs the
-    event loop one refusal per `hold_s`, and admitted requests keep their share of it.
-    Other answers pass untouched."""
+    by Content-Length). When its connection was refused before, within twice `hold_s`, the
+    connection is then not read again for `hold_s` seconds: the answer's end is held back,
+    and the server reads a connection's next request only once the last one has ended. A
+    client refused once may send its next request at once (another route may have room); a
+    connection that retries on and on, as a flood's do, waits the Retry-After it was given
+    each time and costs the event loop one refusal per `hold_s`, and admitted requests
+    keep their share of the loop. Other answers pass untouched."""
 
     def __init__(self, app: ASGIApp, hold_s: float) -> None:
         self.app, self.hold_s = app, hold_s
+        self._last_refused: dict[Any, float] = {}  # connection (client address) -> when
+
+    def _refused_again(self, connection: Any) -> bool:
+        """Note a refusal on `connection`; whether it had one within 2 x hold_s."""
+        now = time.monotonic()
+        before = self._last_refused.get(connection)
+        self._last_refused[connection] = now
+        if len(self._last_refused) > MAX_TRACKED_CONNECTIONS:
+            self._last_refused = {
+                key: at for key, at in self._last_refused.items() if now - at <= 2 * self.hold_s
+            }
+        return before is not None and now - before <= 2 * self.hold_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.hold_s <= 0:
@@ -288,6 +301,8 @@ class HoldRefusedConnections:
                 message["type"] == "http.response.body"
                 and not message.get("more_body", False)
                 and scope.get("state", {}).get("refused_overloaded")
+                and scope.get("client") is not None  # else no telling connections apart
+                and self._refused_again(scope["client"])
             ):
                 held, message = True, {**message, "more_body": True}
             await send(message)
@@ -296,6 +311,11 @@ class HoldRefusedConnections:
         if held:
             await asyncio.sleep(self.hold_s)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+MAX_TRACKED_CONNECTIONS = 4096
+"""Past this many connections remembered as refused, those refused longer ago than twice
+the hold are forgotten."""
 
 
 DRAIN_BYTES, DRAIN_S = 1 << 20, 0.05

@@ -317,35 +317,57 @@ def test_a_refused_body_that_is_large_unannounced_or_stalled_is_not_waited_for(l
     assert drained is False
 
 
-def _answer_of(refused_overloaded: bool, hold_s: float) -> list[dict]:
-    """The messages HoldRefusedConnections sends for an app that answers 503 with a body,
-    having marked the request refused (or not)."""
+def _answers_of(
+    refused_overloaded: bool, hold_s: float, clients: list[tuple[str, int] | None]
+) -> list[list[dict]]:
+    """The messages one HoldRefusedConnections sends for an app that answers 503 with a
+    body, having marked the request refused (or not), for a request from each of `clients`
+    (a connection's address) in turn."""
 
     async def app(scope, receive, send) -> None:
         scope.setdefault("state", {})["refused_overloaded"] = refused_overloaded
         await send({"type": "http.response.start", "status": 503, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
     middleware = HoldRefusedConnections(app, hold_s)
-    asyncio.run(middleware({"type": "http", "state": {}}, _receiving(), send))
-    return sent
+    answers: list[list[dict]] = []
+    for client in clients:
+        sent: list[dict] = []
+
+        async def send(message: dict, sent: list[dict] = sent) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "state": {}, "client": client}
+        asyncio.run(middleware(scope, _receiving(), send))
+        answers.append(sent)
+    return answers
 
 
-def test_a_refusal_goes_out_whole_and_only_its_end_is_held_back():
-    sent = _answer_of(refused_overloaded=True, hold_s=0.01)
-    assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 2
-    # The body went out complete (more to come only for the server: the connection's next
+WHOLE = [{"type": "http.response.body", "body": b"{}"}]
+HELD = [
+    # The body goes out complete (more to come only for the server: the connection's next
     # request is read once the empty last part has gone).
-    assert sent[1] == {"type": "http.response.body", "body": b"{}", "more_body": True}
-    assert sent[2] == {"type": "http.response.body", "body": b"", "more_body": False}
+    {"type": "http.response.body", "body": b"{}", "more_body": True},
+    {"type": "http.response.body", "body": b"", "more_body": False},
+]
 
 
-def test_other_answers_and_a_zero_hold_pass_untouched():
-    for refused, hold_s in ((False, 0.01), (True, 0.0)):
-        sent = _answer_of(refused_overloaded=refused, hold_s=hold_s)
-        assert sent[1:] == [{"type": "http.response.body", "body": b"{}"}]
+def test_a_connection_refused_again_is_held_after_its_whole_answer_and_others_are_not():
+    flooder, other = ("10.0.0.1", 50000), ("10.0.0.1", 50001)
+    answers = _answers_of(True, 0.1, [flooder, other, flooder, flooder])
+    assert all(sent[0]["type"] == "http.response.start" for sent in answers)
+    # A first refusal goes out whole: the client may send another request at once.
+    assert answers[0][1:] == WHOLE and answers[1][1:] == WHOLE
+    # The same connection refused again (within twice the hold) is held, each time.
+    assert answers[2][1:] == HELD and answers[3][1:] == HELD
+
+
+def test_other_answers_unknown_connections_and_a_zero_hold_pass_untouched():
+    client = ("10.0.0.1", 50000)
+    for refused, hold_s, clients in (
+        (False, 0.01, [client, client]),
+        (True, 0.0, [client, client]),
+        (True, 0.01, [None, None]),
+    ):
+        for sent in _answers_of(refused, hold_s, clients):
+            assert sent[1:] == WHOLE
