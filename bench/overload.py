@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -169,7 +170,8 @@ def client_for(base_url: str, connections: int) -> httpx.AsyncClient:
 
 
 async def flood(base_url: str, images: list[bytes], args: argparse.Namespace) -> dict:
-    """The flood in another process; /predict workers and probes here while it lasts."""
+    """The flood (wrk, or a Python process of its own); /predict workers and probes here
+    while it lasts."""
     bodies = multipart_bodies(images)
     big_body = {"files": {"file": ("big.jpeg", images[0] + bytes(BIG_PROBE_BYTES), "image/jpeg")}}
     predicted: list[Outcome] = []
@@ -192,16 +194,25 @@ async def flood(base_url: str, images: list[bytes], args: argparse.Namespace) ->
             async with client_for(base_url, 1) as fresh:  # a new client's first request
                 probes.append((kind, await post(fresh, EXPLAIN, body)))
 
-    if args.flood_client == "wrk":
-        request = httpx.Request("POST", base_url + EXPLAIN, files=bodies[0]["files"])
+    async def beside(flooding: Callable[[], Awaitable[tuple[float, dict]]]) -> tuple[float, dict]:
+        """`flooding()` (its seconds and summary) with the predictors and the prober."""
         async with client_for(base_url, args.predict_concurrency) as predict_client:
             side = [
                 asyncio.create_task(predictor(predict_client, offset))
                 for offset in range(args.predict_concurrency)
             ]
             side.append(asyncio.create_task(prober()))
-            flooded_by_wrk = await asyncio.to_thread(
-                wrk_flood,
+            try:
+                return await flooding()
+            finally:
+                done.set()
+                await asyncio.gather(*side)
+
+    if args.flood_client == "wrk":
+        request = httpx.Request("POST", base_url + EXPLAIN, files=bodies[0]["files"])
+
+        def by_wrk() -> tuple[float, dict]:
+            answered = wrk_flood(
                 base_url,
                 EXPLAIN,
                 request.read(),
@@ -209,45 +220,35 @@ async def flood(base_url: str, images: list[bytes], args: argparse.Namespace) ->
                 args.flood_concurrency,
                 args.flood_seconds,
             )
-            done.set()
-            await asyncio.gather(*side)
-        return {
-            "seconds": flooded_by_wrk.pop("seconds"),
-            "client": "wrk",
-            "flood": flooded_by_wrk,
-            "predict": summary(predicted),
-            "probes": [{"kind": kind, **asdict(outcome)} for kind, outcome in probes],
-        }
+            return answered.pop("seconds"), answered
 
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=flood_process,
-        daemon=True,
-        args=(base_url, images, args.flood, args.flood_concurrency, sender),
-    )
-    process.start()
-    try:
-        assert await asyncio.to_thread(receiver.recv) == "started"
-        async with client_for(base_url, args.predict_concurrency) as predict_client:
-            side = [
-                asyncio.create_task(predictor(predict_client, offset))
-                for offset in range(args.predict_concurrency)
-            ]
-            side.append(asyncio.create_task(prober()))
+        seconds, flooded = await beside(lambda: asyncio.to_thread(by_wrk))
+    else:
+        context = multiprocessing.get_context("spawn")
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=flood_process,
+            daemon=True,
+            args=(base_url, images, args.flood, args.flood_concurrency, sender),
+        )
+        process.start()
+
+        async def by_python() -> tuple[float, dict]:
             started = time.perf_counter()
-            flooded = [Outcome(**row) for row in await asyncio.to_thread(receiver.recv)]
-            seconds = time.perf_counter() - started
-            done.set()
-            await asyncio.gather(*side)
-    finally:
-        process.join(timeout=30)
-        if process.is_alive():
-            process.kill()
+            outcomes = [Outcome(**row) for row in await asyncio.to_thread(receiver.recv)]
+            return round(time.perf_counter() - started, 2), summary(outcomes)
+
+        try:
+            assert await asyncio.to_thread(receiver.recv) == "started"
+            seconds, flooded = await beside(by_python)
+        finally:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
     return {
-        "seconds": round(seconds, 2),
-        "client": "python",
-        "flood": summary(flooded),
+        "seconds": seconds,
+        "client": args.flood_client,
+        "flood": flooded,
         "predict": summary(predicted),
         "probes": [{"kind": kind, **asdict(outcome)} for kind, outcome in probes],
     }
