@@ -106,8 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             None if model_manager.service is None else model_manager.service.model_ref
         ),
     )
-    # Outermost: a refused request's answer is logged and counted as it goes out; only its
-    # connection's next request waits.
+    # Outermost: a refused request's answer is logged and counted as it goes out; only the
+    # next request of a connection refused again waits.
     app.add_middleware(HoldRefusedConnections, hold_s=settings.retry_after_s)
     install_error_handlers(app)
     # The page and its examples are open: the page asks for a key when the API needs one.

@@ -23,13 +23,17 @@ from pathlib import Path
 from bench.load import LoadResult
 
 WRK = "wrk"
-# Posts WRK_BODY (a file) as WRK_TYPE and prints one JSON line of the summary and latency
-# percentiles (microseconds) at the end.
-_SCRIPT = """
+# Every script posts the file WRK_BODY as WRK_TYPE.
+_POST = """
 local f = io.open(os.getenv("WRK_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
 wrk.method = "POST"
 wrk.headers["Content-Type"] = os.getenv("WRK_TYPE")
-done = function(summary, latency, requests)
+"""
+# Posts WRK_BODY (a file) as WRK_TYPE and prints one JSON line of the summary and latency
+# percentiles (microseconds) at the end.
+_SCRIPT = (
+    _POST
+    + """done = function(summary, latency, requests)
   io.write(string.format(
     'WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, '
     .. '"status": %d, "timeout": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, '
@@ -39,15 +43,14 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
 end
 """
+)
 
 
 # A flood: posts like _SCRIPT, counts the answers by status in each thread, and prints them
 # with the summary (wrk's `done` runs in a Lua state of its own: it reads the threads').
-_FLOOD_SCRIPT = """
-local f = io.open(os.getenv("WRK_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
-wrk.method = "POST"
-wrk.headers["Content-Type"] = os.getenv("WRK_TYPE")
-local threads = {}
+_FLOOD_SCRIPT = (
+    _POST
+    + """local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) ok = 0; refused = 0; other = 0 end
 function response(status, headers, body)
@@ -69,6 +72,7 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+)
 
 
 class WrkMissing(Exception):

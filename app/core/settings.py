@@ -83,10 +83,10 @@ class Settings(BaseSettings):
     """Every this many seconds the heap's free pages go back to the system (glibc
     malloc_trim, a few milliseconds in a worker thread); 0 never."""
     page_out_libraries: bool = True
-    """Once the model is loaded, before its warm-up, hand the pages of TensorFlow's
-    libraries back to the kernel (madvise MADV_PAGEOUT, Linux 5.4+): its start-up touches
-    about 300 MiB of them, most never used again; the warm-up brings back those the passes
-    use, from the page cache or the disk (app/core/memory.py)."""
+    """Once the model is loaded and warm, hand the pages of TensorFlow's libraries back to
+    the kernel (madvise MADV_PAGEOUT, Linux 5.4+): its start-up touches about 300 MiB of
+    them, most never used again; a second warm-up then brings back those the passes use,
+    from the page cache or the disk (app/core/memory.py)."""
     image_threads: int = Field(default=0, ge=0)
     """Threads that decode, white-balance, measure and cut images and render explanations'
     overlays, beside the one model worker, taking predictions' and explanations' jobs in

@@ -22,30 +22,29 @@ def _blocked(worker: LaneWorker, lane: str) -> threading.Event:
     return gate
 
 
-def test_lanes_are_taken_in_turn_and_each_lane_in_order():
-    worker = LaneWorker(("forward", "explain"))
+def _order_run(worker: LaneWorker, explains: int, forwards: int) -> list[str]:
+    """With the worker held, queue `explains` explanation jobs then `forwards` forward jobs;
+    release it and return the order they ran in."""
     ran: list[str] = []
     gate = _blocked(worker, "explain")
-    futures = [worker.submit_to("explain", ran.append, f"explain{i}") for i in range(3)]
-    futures += [worker.submit_to("forward", ran.append, f"forward{i}") for i in range(3)]
+    futures = [worker.submit_to("explain", ran.append, f"explain{i}") for i in range(explains)]
+    futures += [worker.submit_to("forward", ran.append, f"forward{i}") for i in range(forwards)]
     gate.set()
     for future in futures:
         future.result(timeout=30)
     worker.shutdown()
+    return ran
+
+
+def test_lanes_are_taken_in_turn_and_each_lane_in_order():
+    ran = _order_run(LaneWorker(("forward", "explain")), explains=3, forwards=3)
     # FIFO would run the three explanations first; the worker alternates instead.
     assert ran == ["forward0", "explain0", "forward1", "explain1", "forward2", "explain2"]
 
 
 def test_a_weighted_lane_takes_that_many_turns_in_a_row_while_the_other_waits():
     worker = LaneWorker(("forward", "explain"), weights={"forward": 3})
-    ran: list[str] = []
-    gate = _blocked(worker, "explain")
-    futures = [worker.submit_to("explain", ran.append, f"explain{i}") for i in range(3)]
-    futures += [worker.submit_to("forward", ran.append, f"forward{i}") for i in range(5)]
-    gate.set()
-    for future in futures:
-        future.result(timeout=30)
-    worker.shutdown()
+    ran = _order_run(worker, explains=3, forwards=5)
     # Three predictions per explanation while both wait, then whatever is left in order.
     assert ran == [
         "forward0",
