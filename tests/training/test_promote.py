@@ -23,6 +23,8 @@ def test_promote_publishes_the_entry_as_the_next_version_with_its_calibration(tm
                 "metrics": {"validation": {"accuracy": 0.5}},
                 "calibration": Calibration(temperature=1.5, fitted_on="validation"),
                 "training": manifest.training | {"seed": 3, "best_epoch": 2},
+                # chosen for these weights by evaluate-explanations: not the recipe's default
+                "layers": manifest.layers.model_copy(update={"explanation": "fire4"}),
             }
         ),
     )
@@ -34,6 +36,7 @@ def test_promote_publishes_the_entry_as_the_next_version_with_its_calibration(tm
     assert read_manifest(directory) == promoted
     assert promoted.preprocessing == cell_window
     assert promoted.calibration.temperature == 1.5
+    assert promoted.layers.explanation == "fire4"
     assert promoted.metrics == {"validation": {"accuracy": 0.5}}
     assert promoted.training["seed"] == 3 and promoted.training["best_epoch"] == 2
     assert promoted.training["promoted_from"] == str(source)

@@ -125,9 +125,11 @@ def promote(source: Path, store_dir: Path, white_balance: bool = False) -> tuple
         target = directory / REPORTS_DIR / report.name
         if report.is_file() and not target.exists():  # metrics.json, confusion matrices
             shutil.copy2(report, target)
-    # Calibration and metrics belong to the weights and preprocessing, which are unchanged.
+    # Calibration, metrics and the explanation layer chosen for them (publish names the
+    # recipe's default) belong to the weights and preprocessing, which are unchanged.
     published = published.model_copy(
         update={
+            "layers": manifest.layers,
             "metrics": manifest.metrics,
             "calibration": manifest.calibration,
             "feature_distribution": manifest.feature_distribution,
