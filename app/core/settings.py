@@ -71,10 +71,12 @@ class Settings(BaseSettings):
     """What runs forward passes (/predict, /v2 infer): `onnxruntime` (the entry's verified
     model.onnx), `tensorflow`, or `auto`: ONNX Runtime on a CPU, TensorFlow on a GPU. An
     entry without a usable model.onnx serves through TensorFlow; explanations always do."""
-    onnx_max_pass_images: int = Field(default=8, gt=0)
+    onnx_max_pass_images: int = Field(default=1, gt=0)
     """Most images one forward pass runs under ONNX Runtime (WBC_MAX_PASS_IMAGES applies
-    under TensorFlow). On the 2-core development CPU the cost per image is lowest at 8
-    (docs/benchmarks.md); `python -m bench.forward` measures a machine's own curve."""
+    under TensorFlow). On the 2-core development CPU a pass of one image (its window and
+    mirror) costs the least CPU per image, 12-13 ms against 14-17 ms in passes of 2-8, and
+    the service spent 1-6 ms less CPU per request at concurrency 16 (docs/benchmarks.md);
+    `python -m bench.forward` measures a machine's own curve."""
     malloc_arenas: int = Field(default=2, ge=0)
     """glibc malloc arenas the process's threads share (mallopt M_ARENA_MAX); 0 leaves
     glibc's default of up to 8 per core, each keeping what its threads freed (app/core/memory.py).
