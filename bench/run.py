@@ -1,6 +1,8 @@
 """One command: the real service, the tutorial-style baseline (uvicorn) and the MLServer
-baseline (its own venv), each started on a loopback port and loaded at each concurrency,
-plus the in-process floor and the forward pass's batch curve against the matmul peak.
+baseline (its own venv), all started on loopback ports, then each route loaded at each
+concurrency on one server straight after the other (so a ratio compares minutes of the same
+machine speed), plus the in-process floor and the forward pass's batch curve against the
+matmul peak.
 
     python -m bench.run [--requests 200] [--concurrency 1,16] [--servers service,mlserver]
 
@@ -15,6 +17,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -144,79 +147,96 @@ def _servers(text: str) -> list[str]:
     return [server for server in ROUTES if server in named | {SERVICE}]
 
 
-def measure_server(
-    service: str,
-    env: dict[str, str],
-    images: list[bytes],
-    manifest: Manifest,
-    args: argparse.Namespace,
-) -> list[Measurement]:
-    """Start one server, load its routes at every concurrency, stop it (whatever happens)."""
-    measurements = []
+def serve(
+    service: str, env: dict[str, str], manifest: Manifest, args: argparse.Namespace
+) -> AbstractContextManager[str]:
+    """One server, started on entering (its base URL) and stopped on leaving."""
     logs = args.output.parent / "logs"
+    if service == MLSERVER:
+        entry = entry_dir(args.store_dir.resolve(), manifest.name, manifest.version)
+        return mlserver_serving(entry, manifest.name, manifest.version, logs / MLSERVER)
+    return serving(APPS[service], env, logs / f"{service}.log")
+
+
+def measure_servers(
+    env: dict[str, str], images: list[bytes], manifest: Manifest, args: argparse.Namespace
+) -> list[Measurement]:
+    """Start every server (the service first), then load each route at each concurrency on
+    every server that serves it, one server straight after the other, so the machine's speed
+    (which drifts by tens of percent within minutes on a shared host) is about the same for
+    the measurements a ratio compares; stop them all, whatever happens. The servers wait
+    idle while another is loaded."""
     requests = {
         PREDICT: (PREDICT, multipart_bodies(images)),
         EXPLAIN: (EXPLAIN, multipart_bodies(images)),
         V2_INFER: (f"/v2/models/{manifest.name}/infer", v2_bodies(images)),
     }
-    if service == MLSERVER:
-        entry = entry_dir(args.store_dir.resolve(), manifest.name, manifest.version)
-        server = mlserver_serving(entry, manifest.name, manifest.version, logs / MLSERVER)
-    else:
-        server = serving(APPS[service], env, logs / f"{service}.log")
-    with server as base_url:
-        for route in ROUTES[service]:
+    measurements = []
+    with ExitStack() as stack:
+        urls = {
+            service: stack.enter_context(serve(service, env, manifest, args))
+            for service in args.servers
+        }
+        for route in (PREDICT, EXPLAIN, V2_INFER):
+            serving_route = [service for service in args.servers if route in ROUTES[service]]
             path, bodies = requests[route]
             for concurrency in args.concurrency:
-                result = asyncio.run(
-                    run_load(base_url, path, bodies, concurrency, args.requests, args.warmup)
-                )
-                print(
-                    f"{service} {route} c={concurrency}: p50 {result.p50_ms:.1f} ms, "
-                    f"{result.requests_per_second:.1f} req/s, {result.errors} errors "
-                    f"{result.status_counts}",
-                    file=sys.stderr,
-                )
-                measurements.append(Measurement(service, route, result))
+                for service in serving_route:
+                    result = asyncio.run(
+                        run_load(
+                            urls[service], path, bodies, concurrency, args.requests, args.warmup
+                        )
+                    )
+                    print(
+                        f"{service} {route} c={concurrency}: p50 {result.p50_ms:.1f} ms, "
+                        f"{result.requests_per_second:.1f} req/s, {result.errors} errors "
+                        f"{result.status_counts}",
+                        file=sys.stderr,
+                    )
+                    measurements.append(Measurement(service, route, result))
             if route in (PREDICT, V2_INFER) and args.c_client_seconds > 0:
-                measurements += _wrk_measurements(service, route, base_url, path, bodies, args)
-    return measurements
+                for concurrency in args.concurrency:
+                    measurements += [
+                        _wrk_measurement(
+                            service, route, urls[service], path, bodies, concurrency, args
+                        )
+                        for service in serving_route
+                    ]
+    return sorted(measurements, key=lambda m: args.servers.index(m.service))
 
 
-def _wrk_measurements(
+def _wrk_measurement(
     service: str,
     route: str,
     base_url: str,
     path: str,
     bodies: list[dict],
+    concurrency: int,
     args: argparse.Namespace,
-) -> list[Measurement]:
-    """The route under wrk at every concurrency, posting the first image's request."""
+) -> Measurement:
+    """The route under wrk at `concurrency`, posting the first image's request."""
     body = bodies[0]
     if "files" in body:  # multipart: let httpx encode it once, as the Python client does
         request = httpx.Request("POST", base_url + path, files=body["files"])
         content, content_type = request.read(), request.headers["Content-Type"]
     else:
         content, content_type = body["content"], body["headers"]["Content-Type"]
-    measurements = []
-    for concurrency in args.concurrency:
-        result: LoadResult = run_wrk(
-            base_url,
-            path,
-            content,
-            content_type,
-            concurrency,
-            args.c_client_seconds,
-            warmup_seconds=3.0,
-            server_pid=server_pid(base_url),
-        )
-        print(
-            f"{service} {route} (wrk) c={concurrency}: p50 {result.p50_ms:.1f} ms, "
-            f"{result.requests_per_second:.1f} req/s, {result.errors} errors",
-            file=sys.stderr,
-        )
-        measurements.append(Measurement(service, route + WRK, result))
-    return measurements
+    result: LoadResult = run_wrk(
+        base_url,
+        path,
+        content,
+        content_type,
+        concurrency,
+        args.c_client_seconds,
+        warmup_seconds=3.0,
+        server_pid=server_pid(base_url),
+    )
+    print(
+        f"{service} {route} (wrk) c={concurrency}: p50 {result.p50_ms:.1f} ms, "
+        f"{result.requests_per_second:.1f} req/s, {result.errors} errors",
+        file=sys.stderr,
+    )
+    return Measurement(service, route + WRK, result)
 
 
 def service_pass_images(backend: str) -> int:
@@ -255,11 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     # The servers inherit this environment, so any other WBC_* setting applies to the service.
     env = {"WBC_STORE_DIR": str(store_dir), "WBC_MODEL_NAME": args.model_name}
     try:
-        measurements = [
-            m
-            for service in args.servers
-            for m in measure_server(service, env, images, manifest, args)
-        ]
+        measurements = measure_servers(env, images, manifest, args)
     except (MLServerMissing, ServerFailed) as error:
         sys.exit(f"bench: {error}")
     targets = check_targets(
