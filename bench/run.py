@@ -177,7 +177,7 @@ def measure_servers(
             service: stack.enter_context(serve(service, env, manifest, args))
             for service in args.servers
         }
-        for route in (PREDICT, EXPLAIN, V2_INFER):
+        for route in ROUTES[SERVICE]:  # every route; the service serves them all
             serving_route = [service for service in args.servers if route in ROUTES[service]]
             path, bodies = requests[route]
             for concurrency in args.concurrency:
