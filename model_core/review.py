@@ -37,8 +37,7 @@ REASONS: dict[ReviewReason, str] = {
     "from its red cells, and the white cell is larger than any in the training frames (a "
     "tight crop): the window was cut at a guessed size",
     "colour_not_normalised": "no background (glass) was found to white-balance the image "
-    "by, or too few red cells to normalise its stain by, so the camera's colour cast or "
-    "the lab's stain colour, if any, is still in it",
+    "by, so the camera's colour cast, if any, is still in it",
 }
 """Every reason an answer can be flagged for, in the order they are listed."""
 
@@ -60,8 +59,6 @@ class ImageFacts:
     scale: Scale | None = None
     white_balanced: bool | None = None
     """False: the model balances colour by the background and none was found."""
-    stain_normalised: bool | None = None
-    """False: the model normalises the stain by the red cells and too few were found."""
 
 
 def review_reasons(
@@ -89,7 +86,7 @@ def review_reasons(
     scale = image.scale
     if scale is not None and scale.source == "assumed" and not scale.field_of_view:
         reasons.append("scale_assumed")
-    if image.white_balanced is False or image.stain_normalised is False:
+    if image.white_balanced is False:
         reasons.append("colour_not_normalised")
     return reasons
 

@@ -144,15 +144,6 @@ class Prediction(CellPrediction):
         "are taken out; no_background: no glass was found (a tight crop), the image was used "
         "as it came; null: the model does not balance colour",
     )
-    stain: Literal["normalised", "no_red_cells"] | None = Field(
-        None,
-        description="normalised: the image's red cells were measured (the median colour of "
-        "their stain, after the white balance) and, where that colour lies beyond the "
-        "training smears' range, every pixel's colour was turned and scaled about the grey "
-        "axis to bring them within it, so another lab's stain hue or strength is taken out; "
-        "no_red_cells: too few red cells to measure it by (a tight crop), the stain was used "
-        "as it came; null: the model does not normalise the stain",
-    )
     cells: list[CellPrediction] = Field(
         default_factory=list,
         description="every white cell found, largest first (the first is the one the "

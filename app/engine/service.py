@@ -306,7 +306,6 @@ class InferenceService:
 
 
 WHITE_BALANCE = {True: "applied", False: "no_background", None: None}
-STAIN = {True: "normalised", False: "no_red_cells", None: None}
 
 
 def _image_fields(facts: ImageFacts) -> dict:
@@ -317,5 +316,4 @@ def _image_fields(facts: ImageFacts) -> dict:
         if scale is None
         else PixelScale(um_per_px=scale.um_per_px, source=scale.source),
         "white_balance": WHITE_BALANCE[facts.white_balanced],
-        "stain": STAIN[facts.stain_normalised],
     }

@@ -1,8 +1,7 @@
 """The one implementation of the model's input transform, run by training and serving.
 
 `prepare_image` is the whole contract for one RGB frame: white-balance it by its background
-and normalise its stain by its red cells when the manifest asks for it
-(model_core.inputs.colour), find the white cell when the
+when the manifest asks for it (model_core.inputs.colour), find the white cell when the
 manifest asks for it (model_core.inputs.localisation), cut the window around it or fall back
 to the whole frame, resize, scale. Training runs the same steps, `model_pixels` then
 `scale_pixels`, with augmentation in between; serving (`model_core.runtime`) runs
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model_core.inputs.colour import ColourFacts, normalise
+from model_core.inputs.colour import white_balance
 from model_core.inputs.localisation import (
     Box,
     Scale,
@@ -60,14 +59,13 @@ def as_uint8(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def normalise_colour(rgb: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, ColourFacts]:
+def normalise_colour(rgb: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, bool | None]:
     """The first step of every path: the frame white-balanced by its background (the glass)
-    to the data set's, and its stain normalised by its red cells, as far as the manifest
-    asks (model_core.inputs.colour), and which of them were done (False: asked for and not
-    possible, e.g. a tight crop without glass; None: not asked)."""
-    if spec.white_balance is None and spec.stain is None:
-        return rgb, ColourFacts()
-    return normalise(as_uint8(rgb), spec.white_balance, spec.stain)
+    to the data set's when the manifest asks for it, and whether a background was found
+    (False: none, the frame unchanged, e.g. a tight crop; None: the manifest does not ask)."""
+    if spec.white_balance is None:
+        return rgb, None
+    return white_balance(as_uint8(rgb), spec.white_balance)
 
 
 def cell_pixels(
@@ -155,7 +153,7 @@ class FirstLook:
 
     rgb: np.ndarray
     """The frame, uint8, colour normalised."""
-    colour: ColourFacts
+    white_balanced: bool | None
     um_per_px: float | None
     """The scale the client gave, if any."""
     max_cells: int
@@ -176,14 +174,14 @@ def first_look(
 ) -> FirstLook:
     """`prepare_frame`'s first step (colour, cells at the field of view), for a caller that
     runs their passes while `finish_frame` measures the scale."""
-    rgb, colour = normalise_colour(as_uint8(rgb), spec)
+    rgb, white_balanced = normalise_colour(as_uint8(rgb), spec)
     boxes = field_cells = None
     if spec.localisation is None:
         field_cells = prepare_cells(rgb, input_size, spec)
     elif um_per_px is None:
         boxes = find_cells(rgb, spec.localisation)
         field_cells = prepare_cells(rgb, input_size, spec, None, max_cells, boxes)
-    return FirstLook(rgb, colour, um_per_px, max_cells, boxes, field_cells)
+    return FirstLook(rgb, white_balanced, um_per_px, max_cells, boxes, field_cells)
 
 
 def finish_frame(
@@ -203,9 +201,7 @@ def finish_frame(
     if cells is None or scale.hint is not None:
         cells = prepare_cells(rgb, input_size, spec, scale.hint, look.max_cells)
     height, width = rgb.shape[:2]
-    colour = look.colour
-    facts = ImageFacts(width, height, scale, colour.white_balanced, colour.stain_normalised)
-    return PreparedImage(cells, facts)
+    return PreparedImage(cells, ImageFacts(width, height, scale, look.white_balanced))
 
 
 def prepare_frame(

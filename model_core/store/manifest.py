@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,35 +73,6 @@ class WhiteBalance(BaseModel):
     """...nor one that needs a channel gain beyond this (or below its inverse)."""
 
 
-class StainNormalisation(BaseModel):
-    """Bring the image's stain, as its red cells show it, into the range of the data set's
-    (model_core.inputs.colour), after the white balance: the hue turned and the saturation
-    scaled in OpenCV's HSV; within the range, too few red cells, or a correction beyond the
-    limits: the image's stain unchanged."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    GLASS: ClassVar[float] = 0.3
-    """Without a white balance, the brightest share of pixels taken as glass (never red)."""
-
-    hue: tuple[float, float]
-    """The range of the red cells' median hue over the data set's train frames (OpenCV's
-    units, 0-180, written -90..90 about red)..."""
-    saturation: tuple[float, float]
-    """...and of their median saturation (0-255)."""
-    window: float = Field(25.0, gt=0, le=90)
-    """Coloured pixels within this many hue units of the range's middle (then of their
-    median) are red cells; a nucleus (about 35 units beyond) is not."""
-    min_saturation: float = Field(15.0, ge=0, le=255)
-    """Pixels less saturated than this are grey (glass, shadows), not stained."""
-    min_share: float = Field(0.1, ge=0, le=1)
-    """Fewer red-cell pixels than this share of the sample: nothing to measure the stain by."""
-    max_turn: float = Field(20.0, ge=0)
-    """A hue turn larger than this is not a stain shift (the reading is wrong): none is made."""
-    max_gain: float = Field(2.0, ge=1)
-    """...nor a saturation gain beyond this (or below its inverse)."""
-
-
 class Preprocessing(BaseModel):
     """How an RGB uint8 image becomes the model's input tensor."""
 
@@ -125,8 +96,6 @@ class Preprocessing(BaseModel):
     white_balance: WhiteBalance | None = None
     """Balance each image by its background first (before the cell is found); None: off
     (v1-v8)."""
-    stain: StainNormalisation | None = None
-    """Then normalise its stain by its red cells; None: off (v1-v9)."""
 
 
 class Layers(BaseModel):
