@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     requests (and of its own, which overlap it) run on the rest. On the 2-core development
     machine one thread answered /v2 infer at concurrency 16 with ~25% more requests/s and
     ~30% less CPU per request than two, and sooner at concurrency 1 (docs/benchmarks.md)."""
+    onnx_workers: int = Field(default=0, ge=0)
+    """Forward passes ONNX Runtime runs at once, each on its own thread of the model worker
+    (with WBC_ONNX_THREADS each); 0: one per CPU. With one, every pass waited for the last:
+    on the 2-core development machine the single model thread was busy 88% of the time at
+    concurrency 16 while the CPUs were not (docs/benchmarks.md). Under TensorFlow (a GPU)
+    passes run one at a time."""
     onnx_spinning: bool = True
     """With WBC_ONNX_THREADS other than 1, ONNX Runtime's threads spin between operators and
     for a moment after each pass instead of sleeping: a lone pass answers sooner.

@@ -22,11 +22,13 @@ class BatchObserver(Protocol):
 
 
 class MicroBatcher(Generic[Item, Result]):
-    """Runs `run_batch` on up to `max_size` queued items at a time in `executor`.
+    """Runs `run_batch` on up to `max_size` queued items at a time in `executor`, with up to
+    `max_in_flight` such passes running at once (the executor's threads permitting).
 
     After the first item it takes whatever else is already queued, and waits up to
     `max_wait_s` for more only while callers announced with `expecting()` are still
-    preparing theirs, so a lone request never pays the wait."""
+    preparing theirs, so a lone request never pays the wait. A batch is gathered only once a
+    pass may start, so items queued meanwhile join it."""
 
     def __init__(
         self,
@@ -35,10 +37,13 @@ class MicroBatcher(Generic[Item, Result]):
         max_size: int,
         max_wait_s: float,
         observer: BatchObserver | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self._run_batch, self._executor = run_batch, executor
         self._max_size, self._max_wait_s = max_size, max_wait_s
         self._observer = observer
+        self._max_in_flight = max(1, max_in_flight)
+        self._running: set[asyncio.Task] = set()  # passes handed to the executor
         # (item, its caller's future, when it was queued)
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result], float]] | None = None
         self._worker: asyncio.Task | None = None
@@ -67,9 +72,10 @@ class MicroBatcher(Generic[Item, Result]):
             self._waiting -= 1
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        tasks = [*self._running, *([self._worker] if self._worker is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _collect(self) -> list[tuple[Item, asyncio.Future[Result], float]]:
         assert self._queue is not None
@@ -91,24 +97,41 @@ class MicroBatcher(Generic[Item, Result]):
         return batch
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._max_in_flight)
         while True:
-            batch = await self._collect()
+            await slots.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                slots.release()
+                raise
             live = [entry for entry in batch if not entry[1].done()]
             if not live:
+                slots.release()
                 continue
-            try:
-                ran, results = await loop.run_in_executor(self._executor, self._observed_run, live)
-                if len(results) != len(ran):
-                    raise RuntimeError(f"a batch of {len(ran)} gave {len(results)} results")
-            except Exception as error:  # the batch's callers get the error, the worker lives
-                for _, future, _ in live:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future, _), result in zip(ran, results, strict=True):
+            task = asyncio.get_running_loop().create_task(self._run(live, slots))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(
+        self, live: list[tuple[Item, asyncio.Future[Result], float]], slots: asyncio.Semaphore
+    ) -> None:
+        """One pass in the executor; its callers get their results or its error."""
+        loop = asyncio.get_running_loop()
+        try:
+            ran, results = await loop.run_in_executor(self._executor, self._observed_run, live)
+            if len(results) != len(ran):
+                raise RuntimeError(f"a batch of {len(ran)} gave {len(results)} results")
+        except Exception as error:  # the batch's callers get the error, the worker lives
+            for _, future, _ in live:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(error)
+            return
+        finally:
+            slots.release()
+        for (_, future, _), result in zip(ran, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     def _observed_run(
         self, batch: list[tuple[Item, asyncio.Future[Result], float]]

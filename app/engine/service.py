@@ -59,8 +59,8 @@ explanation's long ones, which still get one turn in five under a flood of predi
 
 
 class InferenceService:
-    """Serves one loaded model: every model pass goes through a micro-batcher into a
-    single TensorFlow worker thread, so the event loop never runs TensorFlow."""
+    """Serves one loaded model: every model pass goes through a micro-batcher into the model
+    worker's threads, so the event loop never runs a model."""
 
     def __init__(
         self, runtime: ModelRuntime, settings: Settings, metrics: Metrics | None = None
@@ -68,11 +68,22 @@ class InferenceService:
         self.runtime, self.settings = runtime, settings
         self.metrics = metrics or Metrics()
         runtime.on_device_failure = self._log_device_failure
-        # One thread runs every pass; forward passes and explanations wait in lanes of their
-        # own, taken in turn (app.engine.admission bounds how many wait), up to
-        # FORWARD_TURNS forward passes for each explanation pass.
+        # The model worker runs every pass: one thread, or under ONNX Runtime one per
+        # forward pass allowed at once (settings.onnx_workers); forward passes and
+        # explanations wait in lanes of their own, taken in turn (app.engine.admission
+        # bounds how many wait), up to FORWARD_TURNS forward passes for each explanation's.
         turns = {FORWARD: FORWARD_TURNS}
-        self._executor = LaneWorker((FORWARD, EXPLAIN), thread_name="tensorflow", weights=turns)
+        self._passes_at_once = (
+            settings.onnx_workers or len(os.sched_getaffinity(0))
+            if runtime.backend == ONNXRUNTIME
+            else 1
+        )
+        self._executor = LaneWorker(
+            (FORWARD, EXPLAIN),
+            thread_name="tensorflow",
+            threads=self._passes_at_once,
+            weights=turns,
+        )
         # The image work (decode, colour, scale, cells; explanations' overlays) runs in as
         # many threads as cores, beside it, with the same lanes: a prediction's image work
         # waits for at most one explanation's job per thread, however many are queued.
@@ -248,6 +259,7 @@ class InferenceService:
             max_size,
             self.settings.batch_max_wait_ms / 1000.0,
             self.metrics.batch_observer(stage),
+            max_in_flight=self._passes_at_once if lane == FORWARD else 1,
         )
 
     def image_prediction(self, cells: list[CellPass], facts: ImageFacts) -> Prediction:

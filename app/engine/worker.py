@@ -51,6 +51,11 @@ class LaneWorker:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def threads(self) -> int:
+        """How many jobs may run at once."""
+        return len(self._threads)
+
     def lane(self, name: str) -> Executor:
         if name not in self._lanes:
             raise KeyError(f"unknown lane {name!r}; the lanes are {self._order}")

@@ -163,3 +163,40 @@ def test_an_item_whose_caller_stopped_waiting_never_runs():
     assert results[0] == 0 and results[2] == 2
     assert isinstance(results[1], asyncio.CancelledError)
     assert ran == [[0, 2]] and items == 2 and passes == 1
+
+
+def test_passes_run_at_once_up_to_the_limit_and_items_still_batch_behind_them():
+    """Two passes may run at once (two executor threads): while both are held, the third
+    item waits, and items queued meanwhile go together into the next pass. Events, not
+    clocks, decide the outcome."""
+    running, release = threading.Semaphore(0), threading.Event()
+    calls: list[list[int]] = []
+    lock = threading.Lock()
+
+    def gated(items):
+        with lock:
+            calls.append(list(items))
+        if items[0] in (0, 1):
+            running.release()
+            release.wait(timeout=60)
+        return items
+
+    async def scenario():
+        batcher = MicroBatcher(
+            gated, ThreadPoolExecutor(2), max_size=8, max_wait_s=0.0, max_in_flight=2
+        )
+        first = [asyncio.ensure_future(batcher.submit(i)) for i in (0,)]
+        assert await asyncio.to_thread(running.acquire, True, 60)  # pass [0] runs
+        first.append(asyncio.ensure_future(batcher.submit(1)))
+        assert await asyncio.to_thread(running.acquire, True, 60)  # pass [1] runs beside it
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3, 4)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert calls == [[0], [1]]  # both slots held: nothing else has started
+        release.set()
+        results = await asyncio.gather(*first, *rest)
+        await batcher.close()
+        return results
+
+    assert _run(scenario()) == [0, 1, 2, 3, 4]
+    assert calls[:2] == [[0], [1]] and calls[2] == [2, 3, 4]

@@ -39,10 +39,13 @@ class Server:
         return self.app.state.models.service
 
     def hold_worker(self) -> threading.Event:
-        """Keep the single TensorFlow worker busy until the returned event is set."""
-        gate, started = threading.Event(), threading.Event()
-        self.service._executor.submit_to(FORWARD, lambda: (started.set(), gate.wait()))
-        assert started.wait(60), "the worker never picked the blocking job"
+        """Keep every thread of the model worker busy until the returned event is set."""
+        worker = self.service._executor
+        gate, started = threading.Event(), threading.Semaphore(0)
+        for _ in range(worker.threads):
+            worker.submit_to(FORWARD, lambda: (started.release(), gate.wait()))
+        for _ in range(worker.threads):
+            assert started.acquire(timeout=60), "the worker never picked the blocking jobs"
         return gate
 
     def metric(self, name: str, **labels: str) -> float:
