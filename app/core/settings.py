@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     from the page cache or the disk (app/core/memory.py)."""
     image_threads: int = Field(default=0, ge=0)
     """Threads that decode, white-balance, measure and cut images and render explanations'
-    overlays, beside the one model worker, taking predictions' and explanations' jobs in
+    overlays, beside the model worker, taking predictions' and explanations' jobs in
     turn; 0: one per CPU. More threads than cores only contend for the cores and Python's
     lock: on the 2-core development machine two answered /v2 infer at concurrency 16 with
     10-18% more requests/s than asyncio's default pool of six (docs/benchmarks.md)."""
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     autoscaler at light load."""
     max_explain_pass_images: int = Field(default=8, gt=0)
     """Most images one explanation (backward) pass runs: a forward pass waits for at most
-    one of these at the TensorFlow worker."""
+    one of these at the model worker."""
     forward_queue_limit: int = Field(default=64, gt=0)
     """Most images of /predict and /v2 infer requests admitted at once (waiting or in a
     pass); past it requests are refused at once with 503 `overloaded` and Retry-After."""

@@ -1,6 +1,6 @@
 """Explanations as plain Python (no HTTP): one upload decoded once, one backward pass per
 distinct layer of the asked methods (micro-batched across requests on the service's one
-TensorFlow worker), each method's map from that pass, drawn over the whole upload."""
+model worker), each method's map from that pass, drawn over the whole upload."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class Classifier(Protocol):
 
 class ExplanationService:
     """The explanation side of an `InferenceService`: a micro-batcher per explained layer,
-    feeding the service's TensorFlow worker, and bounded rendering."""
+    feeding the service's model worker, and bounded rendering."""
 
     def __init__(self, service: Classifier) -> None:
         self.service = service
