@@ -23,6 +23,7 @@ ReviewReason = Literal[
     "cell_at_edge",
     "scale_assumed",
     "colour_not_normalised",
+    "stain_unfamiliar",
 ]
 
 REASONS: dict[ReviewReason, str] = {
@@ -38,6 +39,9 @@ REASONS: dict[ReviewReason, str] = {
     "tight crop): the window was cut at a guessed size",
     "colour_not_normalised": "no background (glass) was found to white-balance the image "
     "by, so the camera's colour cast, if any, is still in it",
+    "stain_unfamiliar": "the red cells' stain colour (their hue or saturation, once the image "
+    "is white-balanced) lies outside the range of 98% of the training frames: another lab's "
+    "stain or protocol, which the model did not learn from",
 }
 """Every reason an answer can be flagged for, in the order they are listed."""
 
@@ -59,6 +63,8 @@ class ImageFacts:
     scale: Scale | None = None
     white_balanced: bool | None = None
     """False: the model balances colour by the background and none was found."""
+    stain_familiar: bool | None = None
+    """False: the red cells' stain lies outside the manifest's `stain_range`."""
 
 
 def review_reasons(
@@ -88,6 +94,8 @@ def review_reasons(
         reasons.append("scale_assumed")
     if image.white_balanced is False:
         reasons.append("colour_not_normalised")
+    if image.stain_familiar is False:
+        reasons.append("stain_unfamiliar")
     return reasons
 
 

@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _entry_parser(
         subparsers,
+        "measure-stain",
+        "measure the TRAIN frames' red-cell stain range and write it into an entry's manifest "
+        "(preprocessing.stain_range: answers on images stained outside it are flagged)",
+    )
+    _entry_parser(
+        subparsers,
         "export-onnx",
         "add model.onnx (the forward pass for ONNX Runtime) to an existing entry",
     )
@@ -233,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "seed-report":
             return _run_seed_report(args)
+        if args.command == "measure-stain":
+            return _run_measure_stain(args)
         if args.command == "evaluate-localiser":
             return _run_localiser(args)
         if args.command == "export-onnx":
@@ -347,6 +355,16 @@ def _run_seed_report(args: argparse.Namespace) -> int:
     (args.output_dir / "seed_report.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.output_dir / "seed_report.md").write_text(markdown(report))
     print(markdown(report))
+    return 0
+
+
+def _run_measure_stain(args: argparse.Namespace) -> int:
+    from training.studies.stain_range import measure_stain_range
+
+    manifest = measure_stain_range(_entry(args), args.data_dir)
+    stain = manifest.preprocessing.stain_range
+    assert stain is not None
+    print(f"stain range: hue {stain.hue}, saturation {stain.saturation} ({stain.measured_on})")
     return 0
 
 

@@ -144,6 +144,13 @@ class Prediction(CellPrediction):
         "are taken out; no_background: no glass was found (a tight crop), the image was used "
         "as it came; null: the model does not balance colour",
     )
+    stain: Literal["familiar", "unfamiliar"] | None = Field(
+        None,
+        description="familiar: the image's red cells, once white-balanced, are stained within "
+        "the range of the training frames (the middle 98%); unfamiliar: outside it, another "
+        "lab's stain or protocol, so the answer is flagged stain_unfamiliar; null: the model "
+        "does not read the stain, or too few red cells to read it by (a tight crop)",
+    )
     cells: list[CellPrediction] = Field(
         default_factory=list,
         description="every white cell found, largest first (the first is the one the "

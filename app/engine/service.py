@@ -318,6 +318,7 @@ class InferenceService:
 
 
 WHITE_BALANCE = {True: "applied", False: "no_background", None: None}
+STAIN = {True: "familiar", False: "unfamiliar", None: None}
 
 
 def _image_fields(facts: ImageFacts) -> dict:
@@ -328,4 +329,5 @@ def _image_fields(facts: ImageFacts) -> dict:
         if scale is None
         else PixelScale(um_per_px=scale.um_per_px, source=scale.source),
         "white_balance": WHITE_BALANCE[facts.white_balanced],
+        "stain": STAIN[facts.stain_familiar],
     }

@@ -12,9 +12,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from model_core.store.manifest import WhiteBalance
+from model_core.store.manifest import StainRange, WhiteBalance
 
 _STATISTICS_WIDTH = 80  # pixels across the copy the background is measured on
+GLASS_FRACTION = 0.3
+"""The brightest share of the sample taken as glass when the stain is read."""
+RED_HUE, RED_WINDOW, MIN_SATURATION, MIN_RED_SHARE = -8.0, 25.0, 8.0, 0.1
+"""Red cells, when the stain is read: pixels darker than the glass, at least MIN_SATURATION
+saturated (OpenCV's HSV, 0-255), within RED_WINDOW hue units (0-180 scale) of their median,
+which is sought from RED_HUE (pink, written -90..90 about red; a nucleus's violet is 35 or
+more units away); fewer than MIN_RED_SHARE of the sample: no reading."""
+READING_STEPS, SETTLED = 8, 0.25
+"""The window is re-centred on the red cells' median hue until it moves by less than
+SETTLED units (at most READING_STEPS times)."""
 
 
 def background_colour(rgb: np.ndarray, spec: WhiteBalance) -> np.ndarray | None:
@@ -46,3 +56,47 @@ def white_balance(rgb: np.ndarray, spec: WhiteBalance) -> tuple[np.ndarray, bool
         return rgb, False
     table = np.clip(np.rint(np.arange(256)[:, None] * gains), 0, 255).astype(np.uint8)
     return cv2.LUT(np.ascontiguousarray(rgb), table.reshape(256, 1, 3)), True
+
+
+def red_cells_stain(rgb: np.ndarray) -> tuple[float, float] | None:
+    """The stain of an RGB uint8 smear (white-balanced first, where the model does) as its
+    red cells show it: their median hue (OpenCV's units, -90..90 about red) and median
+    saturation (0-255), or None when fewer than MIN_RED_SHARE of the pixels are red cells (a
+    crop of one cell, a foreign image). A stain's hue turn of +6 reads as +5 (spread 1.8 on
+    the TRAIN frames), a saturation of x0.75 as about x0.78; camera shifts, balanced first,
+    read as none."""
+    step = max(1, rgb.shape[1] // _STATISTICS_WIDTH)
+    pixels = np.ascontiguousarray(rgb[::step, ::step]).reshape(-1, 3)
+    lightness = pixels.sum(axis=1, dtype=np.int32)
+    keep = max(1, int(len(pixels) * GLASS_FRACTION))
+    glass = lightness >= np.partition(lightness, len(pixels) - keep)[len(pixels) - keep]
+    stained = np.ascontiguousarray(pixels[~glass]).reshape(1, -1, 3)
+    if stained.shape[1] < max(1.0, MIN_RED_SHARE * len(pixels)):
+        return None
+    hsv = cv2.cvtColor(stained, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.float32)
+    coloured = hsv[:, 1] >= MIN_SATURATION
+    hue, saturation = hsv[coloured, 0], hsv[coloured, 1]
+    centre, least = RED_HUE, max(1.0, MIN_RED_SHARE * len(pixels))
+    red = np.zeros(0, bool)
+    for _ in range(READING_STEPS):
+        offset = np.mod(hue - centre + 90.0, 180.0) - 90.0
+        red = np.abs(offset) <= RED_WINDOW
+        if np.count_nonzero(red) < least:
+            return None
+        step_hue = float(np.median(offset[red]))
+        centre += step_hue
+        if abs(step_hue) < SETTLED:
+            break
+    return (centre + 90.0) % 180.0 - 90.0, float(np.median(saturation[red]))
+
+
+def stain_familiar(rgb: np.ndarray, spec: StainRange) -> bool | None:
+    """Whether the smear's red cells (`red_cells_stain`) lie within the data set's range;
+    None when it has too few red cells to tell."""
+    reading = red_cells_stain(rgb)
+    if reading is None:
+        return None
+    hue, saturation = reading
+    return bool(
+        spec.hue[0] <= hue <= spec.hue[1] and spec.saturation[0] <= saturation <= spec.saturation[1]
+    )

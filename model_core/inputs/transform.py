@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model_core.inputs.colour import white_balance
+from model_core.inputs.colour import stain_familiar, white_balance
 from model_core.inputs.localisation import (
     Box,
     Scale,
@@ -154,6 +154,9 @@ class FirstLook:
     rgb: np.ndarray
     """The frame, uint8, colour normalised."""
     white_balanced: bool | None
+    stain_familiar: bool | None
+    """Whether its red cells' stain lies in the manifest's `stain_range` (None: not read,
+    or too few red cells)."""
     um_per_px: float | None
     """The scale the client gave, if any."""
     max_cells: int
@@ -175,13 +178,14 @@ def first_look(
     """`prepare_frame`'s first step (colour, cells at the field of view), for a caller that
     runs their passes while `finish_frame` measures the scale."""
     rgb, white_balanced = normalise_colour(as_uint8(rgb), spec)
+    familiar = None if spec.stain_range is None else stain_familiar(rgb, spec.stain_range)
     boxes = field_cells = None
     if spec.localisation is None:
         field_cells = prepare_cells(rgb, input_size, spec)
     elif um_per_px is None:
         boxes = find_cells(rgb, spec.localisation)
         field_cells = prepare_cells(rgb, input_size, spec, None, max_cells, boxes)
-    return FirstLook(rgb, white_balanced, um_per_px, max_cells, boxes, field_cells)
+    return FirstLook(rgb, white_balanced, familiar, um_per_px, max_cells, boxes, field_cells)
 
 
 def finish_frame(
@@ -201,7 +205,8 @@ def finish_frame(
     if cells is None or scale.hint is not None:
         cells = prepare_cells(rgb, input_size, spec, scale.hint, look.max_cells)
     height, width = rgb.shape[:2]
-    return PreparedImage(cells, ImageFacts(width, height, scale, look.white_balanced))
+    facts = ImageFacts(width, height, scale, look.white_balanced, look.stain_familiar)
+    return PreparedImage(cells, facts)
 
 
 def prepare_frame(

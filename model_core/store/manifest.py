@@ -73,6 +73,23 @@ class WhiteBalance(BaseModel):
     """...nor one that needs a channel gain beyond this (or below its inverse)."""
 
 
+class StainRange(BaseModel):
+    """The stain colour of the data set's train frames, as their red cells show it once
+    white-balanced (model_core.inputs.colour.red_cells_stain): an image whose red cells lie
+    outside it was stained unlike anything the model learnt from, and its answers are
+    flagged for review (`stain_unfamiliar`). Not a step of the transform: nothing changes
+    the image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hue: tuple[float, float]
+    """The red cells' median hue (OpenCV's units, 0-180, written -90..90 about red)..."""
+    saturation: tuple[float, float]
+    """...and median saturation (0-255): each between these quantiles of the frames'."""
+    quantiles: tuple[float, float]
+    measured_on: str
+
+
 class Preprocessing(BaseModel):
     """How an RGB uint8 image becomes the model's input tensor."""
 
@@ -96,6 +113,9 @@ class Preprocessing(BaseModel):
     white_balance: WhiteBalance | None = None
     """Balance each image by its background first (before the cell is found); None: off
     (v1-v8)."""
+    stain_range: StainRange | None = None
+    """Read each balanced image's stain from its red cells and flag it when outside this
+    range; None: not read (v1-v8, and v9 until it was measured)."""
 
 
 class Layers(BaseModel):

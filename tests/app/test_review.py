@@ -146,3 +146,27 @@ def test_the_manifests_threshold_flags_low_confidence(strict_store, smears):
                     assert answer["review"]
             info = client.get("/models").json()["models"][0]["review"]
             assert info["min_calibrated_confidence"] == (1.0 if expect_low else 0.0)
+
+
+def test_a_smear_stained_unlike_the_training_frames_is_flagged_and_the_bundled_ones_are_not(
+    client, smears
+):
+    import cv2
+    import numpy as np
+
+    frames = [np.asarray(Image.open(smear.path).convert("RGB")) for smear in smears]
+    answers = _predict(client, *(Image.fromarray(frame) for frame in frames))
+    if all(answer["stain"] is None for answer in answers):
+        pytest.skip("the served model does not read the stain")
+    assert [answer["stain"] for answer in answers] == ["familiar"] * len(frames)
+    assert not any("stain_unfamiliar" in answer["review_reasons"] for answer in answers)
+    pale = []
+    for frame in frames:  # another lab's much paler stain
+        hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
+        hsv[..., 1] = (hsv[..., 1] * 0.4).astype(np.uint8)
+        pale.append(Image.fromarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)))
+    for answer in _predict(client, *pale):
+        assert answer["stain"] == "unfamiliar"
+        assert answer["review"] and "stain_unfamiliar" in answer["review_reasons"]
+        for cell in answer["cells"]:
+            assert "stain_unfamiliar" in cell["review_reasons"]
