@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.core.settings import Settings
 from app.engine.images import decode_image
-from model_core.inputs.colour import white_balance
+from model_core.inputs.colour import red_cells_stain, white_balance
 from model_core.inputs.localisation import find_cell
 from model_core.runtime import ModelRuntime
 from model_core.store.entries import list_versions
@@ -46,6 +46,9 @@ class Floor:
     white_balance_ms: float | None = None
     """White-balancing a decoded upload by its background (`model_core.inputs.colour`),
     measured whether or not the served model asks for it."""
+    stain_read_ms: float | None = None
+    """Reading a balanced upload's stain from its red cells (`red_cells_stain`, for the
+    `stain_unfamiliar` flag), measured whether or not the served model asks for it."""
     version: int | None = None
     reference_forward_ms: float | None = None
     """The forward pass of REFERENCE_VERSION, same backend and batch, for comparison."""
@@ -95,6 +98,10 @@ def measure_floor(
     )
     floor.white_balance_ms = _median_ms(
         lambda index: white_balance(decoded[index % len(decoded)], balance), samples
+    )
+    balanced = [white_balance(image, balance)[0] for image in decoded]
+    floor.stain_read_ms = _median_ms(
+        lambda index: red_cells_stain(balanced[index % len(balanced)]), samples
     )
     if runtime.manifest.version != REFERENCE_VERSION and REFERENCE_VERSION in list_versions(
         store_dir, model_name

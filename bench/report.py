@@ -226,6 +226,11 @@ def markdown(
             else ""
         )
         + (
+            f"; reading the stain from the red cells {floor.stain_read_ms:.2f} ms"
+            if floor.stain_read_ms is not None
+            else ""
+        )
+        + (
             f"; v3's forward {floor.reference_forward_ms:.2f} ms"
             if floor.reference_forward_ms
             else ""
