@@ -261,11 +261,23 @@ def review_section(facts: EntryFacts) -> list[str]:
     report = facts.report(REVIEW_FILE)
     policy = facts.manifest.review
     lines: list[str] = []
+    stain = facts.manifest.preprocessing.stain_range
     if policy is None:
         lines += [
             "No confidence threshold is fitted: answers are flagged for review only for the "
             "other reasons (out of distribution, whole frame, cell at the edge, scale "
-            "assumed, colour not balanced).",
+            "assumed, colour not balanced"
+            + (", stain unfamiliar" if stain is not None else "")
+            + ").",
+            "",
+        ]
+    if stain is not None:
+        lines += [
+            f"An image whose red cells, once balanced, read a stain hue outside "
+            f"{stain.hue[0]:g} to {stain.hue[1]:g} (OpenCV's units about red) or a saturation "
+            f"outside {stain.saturation[0]:g} to {stain.saturation[1]:g} (percentiles "
+            f"{stain.quantiles[0]:g} to {stain.quantiles[1]:g} of {stain.measured_on}) is "
+            "flagged `stain_unfamiliar`.",
             "",
         ]
     else:

@@ -24,7 +24,7 @@ from model_core.store.manifest import Manifest, StainRange
 from training.pipeline.data import DataError
 from training.studies.model_card import write_model_card
 
-EVERY = 4
+EVERY, LEAST_FRAMES = 4, 20
 QUANTILES = (1.0, 99.0)
 
 
@@ -41,20 +41,23 @@ def stain_readings(paths: list[Path], manifest: Manifest) -> np.ndarray:
     return np.asarray(readings, np.float64).reshape(-1, 2)
 
 
-def measure_stain_range(entry: Path, data_dir: Path) -> Manifest:
-    """Measure the TRAIN frames' stain range for `entry` and write it into its manifest."""
+def measure_stain_range(
+    entry: Path, data_dir: Path, every: int = EVERY, least: int = LEAST_FRAMES
+) -> Manifest:
+    """Measure the stain range of every `every`th TRAIN frame for `entry` (at least `least`
+    read) and write it into its manifest."""
     manifest = read_manifest(entry)
-    paths = sorted((Path(data_dir) / "images" / "TRAIN").glob("*/*.jpeg"))[::EVERY]
+    paths = sorted((Path(data_dir) / "images" / "TRAIN").glob("*/*.jpeg"))[::every]
     readings = stain_readings(paths, manifest)
-    if len(readings) < 20:
+    if len(readings) < least:
         raise DataError(f"too few TRAIN frames with red cells under {data_dir} to measure")
     low, high = np.percentile(readings, QUANTILES, axis=0)
     stain_range = StainRange(
         hue=(round(float(low[0]), 2), round(float(high[0]), 2)),
         saturation=(round(float(low[1]), 2), round(float(high[1]), 2)),
         quantiles=QUANTILES,
-        measured_on=f"{len(readings)} of every {EVERY}th TRAIN frame ({len(paths)}), "
-        f"{datetime.now(UTC).date().isoformat()}",
+        measured_on=f"the {len(readings)} of {len(paths)} TRAIN frames (every {every}th) "
+        f"whose red cells could be read, {datetime.now(UTC).date().isoformat()}",
     )
     manifest = manifest.model_copy(
         update={
