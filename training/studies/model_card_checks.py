@@ -271,15 +271,6 @@ def review_section(facts: EntryFacts) -> list[str]:
             + ").",
             "",
         ]
-    if stain is not None:
-        lines += [
-            f"An image whose red cells, once balanced, read a stain hue outside "
-            f"{stain.hue[0]:g} to {stain.hue[1]:g} (OpenCV's units about red) or a saturation "
-            f"outside {stain.saturation[0]:g} to {stain.saturation[1]:g} (percentiles "
-            f"{stain.quantiles[0]:g} to {stain.quantiles[1]:g} of {stain.measured_on}) is "
-            "flagged `stain_unfamiliar`.",
-            "",
-        ]
     else:
         lines += [
             f"An answer whose calibrated confidence is below "
@@ -287,6 +278,15 @@ def review_section(facts: EntryFacts) -> list[str]:
             f"for {policy.target_accuracy:.0%} accuracy on accepted answers on "
             f"{policy.fitted_on}; there it accepts {policy.expected_coverage:.1%} of answers "
             f"at {policy.expected_accuracy:.1%}.",
+            "",
+        ]
+    if stain is not None:
+        lines += [
+            f"An image whose red cells, once balanced, read a stain hue outside "
+            f"{stain.hue[0]:g} to {stain.hue[1]:g} (OpenCV's units about red) or a saturation "
+            f"outside {stain.saturation[0]:g} to {stain.saturation[1]:g} (percentiles "
+            f"{stain.quantiles[0]:g} to {stain.quantiles[1]:g} of {stain.measured_on}) is "
+            "flagged `stain_unfamiliar`.",
             "",
         ]
     if report is None:
