@@ -73,14 +73,13 @@ class InferenceService:
         # explanations wait in lanes of their own, taken in turn (app.engine.admission
         # bounds how many wait), up to FORWARD_TURNS forward passes for each explanation's.
         turns = {FORWARD: FORWARD_TURNS}
+        cpus = len(os.sched_getaffinity(0))
         self._passes_at_once = (
-            settings.onnx_workers or len(os.sched_getaffinity(0))
-            if runtime.backend == ONNXRUNTIME
-            else 1
+            settings.onnx_workers or cpus if runtime.backend == ONNXRUNTIME else 1
         )
         self._executor = LaneWorker(
             (FORWARD, EXPLAIN),
-            thread_name="tensorflow",
+            thread_name="model",
             threads=self._passes_at_once,
             weights=turns,
         )
@@ -90,7 +89,7 @@ class InferenceService:
         self._image_threads = LaneWorker(
             (FORWARD, EXPLAIN),
             thread_name="image",
-            threads=settings.image_threads or len(os.sched_getaffinity(0)),
+            threads=settings.image_threads or cpus,
             weights=turns,
         )
         self.forward_batcher: MicroBatcher[np.ndarray, Forward] = self.batcher(
