@@ -307,6 +307,12 @@ field. Chosen on the train data: the estimate is within 30% of it on 92% of the 
 TRAIN copies (85% within 20%; black fill and clumps mislead it) and wrongly within 30% on 20%
 of train frames shrunk 0.7x into a wider field (5% at 0.5x). Frames that are the data set's
 keep the window v1-v8 were trained on."""
+RULER_CIRCLES = 10
+"""A measurement of the data set's field of view resting on this many red-cell circles comes
+from a field of cells, never a tight crop of one (crops of 150-250 px of the train originals
+give at most 7), so a white cell's box larger than any in the training frames does not
+overrule it: a strong stain widens the nucleus mask (saturation x1.25 moved 20% of the
+held-out copies to a guessed scale 0.45-0.7x the true one, each with 14-28 circles)."""
 TYPICAL_CELL_SIDE, MOST_CELL_SIDE = 94.0, 150.0
 """The main white cell's box on the data set's train frames, at the working width: its
 median side (sqrt of its area) in pixels, and a side that fewer than 1% exceed."""
@@ -319,10 +325,12 @@ def image_scale(
     cells: list[Box] | None = None,
 ) -> Scale:
     """The scale of an RGB uint8 image: the client's where given; else measured from its red
-    cells against the data set's (`spec.red_cell_radius_px`); else assumed: the data set's
-    field of view, unless its white cell would then be larger than any in the data set (a
-    tight crop of one cell), in which case the cell's size is taken as typical. `cells`:
-    `find_cells(rgb, spec)` where the caller has them already."""
+    cells against the data set's (`spec.red_cell_radius_px`), unless the white cell would
+    then be larger than any in the data set (a measurement that agrees with the data set's
+    field of view is overruled so only when it rests on few circles: `RULER_CIRCLES`); else
+    assumed: the data set's field of view, unless its white cell would then be larger than
+    any in the data set (a tight crop of one cell), in which case the cell's size is taken
+    as typical. `cells`: `find_cells(rgb, spec)` where the caller has them already."""
     if given_um_per_px is not None:
         return Scale(float(given_um_per_px), "given")
     field = field_of_view_scale(rgb.shape[1], spec)
@@ -341,9 +349,15 @@ def image_scale(
         if rgb.shape[0] * rgb.shape[1] / factor**2 > MAX_WORKING_PIXELS:
             measured = None  # a misreading (no field is that wide): assumed, never refused
     if measured is not None:
-        if abs(measured / field - 1) <= FIELD_OF_VIEW_TOLERANCE and side <= MOST_CELL_SIDE:
+        assert estimate is not None
+        # A large cell overrules a ruler of few circles (a crop's) that reads the data set's
+        # field, not one of many (a field's); a ruler that reads another scale at which the
+        # cell would be larger than any is misread, however many circles it rests on.
+        ruled = estimate.cells >= RULER_CIRCLES
+        near_field = abs(measured / field - 1) <= FIELD_OF_VIEW_TOLERANCE
+        if near_field and (ruled or side <= MOST_CELL_SIDE):
             return Scale(field, "measured", field_of_view=True)
-        if side * field / measured <= MOST_CELL_SIDE:  # else the ruler misread: a crop
+        if side * field / measured <= MOST_CELL_SIDE:
             return Scale(measured, "measured")
     if side > MOST_CELL_SIDE:
         return Scale(field * TYPICAL_CELL_SIDE / side, "assumed")

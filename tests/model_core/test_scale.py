@@ -133,3 +133,33 @@ def test_a_measured_scale_beyond_reach_is_not_used_and_never_refused(smears, mon
     found = scale_module.image_scale(rgb, spec, None)
     assert found.source == "assumed" and found.field_of_view
     assert find_cells(rgb, spec, found.hint)  # the cell is still found
+
+
+def test_a_field_of_red_cells_is_not_taken_for_a_crop_by_a_large_cell_box(smears, monkeypatch):
+    """A stain strong enough to widen the nucleus mask makes the white cell's box larger than
+    any in the training frames: a ruler of many red cells still says the frame is a field at
+    the data set's scale; the same box with a ruler of few circles (all a tight crop shows)
+    is taken for a crop, its cell's size for typical."""
+    from PIL import Image
+
+    from model_core.inputs import scale as scale_module
+    from model_core.store.manifest import Localisation
+
+    spec = Localisation.model_validate({"red_cell_radius_px": 24.89})
+    rgb = np.asarray(Image.open(SMEARS["eosinophil-1.jpeg"].path).convert("RGB"))
+    large_box = [(60.0, 20.0, 260.0, 220.0)]  # a 200 px side; the training frames' most: 150
+    measured = red_cell_radius_px(rgb)
+    assert measured is not None and measured.cells >= scale_module.RULER_CIRCLES
+    field = scale_module.image_scale(rgb, spec, None, large_box)
+    assert field.source == "measured" and field.field_of_view
+
+    # A ruler of few circles, or one of many that reads another scale (at which the cell
+    # would be larger still), is taken for a misreading of a crop.
+    few = ScaleEstimate(measured.radius_px, scale_module.RULER_CIRCLES - 1, 0.05, 1.0)
+    many_far = ScaleEstimate(measured.radius_px * 2, 20, 0.05, 1.0)
+    for misread in (few, many_far):
+        monkeypatch.setattr(scale_module, "red_cell_radius_px", lambda image, m=misread: m)
+        crop = scale_module.image_scale(rgb, spec, None, large_box)
+        assert crop.source == "assumed" and not crop.field_of_view
+        typical = field.um_per_px * scale_module.TYPICAL_CELL_SIDE / 200.0
+        assert crop.um_per_px == pytest.approx(typical)

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from training.pipeline.augment import augment_batch, augment_frames
+from training.pipeline.augment import augment_batch, augment_frames, tight_crops
 from training.pipeline.config import LEGACY_DEFAULTS, AugmentConfig, TrainConfig
 from training.pipeline.datasets import dihedral_batch
 
@@ -68,3 +68,28 @@ def test_records_from_before_the_localiser_mean_the_whole_frame():
     assert legacy.localise is False and legacy.arch == "tutorial"
     assert legacy.holdout_seed is None and legacy.augmentation.shear == 0.0
     assert TrainConfig.from_record(TrainConfig().to_record()) == TrainConfig()
+
+
+def test_tight_crops_black_out_beyond_a_square_about_the_centre_of_a_share_of_windows():
+    windows = tf.fill([400, 50, 50, 3], 200.0)
+    out = tight_crops(windows, tf.constant([7, 8]), 0.5).numpy()
+    cropped = (out == 0).any(axis=(1, 2, 3))
+    # About half the windows are cropped; the others are untouched.
+    assert 0.4 < cropped.mean() < 0.6
+    np.testing.assert_array_equal(out[~cropped], 200.0)
+    for window in out[cropped]:
+        kept = window[..., 0] > 0
+        rows, columns = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
+        # What is kept is one block: a square of 60-100% of the side, whose centre lies
+        # within 10% of the side of the window's, cut by the window's edges where it reaches
+        # them (as a crop shifted to lie inside its image).
+        assert kept.sum() == len(rows) * len(columns)
+        spans = [span for span in (rows, columns) if span[0] > 0 and span[-1] < 49]
+        assert all(29 <= len(span) <= 50 for span in spans)
+        if len(spans) == 2:
+            assert abs(len(rows) - len(columns)) <= 1
+            for span in spans:
+                assert abs((span[0] + span[-1] + 1) / 2 - 25) <= 5 + 1
+        assert min(len(rows), len(columns)) >= 29 - 5
+        assert np.all(window[kept] == 200.0)
+    np.testing.assert_array_equal(tight_crops(windows, tf.constant([7, 8]), 0.0), windows)

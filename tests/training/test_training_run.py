@@ -125,6 +125,41 @@ def test_interrupted_run_resumes_from_its_backup(example_data_dir, tmp_path):
     assert resumed.history["learning_rate"] == [pytest.approx(config.initial_lr)] * 2
 
 
+class _WeightsAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = [weight.copy() for weight in self.model.get_weights()]
+
+
+def test_fine_tuning_starts_from_an_entrys_weights_and_refuses_another_network(
+    example_data_dir, tmp_path
+):
+    config = _quick_config(example_data_dir, tmp_path)
+    directory, _ = publish(train(config), config)
+    _, published = load_entry(directory)
+
+    start = _WeightsAtStart()
+    tuned_config = _quick_config(example_data_dir, tmp_path, init_from=directory)
+    tuned = train(tuned_config, extra_callbacks=(start,))
+    for started, source in zip(start.weights, published.get_weights(), strict=True):
+        np.testing.assert_array_equal(started, source)
+    # It trained on from there: the weights moved, and the record says where it started.
+    assert any(
+        not np.array_equal(after, before)
+        for after, before in zip(tuned.model.get_weights(), start.weights, strict=True)
+    )
+    assert tuned_config.to_record()["init_from"] == str(directory)
+    args = build_parser().parse_args(["train", "--init-from", str(directory)])
+    assert config_from_args(args).init_from == directory
+
+    other_size = _quick_config(example_data_dir, tmp_path, init_from=directory)
+    other_size.input_size = (48, 48)
+    with pytest.raises(ValueError, match="inputs, this run"):
+        train(other_size)
+    other_network = _quick_config(example_data_dir, tmp_path, init_from=directory, arch="wide")
+    with pytest.raises(ValueError, match="network differs"):
+        train(other_network)
+
+
 def test_mirrored_strategy_over_two_cpu_replicas(example_data_dir, tmp_path):
     completed = subprocess.run(
         [

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from training.pipeline.config import AugmentConfig
+from training.pipeline.config import TIGHT_CROP_OFFSET, TIGHT_CROP_SIDES, AugmentConfig
 
 
 def _uniform(shape, seed, low, high):
@@ -153,3 +153,19 @@ def zoom_windows(images: tf.Tensor, seed: tf.Tensor, zoom: float) -> tf.Tensor:
     return tf.image.crop_and_resize(
         images, boxes, tf.range(batch), tf.stack([side, side]), extrapolation_value=0.0
     )
+
+
+def tight_crops(images: tf.Tensor, seed: tf.Tensor, share: float) -> tf.Tensor:
+    """Square cell windows [B, S, S, 3], a random `share` of them cut down to a tight crop
+    of the cell: black beyond a square whose side is a `TIGHT_CROP_SIDES` fraction of the
+    window's, centred within `TIGHT_CROP_OFFSET` of the side from the window's centre."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    batch, side = tf.shape(images)[0], tf.shape(images)[1]
+    chosen = _uniform([batch, 1], seeds[0], 0.0, 1.0) < share
+    half = _uniform([batch, 1], seeds[1], *TIGHT_CROP_SIDES) / 2.0
+    centre = 0.5 + _uniform([batch, 2], seeds[2], -TIGHT_CROP_OFFSET, TIGHT_CROP_OFFSET)
+    pixels = (tf.range(side, dtype=tf.float32)[tf.newaxis] + 0.5) / tf.cast(side, tf.float32)
+    rows = (tf.abs(pixels - centre[:, :1]) <= half) | ~chosen
+    columns = (tf.abs(pixels - centre[:, 1:]) <= half) | ~chosen
+    inside = tf.cast(rows[:, :, tf.newaxis] & columns[:, tf.newaxis, :], images.dtype)
+    return images * inside[..., tf.newaxis]

@@ -109,6 +109,7 @@ _REFIT_SETTINGS = frozenset(
         "fold_method",
         "holdout_seed",
         "temperature_from",
+        "init_from",
         "store_dir",
         "backup_dir",
         "data_dir",

@@ -16,7 +16,7 @@ from training.pipeline.options import NO_FLAG, flag
 # The data set's usual place, beside the repository (not the working directory).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "blood-cells"
 # TrainConfig fields that hold paths (strings in a manifest's training record).
-PATH_KEYS = ("data_dir", "store_dir", "backup_dir", "temperature_from")
+PATH_KEYS = ("data_dir", "store_dir", "backup_dir", "temperature_from", "init_from")
 
 # The data set's background (its glass): the median over the 279 train originals of each
 # one's `model_core.inputs.colour.background_colour` (5th-95th percentiles 197-205, 198-207,
@@ -25,6 +25,11 @@ PATH_KEYS = ("data_dir", "store_dir", "backup_dir", "temperature_from")
 # v7 white-balanced to that scored lower on v7's held-out originals (unchanged 0.775
 # against 0.793, mean over the 8 colour shifts 0.712 against 0.744), so this one stays.
 TRAIN_BACKGROUND_RGB = (201.0, 203.0, 198.0)
+
+# A tight crop of one cell (150-250 px of a 640x480 original) served at the scale assumed
+# for it fills 60-100% of the cell window's side.
+TIGHT_CROP_SIDES = (0.6, 1.0)
+TIGHT_CROP_OFFSET = 0.1
 
 Source = Literal["originals", "train-folder"]
 Arch = Literal["tutorial", "wide"]  # the keys of training.pipeline.model.ARCHITECTURES
@@ -62,6 +67,11 @@ class AugmentConfig:
     window_zoom: float = 0.0
     """Max zoom in or out of a cell window, as a fraction (black beyond its edges): the
     model tolerates a measured scale that is off by this much."""
+    tight_crop_share: float = 0.0
+    """Share of cell windows cut down to a tight crop of the cell, as cell analysers and
+    annotation tools export them: black beyond a square of `TIGHT_CROP_SIDES` of the
+    window's side about its centre (moved by up to `TIGHT_CROP_OFFSET` of the side), as
+    serving's window is black beyond a crop's edges (issue 23)."""
     fill_value: float = field(default=0.0, metadata=NO_FLAG)
     """Pixels uncovered by the geometry are black, like the data set's own augmented copies
     in images/TRAIN and images/TEST (Keras' constant fill)."""
@@ -82,6 +92,7 @@ LEGACY_DEFAULTS = {
     "fold": 0,
     "fold_method": "round-robin",
     "restore_best": True,
+    "init_from": None,
 }
 
 
@@ -137,6 +148,10 @@ class TrainConfig:
     `originals`, 0 for `train-folder` (its frames are augmented copies already)."""
     epochs: int = 6
     """Training epochs."""
+    init_from: Path | None = None
+    """Fine-tune: start from the weights of this model-store entry (its folder) instead of
+    fresh ones. Its classes and network must be this run's; hold out the same originals
+    (`holdout_seed`) as it did, or validation scores what it was trained on."""
     batch_size: int = 64
     """Global batch size (split across replicas)."""
     samples_per_epoch: int = 1536

@@ -14,6 +14,7 @@ from training.pipeline.augment import (
     augment_frames,
     color_jitter,
     stain_jitter,
+    tight_crops,
     zoom_windows,
 )
 from training.pipeline.config import TrainConfig
@@ -29,8 +30,8 @@ def training_dataset(
 ) -> tuple[tf.data.Dataset, int]:
     """Endless shuffled (or class-balanced) augmented batches, and the steps per epoch.
     `windows`: `data` is a bank of cell windows at the input size (`crop_bank`), augmented
-    by flips, 90-degree rotations, zoom, and colour and stain jitter; otherwise full frames,
-    augmented and resized."""
+    by flips, 90-degree rotations, zoom, colour and stain jitter and tight crops; otherwise
+    full frames, augmented and resized."""
     images = tf.constant(data.images)
     if balanced:
         per_class = [
@@ -68,6 +69,11 @@ def training_dataset(
                 if augmentation.stains():
                     stain_seed = tf.random.experimental.stateless_fold_in(batch_seed, 2)
                     batch_images = stain_jitter(batch_images, stain_seed, augmentation)
+                if augmentation.tight_crop_share > 0:
+                    crop_seed = tf.random.experimental.stateless_fold_in(batch_seed, 3)
+                    batch_images = tight_crops(
+                        batch_images, crop_seed, augmentation.tight_crop_share
+                    )
             inputs = scale_pixels(batch_images, spec)
         else:
             if config.augment:
