@@ -266,6 +266,10 @@ def _run_train(config: TrainConfig) -> int:
 
     if config.temperature_from is not None:  # a temperature that won't carry: refuse it now
         carried_temperature(config.temperature_from, config.to_record())
+    if config.init_from is not None:  # an entry that is not there: refuse it now
+        from model_core.store.entries import read_manifest
+
+        read_manifest(config.init_from)
     if config.strategy == "multi-worker":
         from training.pipeline.distributed import train_on_workers
 

@@ -180,6 +180,7 @@ def test_records_keep_their_keys_in_order():
         "flip_average",
         "bank_copies",
         "epochs",
+        "init_from",
         "batch_size",
         "samples_per_epoch",
         "initial_lr",
@@ -247,3 +248,11 @@ def test_tensorflow_start_up_stays_off_stderr(tmp_path):
 def test_verbose_or_the_users_log_level_lets_tensorflow_log(tmp_path, options, environ):
     stderr = _train_without_data(tmp_path, *options, **environ)
     assert [line for line in TF_START_UP if line in stderr], stderr
+
+
+def test_fine_tuning_from_a_folder_that_is_no_entry_stops_before_training(tmp_path, capsys):
+    from training.cli import main
+
+    code = main(["train", "--init-from", str(tmp_path / "nothing"), "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert f"no manifest.json in {tmp_path / 'nothing'}" in capsys.readouterr().err

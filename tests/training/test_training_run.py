@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from model_core.store.entries import load_entry, read_manifest, sha256_file
+from model_core.store.entries import StoreError, load_entry, read_manifest, sha256_file
 from training.cli import build_parser, config_from_args
 from training.pipeline.config import TrainConfig
 from training.pipeline.data import list_split, load_images
@@ -153,10 +153,10 @@ def test_fine_tuning_starts_from_an_entrys_weights_and_refuses_another_network(
 
     other_size = _quick_config(example_data_dir, tmp_path, init_from=directory)
     other_size.input_size = (48, 48)
-    with pytest.raises(ValueError, match="inputs, this run"):
+    with pytest.raises(StoreError, match="inputs, this run"):
         train(other_size)
     other_network = _quick_config(example_data_dir, tmp_path, init_from=directory, arch="wide")
-    with pytest.raises(ValueError, match="network differs"):
+    with pytest.raises(StoreError, match="network differs"):
         train(other_network)
 
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_core.store.entries import load_entry
+from model_core.store.entries import StoreError, load_entry
 from model_core.store.manifest import Localisation, Preprocessing, WhiteBalance
 from training.dataprep.copy_originals import train_copy_groups
 from training.pipeline.config import TRAIN_BACKGROUND_RGB, Strategy, TrainConfig
@@ -179,20 +179,20 @@ def training_preprocessing(config: TrainConfig) -> Preprocessing:
 
 def start_from(model: keras.Model, entry: Path, class_names: list[str]) -> None:
     """Fine-tuning: copy the weights of the model-store entry in `entry` into `model`, built
-    afresh for this run; refused unless the entry's classes, input size and every weight's
-    shape are the run's."""
+    afresh for this run; a StoreError unless the entry's classes, input size and every
+    weight's shape are the run's."""
     manifest, source = load_entry(entry)
     if manifest.class_names != class_names:
-        raise ValueError(
+        raise StoreError(
             f"{entry} classifies {manifest.class_names}, this run's classes are {class_names}"
         )
     input_size = tuple(model.input_shape[1:3])
     if tuple(manifest.input_size) != input_size:
-        raise ValueError(f"{entry} takes {manifest.input_size} inputs, this run {input_size}")
+        raise StoreError(f"{entry} takes {manifest.input_size} inputs, this run {input_size}")
     weights = source.get_weights()
     expected = [tuple(weight.shape) for weight in model.get_weights()]
     if [tuple(weight.shape) for weight in weights] != expected:
-        raise ValueError(f"{entry}'s network differs from this run's (architecture, input size)")
+        raise StoreError(f"{entry}'s network differs from this run's (--arch)")
     model.set_weights(weights)
     print(f"starting from the weights of {entry}", flush=True)
 
