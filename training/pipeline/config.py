@@ -26,8 +26,8 @@ PATH_KEYS = ("data_dir", "store_dir", "backup_dir", "temperature_from", "init_fr
 # against 0.793, mean over the 8 colour shifts 0.712 against 0.744), so this one stays.
 TRAIN_BACKGROUND_RGB = (201.0, 203.0, 198.0)
 
-# A tight crop of one cell (150-250 px of a 640x480 original) served at the scale assumed
-# for it fills 60-100% of the cell window's side.
+# A tight crop of one cell (150-250 px of a 640x480 original) against the cell window at the
+# data set's scale (224 px of the original): about 67% of its side up to all of it.
 TIGHT_CROP_SIDES = (0.6, 1.0)
 TIGHT_CROP_OFFSET = 0.1
 
